@@ -1,0 +1,112 @@
+"""Structured configs: every config group is a dataclass registered in Hydra's ConfigStore, so a
+misspelled or unknown key fails when the config is composed, with the key's name.
+
+Groups whose options differ in fields (``body``, ``guidance``, ``stage``) register one schema
+per option (``body/anny_schema``...), which the option's YAML file names in its defaults list.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from avatar.body.anny_body import AnnyBodyConfig
+from avatar.body.smpl_body import SmplBodyConfig
+from avatar.guidance.clip_backend import ClipGuidanceConfig
+from avatar.guidance.mini import MiniGuidanceConfig
+from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
+from avatar.render.cameras import ViewSamplingConfig
+from avatar.render.mesh_renderer import MeshRenderConfig
+from avatar.stages.pose_fit import PoseFitStageConfig
+from avatar.stages.showcase import ShowcaseStageConfig
+
+
+@dataclass
+class PromptConfig:
+    shape: str = "a person"  # t_shape: body shape
+    appearance: str = "a person in a red shirt and blue trousers"  # t_app
+    motion: str = "a person raising both arms"  # t_motion
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of ``lightning.Trainer`` (plus checkpointing), chosen by ``trainer=cpu|gpu|ddp``."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_steps: int = 200
+    log_every_n_steps: int = 10
+    val_every_n_steps: int = 100  # validation images (renders) every N optimisation steps
+    checkpoint_every_n_steps: int = 100
+    gradient_clip_val: Optional[float] = None
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "avatar"
+    entity: Optional[str] = None
+    mode: str = "offline"  # online | offline | disabled; offline runs sync later with `wandb sync`
+    tags: list[str] = field(default_factory=list)
+    log_images: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool = True
+    csv: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class Config:
+    stage: Any = MISSING
+    body: Any = MISSING
+    guidance: Any = MISSING
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    render: MeshRenderConfig = field(default_factory=MeshRenderConfig)
+    views: ViewSamplingConfig = field(default_factory=ViewSamplingConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    preset: str = "cpu"  # set by the preset overlay: cpu | small | paper
+    experiment_name: str = "default"  # groups runs (W&B group, output folder)
+    seed: int = 0
+    # Resume: "" (fresh run), "last" (this run directory's last checkpoint; combine with
+    # hydra.run.dir=<the interrupted run's dir>), or a path to a checkpoint file.
+    resume: str = ""
+    run_dir: str = "${hydra:runtime.output_dir}"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="body", name="anny_schema", node=AnnyBodyConfig)
+    cs.store(group="body", name="smpl_schema", node=SmplBodyConfig)
+    cs.store(group="guidance", name="mini_schema", node=MiniGuidanceConfig)
+    cs.store(group="guidance", name="clip_schema", node=ClipGuidanceConfig)
+    cs.store(group="guidance", name="open_clip_schema", node=OpenClipGuidanceConfig)
+    cs.store(group="stage", name="showcase_schema", node=ShowcaseStageConfig)
+    cs.store(group="stage", name="pose_fit_schema", node=PoseFitStageConfig)
+    _register_resolvers()
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("avatar.uid"):
+        # One short id per run, cached, so a run directory name never collides with another
+        # run started in the same second.
+        OmegaConf.register_new_resolver("avatar.uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("avatar.path_safe"):
+        # Overrides make readable folder names; strip what a path can't hold and cap the length.
+        OmegaConf.register_new_resolver(
+            "avatar.path_safe", lambda s: re.sub(r"[^A-Za-z0-9_.,=+-]+", "-", str(s))[:80] or "default"
+        )

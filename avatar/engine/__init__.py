@@ -1,0 +1,1 @@
+"""Lightning plumbing shared by every stage: trainer, loggers, checkpoints, run records."""

@@ -1,0 +1,39 @@
+"""Rendering: cameras and view sampling, backgrounds, and the differentiable mesh renderer."""
+
+from avatar.render.backgrounds import BACKGROUND_KINDS, gaussian_blur, make_background
+from avatar.render.cameras import (
+    FRONT,
+    UP,
+    Cameras,
+    ViewSamplingConfig,
+    look_at,
+    orbit_cameras,
+    sample_views,
+    view_direction,
+)
+from avatar.render.mesh_renderer import (
+    MeshRenderConfig,
+    MeshRenderer,
+    RenderOutput,
+    init_warp,
+    vertex_normals,
+)
+
+__all__ = [
+    "BACKGROUND_KINDS",
+    "FRONT",
+    "UP",
+    "Cameras",
+    "MeshRenderConfig",
+    "MeshRenderer",
+    "RenderOutput",
+    "ViewSamplingConfig",
+    "gaussian_blur",
+    "init_warp",
+    "look_at",
+    "make_background",
+    "orbit_cameras",
+    "sample_views",
+    "vertex_normals",
+    "view_direction",
+]

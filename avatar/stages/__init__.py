@@ -1,0 +1,13 @@
+"""One module per pipeline stage; each registers itself in ``STAGES`` under its config name."""
+
+from avatar.stages.base import STAGES, StageModule
+
+
+def build_stage(cfg):
+    """Build the stage named by ``cfg.stage.name``."""
+    from avatar.stages import pose_fit, showcase  # noqa: F401  (registration)
+
+    return STAGES.build(cfg.stage.name, cfg)
+
+
+__all__ = ["STAGES", "StageModule", "build_stage"]

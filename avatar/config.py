@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 
 from avatar.body.anny_body import AnnyBodyConfig
 from avatar.body.smpl_body import SmplBodyConfig
@@ -85,6 +86,36 @@ class Config:
     # hydra.run.dir=<the interrupted run's dir>), or a path to a checkpoint file.
     resume: str = ""
     run_dir: str = "${hydra:runtime.output_dir}"
+
+
+# The schema of each option of the groups whose options differ in fields.
+OPTION_SCHEMAS: dict[str, dict[str, type]] = {
+    "body": {"anny": AnnyBodyConfig, "smpl": SmplBodyConfig},
+    "guidance": {"mini": MiniGuidanceConfig, "clip": ClipGuidanceConfig, "open_clip": OpenClipGuidanceConfig},
+    "stage": {"showcase": ShowcaseStageConfig, "pose_fit": PoseFitStageConfig},
+}
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check a composed config against the schemas once more. Composition already rejects
+    misspelled keys; this also rejects keys forced in with Hydra's ``+key=value`` syntax, which
+    bypasses struct mode, so a typo can never be silently ignored."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for group, schemas in OPTION_SCHEMAS.items():
+        name = plain[group].get("name")
+        if name not in schemas:
+            raise ValueError(f"{group}.name={name!r} is not one of {sorted(schemas)}")
+        _merge_strict(OmegaConf.structured(schemas[name]), plain[group], prefix=group)
+        plain[group] = None
+    _merge_strict(OmegaConf.structured(Config), plain, prefix="")
+
+
+def _merge_strict(schema: DictConfig, values: dict, prefix: str) -> None:
+    try:
+        OmegaConf.merge(schema, values)
+    except (ConfigKeyError, ValidationError) as err:
+        where = f" in `{prefix}`" if prefix else ""
+        raise ConfigKeyError(f"Invalid config{where}: {err.msg if hasattr(err, 'msg') else err}") from err
 
 
 def register_configs() -> None:

@@ -1,8 +1,8 @@
 """Guidance backends, driven through their real loading paths with tiny synthetic checkpoints.
 
 No CLIP weights exist offline, so each test builds a small model with the package's own model
-code, saves it, and loads it back through the backend. Nothing here downloads: the
-network-probe tests skip themselves on a machine where the download host answers.
+code, saves it, and loads it back through the backend. Nothing here touches the network:
+the by-name/by-tag paths are driven with ``allow_download=False``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from avatar.guidance import (
     build_guidance,
     similarity,
 )
-from avatar.guidance.base import url_reachable
 from avatar.guidance.open_clip_backend import _cached_file
 
 TINY_OPEN_CLIP = "tiny-guidance-test"  # the model JSON's file stem is the model name
@@ -238,17 +237,6 @@ def test_clip_by_name_with_a_corrupt_file_is_refused(tmp_path):
         build_guidance(ClipGuidanceConfig(download_root=str(tmp_path), allow_download=False))
 
 
-def test_clip_by_name_offline_fails_fast(tmp_path):
-    url = clip.clip._MODELS["ViT-B/32"]
-    if url_reachable(url, 3.0):
-        pytest.skip("the CLIP download host answers here: building would download the weights")
-    start = time.monotonic()
-    with pytest.raises(GuidanceWeightsError, match="unreachable") as err:
-        build_guidance(ClipGuidanceConfig(download_root=str(tmp_path), network_timeout_s=3.0))
-    assert time.monotonic() - start < 10
-    assert str(tmp_path / "ViT-B-32.pt") in str(err.value)
-
-
 def test_clip_unknown_model_name():
     with pytest.raises(ValueError, match="Unknown CLIP model 'ViT-Z/99'"):
         build_guidance(ClipGuidanceConfig(model="ViT-Z/99"))
@@ -278,16 +266,6 @@ def test_open_clip_tag_without_download_names_cache_and_hint(tmp_path):
     message = str(err.value)
     assert str(tmp_path) in message and OPEN_CLIP_TAG in message
     assert "guidance.pretrained" in message and "guidance.cache_dir" in message
-
-
-def test_open_clip_tag_offline_fails_fast(tmp_path):
-    hub = "https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
-    if url_reachable(hub, 3.0):
-        pytest.skip("the Hugging Face hub answers here: building would download the weights")
-    start = time.monotonic()
-    with pytest.raises(GuidanceWeightsError, match="unreachable"):
-        build_guidance(OpenClipGuidanceConfig(cache_dir=str(tmp_path), network_timeout_s=3.0))
-    assert time.monotonic() - start < 10  # huggingface_hub alone retries for ~50 s
 
 
 def test_open_clip_finds_a_tag_in_the_hub_cache_offline(tmp_path):

@@ -10,6 +10,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from avatar.config import validate_config
 from avatar.engine.run_info import write_run_info
 from avatar.engine.trainer import build_loggers, build_trainer, resolve_resume
 from avatar.stages import build_stage
@@ -25,6 +26,7 @@ def current_overrides() -> list[str]:
 def run(cfg: DictConfig) -> dict:
     """Run ``cfg.stage`` in ``cfg.run_dir`` and return its result dict (``objective`` is what
     an Optuna sweep minimises)."""
+    validate_config(cfg)
     run_dir = Path(cfg.run_dir)
     overrides = current_overrides()
     write_run_info(run_dir, cfg, overrides)

@@ -112,13 +112,18 @@ class _Bvh:
 
 
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
-    """Area-weighted unit vertex normals of (..., V, 3) vertices, same shape."""
-    v0, v1, v2 = (vertices[..., faces[:, k], :] for k in range(3))
+    """Area-weighted unit vertex normals of (V, 3) or (B, V, 3) vertices, same shape."""
+    batched = vertices.reshape(-1, *vertices.shape[-2:])
+    b, nv = batched.shape[:2]
+    # Flat indices into (B*V, 3): 1D gathers and index_add are much faster than batched ones.
+    idx = (faces[None] + nv * torch.arange(b, device=faces.device)[:, None, None]).reshape(-1, 3)
+    flat = batched.reshape(-1, 3)
+    v0, v1, v2 = flat[idx[:, 0]], flat[idx[:, 1]], flat[idx[:, 2]]
     face_n = torch.linalg.cross(v1 - v0, v2 - v0)  # length = 2 * area: the area weighting
-    normals = torch.zeros_like(vertices)
+    normals = torch.zeros_like(flat)
     for k in range(3):
-        normals = normals.index_add(-2, faces[:, k], face_n)
-    return F.normalize(normals, dim=-1, eps=1e-12)
+        normals = normals.index_add(0, idx[:, k], face_n)
+    return F.normalize(normals, dim=-1, eps=1e-12).view_as(vertices)
 
 
 class MeshRenderer(torch.nn.Module):
@@ -138,6 +143,12 @@ class MeshRenderer(torch.nn.Module):
     def forward(self, *args, **kwargs) -> RenderOutput:
         return self.render(*args, **kwargs)
 
+    def __getstate__(self) -> dict:
+        # Warp meshes and threads belong to this process: copies and pickles start without them.
+        state = self.__dict__.copy()
+        state.update(_bvhs={}, _loaded_on=set(), _pool=None, _pool_size=0)
+        return state
+
     # ---------------------------------------------------------------- visibility (Warp)
     def _bvh(self, slot: int, points: Tensor, faces: Tensor) -> wp.Mesh:
         """The cached BVH of ``slot`` for float32 ``points`` (V, 3), built or refitted as needed."""
@@ -155,6 +166,8 @@ class MeshRenderer(torch.nn.Module):
             entry.points.copy_(points)
             entry.mesh.refit()
             return entry.mesh
+        if len(faces) and (faces.min() < 0 or faces.max() >= len(points)):
+            raise ValueError(f"faces index outside the {len(points)} vertices")
         owned_points = points.clone()
         indices = faces.to(torch.int32).reshape(-1).contiguous()
         mesh = wp.Mesh(
@@ -196,6 +209,8 @@ class MeshRenderer(torch.nn.Module):
                 launch(0, n_rays)
             else:
                 if self._pool_size < n_chunks:
+                    if self._pool is not None:
+                        self._pool.shutdown(wait=False)
                     self._pool = ThreadPoolExecutor(n_chunks, thread_name_prefix="warp-raycast")
                     self._pool_size = n_chunks
                 bounds = [n_rays * i // n_chunks for i in range(n_chunks + 1)]
@@ -259,9 +274,15 @@ class MeshRenderer(torch.nn.Module):
         pix = (face_flat >= 0).nonzero().squeeze(1)
         fid = face_flat[pix]
         view = torch.div(pix, h * w, rounding_mode="floor")
-        mesh_of_pixel = torch.zeros_like(view) if shared else view
+        n_verts = verts.shape[1]
         tri = faces[fid]  # (K, 3)
-        p0, p1, p2 = (verts[mesh_of_pixel, tri[:, k]] for k in range(3))
+        rows_per_view = tri + (n_verts * view)[:, None]  # rows of per-view (B*V, C) tensors
+
+        def gather(per_vertex: Tensor, k: int) -> Tensor:  # (1 or B, V, C) -> (K, C), corner k
+            rows = tri if per_vertex.shape[0] == 1 else rows_per_view
+            return per_vertex.reshape(-1, per_vertex.shape[-1])[rows[:, k]]
+
+        p0, p1, p2 = (gather(verts, k) for k in range(3))
         ray_o = cameras.position[view]
         ray_d = directions.reshape(-1, 3)[pix]
         e1, e2 = p1 - p0, p2 - p0
@@ -275,8 +296,7 @@ class MeshRenderer(torch.nn.Module):
         bary = torch.stack([1 - bary_u - bary_v, bary_u, bary_v], dim=-1)  # weights of p0, p1, p2
 
         def interpolate(per_vertex: Tensor) -> Tensor:  # (1 or B, V, C) -> (K, C)
-            batch_of_pixel = view if per_vertex.shape[0] > 1 else torch.zeros_like(view)
-            return sum(bary[:, k, None] * per_vertex[batch_of_pixel, tri[:, k]] for k in range(3))
+            return sum(bary[:, k, None] * gather(per_vertex, k) for k in range(3))
 
         face_normal = F.normalize(torch.linalg.cross(e1, e2), dim=-1, eps=1e-12)
         if cfg.smooth_normals:

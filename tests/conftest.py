@@ -1,0 +1,52 @@
+"""Shared test setup: caches in temp dirs (except Anny's one-time build, kept in the project
+cache so the suite builds it at most once per machine), a low-poly body, no network."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+LOW_POLY = "notoes_collapse5pc"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+
+
+@pytest.fixture(scope="session")
+def anny_low():
+    from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
+
+    return AnnyBody(AnnyBodyConfig(topology=LOW_POLY))
+
+
+@pytest.fixture(scope="session")
+def smpl_dir(tmp_path_factory):
+    from synthetic_smpl import write_synthetic_smpl
+
+    folder = tmp_path_factory.mktemp("smpl_models")
+    write_synthetic_smpl(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smpl_synthetic(smpl_dir):
+    from avatar.body.smpl_body import SmplBody, SmplBodyConfig
+
+    return SmplBody(SmplBodyConfig(model_path=str(smpl_dir)))

@@ -1,27 +1,27 @@
 """Time the mesh renderer on the full Anny body and save check images.
 
-    PYTHONPATH=. .venv/bin/python scripts/benchmark_renderer.py [--repeats 20] [--device cpu]
+    .venv/bin/python scripts/benchmark_renderer.py [--repeats 20] [--device cpu]
 
-Reports the median milliseconds (warm-up excluded) of: BVH build / refit (rest -> posed),
-a ray cast after each, one 224x224 view forward, forward + backward w.r.t. vertex colours, and
-8 views in one batch; then writes a colour-by-height and a textureless render of the body at
+Reports the median milliseconds (warm-up excluded) of: BVH build / refit (rest <-> posed),
+a ray cast after each, one 224x224 view forward (full body, and a close-up), forward + backward
+w.r.t. vertex colours, 8 views of one mesh in one batch, and 8 views of 8 meshes that change
+every call (each BVH refitted); then writes a colour-by-height and a textureless render of the body at
 azimuth 0 (front) and 90 (the body's left side) to ``--out`` (default /tmp/render_check).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from avatar.render import MeshRenderConfig, MeshRenderer, init_warp, orbit_cameras
-from avatar.utils.paths import cache_dir
+from avatar.export.media import save_image
+from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
+from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
+from avatar.body.skeleton import CanonicalPose
 
 
 def median_ms(fn, repeats: int, warmup: int = 3, sync=lambda: None) -> float:
@@ -38,25 +38,15 @@ def median_ms(fn, repeats: int, warmup: int = 3, sync=lambda: None) -> float:
 
 
 def load_body(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Anny at rest, Anny in a random pose (vertices (V, 3) each) and the faces (F, 3)."""
-    os.environ.setdefault("ANNY_CACHE_DIR", str(cache_dir("anny")))
-    import anny  # after ANNY_CACHE_DIR is set: the model cache is read at import/construction
-    import roma
-
-    model = anny.Anny().to(torch.float32).to(device)
+    """Anny at rest, Anny in a random canonical pose (vertices (V, 3) each) and the faces (F, 3)."""
+    body = AnnyBody(AnnyBodyConfig(device=str(device)))
     with torch.no_grad():
-        rest = model()["vertices"][0]
-        n_bones = len(model.bone_labels)
-        pose = torch.eye(4, device=device).repeat(1, n_bones, 1, 1)
+        rest = body().vertices[0]
+        pose = CanonicalPose.rest(1, device=device)
         gen = torch.Generator().manual_seed(0)
-        pose[0, :, :3, :3] = roma.rotvec_to_rotmat(0.3 * torch.randn(n_bones, 3, generator=gen)).to(device)
-        posed = model(pose_parameters=pose)["vertices"][0]
-    return rest, posed, model.faces.to(device)
-
-
-def save_png(image: torch.Tensor, path: Path) -> None:
-    array = (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(array).save(path)
+        pose.rotations[:, 1:] += 0.3 * torch.randn(pose.rotations[:, 1:].shape, generator=gen).to(device)
+        posed = body(pose=pose).vertices[0]
+    return rest, posed, body.faces
 
 
 def main() -> None:
@@ -68,7 +58,6 @@ def main() -> None:
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
-    init_warp()  # before Anny, which also uses Warp: our quiet settings and kernel cache win
     rest, posed, faces = load_body(device)
     height = rest[:, 2]
     colors = torch.stack(  # a colour ramp by height: feet blue, head red
@@ -102,6 +91,9 @@ def main() -> None:
 
     rows.append(("forward, 1 view", median_ms(lambda: renderer.render(rest, faces, one, colors=colors),
                                              args.repeats, sync=sync)))
+    close = orbit_cameras(1, 1.0, 0.0, (0.0, 0.0, 0.2), 60.0).to(device)  # torso fills the view
+    rows.append(("forward, 1 view, close-up (1 m)",
+                 median_ms(lambda: renderer.render(rest, faces, close, colors=colors), args.repeats, sync=sync)))
     with torch.no_grad():
         rows.append(("forward, 1 view, no_grad",
                      median_ms(lambda: renderer.render(rest, faces, one, colors=colors), args.repeats, sync=sync)))
@@ -114,6 +106,16 @@ def main() -> None:
     batch_ms = median_ms(lambda: renderer.render(rest, faces, eight, colors=colors), args.repeats, sync=sync)
     rows.append(("forward, 8 views batched (total)", batch_ms))
     rows.append(("  per view", batch_ms / 8))
+    meshes = torch.stack([rest, posed] * 4)  # one mesh per view, alternating: every call refits
+    flip = {"order": False}
+
+    def per_view_meshes():
+        flip["order"] = not flip["order"]
+        renderer.render(meshes.flip(0) if flip["order"] else meshes, faces, eight, colors=colors)
+
+    meshes_ms = median_ms(per_view_meshes, args.repeats, sync=sync)
+    rows.append(("forward, 8 views, 8 changing meshes", meshes_ms))
+    rows.append(("  per view", meshes_ms / 8))
 
     print(f"\n{'what':<42}{'ms (median)':>12}")
     for name, ms in rows:
@@ -125,8 +127,8 @@ def main() -> None:
     textured = renderer.render(rest, faces, views, colors=colors, light_dir=light)
     grey = renderer.render(rest, faces, views, light_dir=light)
     for i, azimuth in enumerate((0, 90)):
-        save_png(textured.rgb[i], args.out / f"anny_height_colour_az{azimuth}.png")
-        save_png(grey.rgb[i], args.out / f"anny_grey_az{azimuth}.png")
+        save_image(args.out / f"anny_height_colour_az{azimuth}.png", textured.rgb[i])
+        save_image(args.out / f"anny_grey_az{azimuth}.png", grey.rgb[i])
     print(f"\nsaved check images to {args.out}")
 
 

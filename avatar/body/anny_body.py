@@ -28,6 +28,7 @@ from avatar.body.skeleton import (
     world_deltas,
 )
 from avatar.utils.paths import cache_dir
+from avatar.utils.warp_setup import init_warp
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def _joint_bone_names(joint: str) -> tuple[str, ...]:
 def _load_anny(cfg: AnnyBodyConfig):
     """Import anny with the project cache and build the model, telling the user about the
     one-time cache build (about a minute) instead of sitting silent."""
+    init_warp()  # before anny initialises Warp with its own (verbose) settings
     cache = cfg.cache_dir or str(cache_dir("anny"))
     os.environ.setdefault("ANNY_CACHE_DIR", cache)
     import anny

@@ -33,6 +33,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def hardware() -> dict[str, object]:
+    import torch
+
+    return {
+        "torch_build": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
 def git_revision(root: Path = PROJECT_ROOT) -> dict[str, str | bool]:
     def git(*args: str) -> str:
         return subprocess.run(
@@ -62,6 +73,7 @@ def write_run_info(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
+        "hardware": hardware(),
     }
     atomic_write_text(run_dir / "run_info.json", json.dumps(info, indent=2))
     return info

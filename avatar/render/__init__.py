@@ -15,7 +15,6 @@ from avatar.render.mesh_renderer import (
     MeshRenderConfig,
     MeshRenderer,
     RenderOutput,
-    init_warp,
     vertex_normals,
 )
 
@@ -29,7 +28,6 @@ __all__ = [
     "RenderOutput",
     "ViewSamplingConfig",
     "gaussian_blur",
-    "init_warp",
     "look_at",
     "make_background",
     "orbit_cameras",

@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:
+#   make demo   install everything, then run the main job on the default (free, offline) stack
+#   make test   install everything, then run the test suite
+#
+# torch and torchvision must be a matched pair. The default pair is the one verified here; on
+# your own GPU machine pass yours, e.g.
+#   make demo TORCH_SPEC="torch==2.5.1 torchvision==0.20.1 --index-url https://download.pytorch.org/whl/cu124"
+# or TORCH_SPEC= (empty) to keep the torch already installed in VENV.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_ARGS ?=
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.avatar-installed
+
+.PHONY: install demo test benchmark clean-outputs
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip "setuptools<81" wheel
+	$(if $(strip $(TORCH_SPEC)),$(PY) -m pip install --quiet $(TORCH_SPEC))
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -c "import torch, torchvision, torchvision.ops, lightning, clip, open_clip, anny, warp; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) train.py $(DEMO_ARGS)
+
+test: install
+	$(PY) -m pytest tests -q
+
+benchmark: install
+	$(PY) scripts/benchmark_renderer.py
+
+clean-outputs:
+	rm -rf outputs multirun

@@ -165,3 +165,29 @@ def test_atomic_writes_leave_nothing_half_written(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "complete old mesh"
     assert [p.name for p in tmp_path.iterdir()] == ["mesh.ply"]
+
+
+def test_optuna_search_minimises_the_objective(tmp_path):
+    sweep = tmp_path / "optuna"
+    run_train("-m", *FAST_POSE_FIT, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "logger=csv",
+              f"hydra.sweep.dir={sweep}")
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    objectives = [json.loads(p.read_text())["objective"] for p in sweep.glob("*/result.json")]
+    assert len(objectives) == 2 and best["best_value"] == pytest.approx(min(objectives))
+    assert set(best["best_params"]) == {"stage.lr", "trainer.max_steps"}
+
+
+def test_run_directories_never_collide(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from avatar.config import register_configs
+    from helpers import ROOT
+
+    register_configs()
+    dirs = []
+    for _ in range(2):  # two runs composed within the same second
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", return_hydra_config=True)
+        dirs.append((OmegaConf.select(cfg, "hydra.run.dir"), OmegaConf.select(cfg, "hydra.sweep.dir")))
+    assert dirs[0][0] != dirs[1][0] and dirs[0][1] != dirs[1][1]

@@ -58,6 +58,10 @@ class ShowcaseStage(torch.nn.Module):
         generator = torch.Generator().manual_seed(int(self.cfg.seed))
         poses = CanonicalPose.cat([named_pose(p, dtype=self.body.dtype) for p in sc.poses])
         out = self.body(pose=poses)
+        ground = out.vertices[0, :, 2].min()  # keep every pose standing on the first one's floor
+        lift = ground - out.vertices[..., 2].amin(1)
+        out.vertices[..., 2] += lift[:, None]
+        out.joints[..., 2] += lift[:, None]
         faces = self.body.faces
         tiles = []
         for i, name in enumerate(tqdm(sc.poses, desc="showcase poses")):
@@ -85,22 +89,22 @@ class ShowcaseStage(torch.nn.Module):
         ncols = len(tiles) // len(sc.poses)
         grid = image_grid(tiles, ncols)
         save_image(run_dir / "showcase_grid.png", grid)
-        frames = self.turntable(poses)
+        frames = self.turntable(poses, out.vertices)
         save_video(run_dir / "turntable.mp4", frames, fps=sc.fps)
         log_image(loggers, "showcase/grid", grid, step=0, wandb_images=self.cfg.logger.wandb.log_images)
         result = {"poses": list(sc.poses), "grid_shape": list(grid.shape), "frames": len(frames)}
         atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
         return result
 
-    def turntable(self, poses: CanonicalPose) -> list[np.ndarray]:
+    def turntable(self, poses: CanonicalPose, key_vertices: torch.Tensor) -> list[np.ndarray]:
         """The body blends from pose to pose (slerp of every joint rotation) while the camera
-        makes one full turn."""
+        makes one full turn around the box that holds every key pose."""
         sc = self.stage_cfg
         n = sc.turntable_frames
         keys = poses.batch_size
-        rest_verts = self.body(pose=poses[0:1]).vertices[0]
-        centre = 0.5 * (rest_verts.amax(0) + rest_verts.amin(0))
-        cams = orbit_cameras(n, sc.full_body_distance + 0.4, 10.0, centre, 60.0)
+        points = key_vertices.reshape(-1, 3)
+        centre = 0.5 * (points.amax(0) + points.amin(0))
+        cams = orbit_cameras(n, sc.full_body_distance + 0.6, 10.0, centre, 60.0)
         frames = []
         for f in tqdm(range(n), desc="turntable"):
             t = f / n * keys
@@ -110,5 +114,6 @@ class ShowcaseStage(torch.nn.Module):
             rot = roma.rotvec_slerp(poses.rotations[a], poses.rotations[b], w[None])[0]
             pose = CanonicalPose(rot[None], torch.zeros(1, 3, dtype=self.body.dtype))
             verts = self.body(pose=pose).vertices[0]
+            verts[:, 2] += points[:, 2].min() - verts[:, 2].min()  # feet on the floor
             frames.append(to_uint8(self.renderer.render(verts, self.body.faces, cams[f : f + 1], colors=self.colors).rgb[0]))
         return frames

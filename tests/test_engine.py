@@ -191,3 +191,14 @@ def test_run_directories_never_collide(tmp_path):
             cfg = compose("config", return_hydra_config=True)
         dirs.append((OmegaConf.select(cfg, "hydra.run.dir"), OmegaConf.select(cfg, "hydra.sweep.dir")))
     assert dirs[0][0] != dirs[1][0] and dirs[0][1] != dirs[1][1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without a GPU")
+def test_gpu_trainer_without_gpu_says_so(tmp_path):
+    from avatar.engine.trainer import build_trainer
+
+    cfg = compose_cfg(tmp_path, *FAST_POSE_FIT, "trainer=gpu")
+    with pytest.raises(RuntimeError, match="trainer=cpu"):
+        build_trainer(cfg, tmp_path, [])
+    ddp = compose_cfg(tmp_path, *FAST_POSE_FIT, "trainer=ddp")
+    assert ddp.trainer.strategy == "ddp" and ddp.trainer.devices == -1

@@ -21,6 +21,7 @@ from avatar.body.smpl_body import SmplBodyConfig
 from avatar.guidance.clip_backend import ClipGuidanceConfig
 from avatar.guidance.mini import MiniGuidanceConfig
 from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
+from avatar.priors.training import MotionVAEStageConfig, PoseCodebookStageConfig, PosePriorStageConfig
 from avatar.render.cameras import ViewSamplingConfig
 from avatar.render.mesh_renderer import MeshRenderConfig
 from avatar.stages.pose_fit import PoseFitStageConfig
@@ -92,7 +93,13 @@ class Config:
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "body": {"anny": AnnyBodyConfig, "smpl": SmplBodyConfig},
     "guidance": {"mini": MiniGuidanceConfig, "clip": ClipGuidanceConfig, "open_clip": OpenClipGuidanceConfig},
-    "stage": {"showcase": ShowcaseStageConfig, "pose_fit": PoseFitStageConfig},
+    "stage": {
+        "showcase": ShowcaseStageConfig,
+        "pose_fit": PoseFitStageConfig,
+        "train_pose_prior": PosePriorStageConfig,
+        "train_motion_vae": MotionVAEStageConfig,
+        "build_pose_codebook": PoseCodebookStageConfig,
+    },
 }
 
 
@@ -121,13 +128,9 @@ def _merge_strict(schema: DictConfig, values: dict, prefix: str) -> None:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="body", name="anny_schema", node=AnnyBodyConfig)
-    cs.store(group="body", name="smpl_schema", node=SmplBodyConfig)
-    cs.store(group="guidance", name="mini_schema", node=MiniGuidanceConfig)
-    cs.store(group="guidance", name="clip_schema", node=ClipGuidanceConfig)
-    cs.store(group="guidance", name="open_clip_schema", node=OpenClipGuidanceConfig)
-    cs.store(group="stage", name="showcase_schema", node=ShowcaseStageConfig)
-    cs.store(group="stage", name="pose_fit_schema", node=PoseFitStageConfig)
+    for group, schemas in OPTION_SCHEMAS.items():
+        for option, schema in schemas.items():
+            cs.store(group=group, name=f"{option}_schema", node=schema)
     _register_resolvers()
 
 

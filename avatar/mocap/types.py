@@ -61,3 +61,7 @@ class MocapClip:
                 rot[:, j] = rot[:, parent] @ self.local_rotations[:, j]
                 pos[:, j] = pos[:, parent] + np.einsum("tij,j->ti", rot[:, parent], self.skeleton.offsets[j])
         return rot, pos
+
+
+def finish_clip(clip, drop_tpose=True):  # TEMP
+    return clip

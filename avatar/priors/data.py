@@ -1,0 +1,223 @@
+"""The motion corpus in canonical form: every clip of a mocap folder (CMU BVH / ASF-AMC, AMASS
+npz) retargeted to the canonical skeleton at one frame rate, cached, split by subject, and served
+as pose frames (pose prior, codebook) or fixed-length windows (motion VAE)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from avatar.body.skeleton import CanonicalPose, forward_kinematics, mirror
+from avatar.mocap.retarget import CanonicalMotion, retarget
+from avatar.mocap.types import MocapFormatError
+from avatar.utils.io import atomic_path
+from avatar.utils.paths import PROJECT_ROOT, cache_dir
+
+log = logging.getLogger(__name__)
+
+# Bump when retargeting changes, so cached corpora are rebuilt.
+CORPUS_VERSION = 1
+DEFAULT_MOCAP_ROOT = PROJECT_ROOT.parent / "shared" / "mocap"
+
+
+@dataclass
+class MotionCorpus:
+    rotations: torch.Tensor  # (N, 22, 3) all frames of all clips, concatenated
+    transl: torch.Tensor  # (N, 3)
+    clip_starts: np.ndarray  # (C,) first frame of each clip
+    clip_lengths: np.ndarray  # (C,)
+    clip_names: list[str]  # source file of each clip
+    subjects: list[str]  # CMU subject id (or source folder) of each clip
+    fps: float
+    problems: list[tuple[str, str]]  # files that could not be used, and why
+
+    @property
+    def num_frames(self) -> int:
+        return self.rotations.shape[0]
+
+    def clip(self, i: int) -> CanonicalMotion:
+        s, n = int(self.clip_starts[i]), int(self.clip_lengths[i])
+        return CanonicalMotion(self.rotations[s : s + n], self.transl[s : s + n], self.fps, self.clip_names[i])
+
+    def split(self, holdout_every: int = 8) -> tuple["MotionCorpus", "MotionCorpus"]:
+        """(train, held-out): every ``holdout_every``-th subject (sorted) is held out, so no
+        held-out frame comes from a person seen in training."""
+        ordered = sorted(set(self.subjects), key=_natural_key)
+        held = set(ordered[holdout_every - 1 :: holdout_every])
+        train = [i for i, s in enumerate(self.subjects) if s not in held]
+        test = [i for i, s in enumerate(self.subjects) if s in held]
+        return self.subset(train), self.subset(test)
+
+    def subset(self, clip_indices: list[int]) -> "MotionCorpus":
+        clips = [self.clip(i) for i in clip_indices]
+        starts = np.cumsum([0] + [c.num_frames for c in clips[:-1]]).astype(np.int64)
+        empty = torch.zeros(0, 22, 3)
+        return MotionCorpus(
+            rotations=torch.cat([c.rotations for c in clips]) if clips else empty,
+            transl=torch.cat([c.transl for c in clips]) if clips else torch.zeros(0, 3),
+            clip_starts=starts,
+            clip_lengths=np.array([c.num_frames for c in clips], dtype=np.int64),
+            clip_names=[self.clip_names[i] for i in clip_indices],
+            subjects=[self.subjects[i] for i in clip_indices],
+            fps=self.fps,
+            problems=self.problems,
+        )
+
+
+def _natural_key(text: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def subject_of(path: str) -> str:
+    """CMU subject id from a file named like SS_TT.bvh (else the parent folder's name)."""
+    match = re.match(r"(\d+)_\d+", Path(path).stem)
+    return match.group(1) if match else Path(path).parent.name
+
+
+def _fingerprint(root: Path, fps: float) -> str:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha1(f"v{CORPUS_VERSION}|{fps}".encode())
+    for p in files:
+        stat = p.stat()
+        h.update(f"{p.relative_to(root)}|{stat.st_size}|{int(stat.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_corpus(root: str | Path | None = None, fps: float = 30.0, use_cache: bool = True) -> MotionCorpus:
+    """Retarget every clip under ``root`` (default ../shared/mocap) to canonical poses at ``fps``.
+
+    The result is cached in the project cache, keyed by the files and the settings. Files that
+    fail to read or retarget are reported in ``problems`` and skipped.
+    """
+    from avatar.mocap.amass import read_amass_npz
+    from avatar.mocap.dataset import load_folder
+
+    root = Path(root) if root else DEFAULT_MOCAP_ROOT
+    if not root.exists():
+        raise FileNotFoundError(
+            f"Mocap folder {root} does not exist. Point `data.mocap_root` at a folder of CMU "
+            "BVH/ASF-AMC files (or the project's ../shared/mocap archives) or AMASS .npz files."
+        )
+    cache_file = cache_dir("datasets") / f"canonical_{root.name}_{_fingerprint(root, fps)}.npz"
+    if use_cache and cache_file.exists():
+        return _read_cache(cache_file)
+
+    motions, problems = [], []
+    clips, read_problems = load_folder(root)
+    problems += read_problems
+    for clip in tqdm(clips, desc=f"retargeting {root.name}"):
+        try:
+            motions.append(retarget(clip, fps))
+        except MocapFormatError as err:
+            problems.append((clip.path, str(err)))
+    for npz in sorted(root.rglob("*.npz")):
+        try:
+            motions.append(read_amass_npz(npz, fps))
+        except MocapFormatError as err:
+            problems.append((str(npz), str(err)))
+    for path, why in problems:
+        log.warning("skipped %s: %s", path, why)
+    motions = [m for m in motions if m.num_frames >= 2]
+    if not motions:
+        raise FileNotFoundError(f"No usable motion clips under {root} ({len(problems)} problems)")
+    corpus = MotionCorpus(
+        rotations=torch.cat([m.rotations for m in motions]),
+        transl=torch.cat([m.transl for m in motions]),
+        clip_starts=np.cumsum([0] + [m.num_frames for m in motions[:-1]]).astype(np.int64),
+        clip_lengths=np.array([m.num_frames for m in motions], dtype=np.int64),
+        clip_names=[m.source for m in motions],
+        subjects=[subject_of(m.source.split(" (")[0]) for m in motions],
+        fps=fps,
+        problems=problems,
+    )
+    if use_cache:
+        _write_cache(cache_file, corpus)
+    return corpus
+
+
+def _write_cache(path: Path, corpus: MotionCorpus) -> None:
+    meta = {"clip_names": corpus.clip_names, "subjects": corpus.subjects, "fps": corpus.fps,
+            "problems": corpus.problems}  # fmt: skip
+    with atomic_path(path) as tmp:
+        np.savez(tmp, rotations=corpus.rotations.numpy(), transl=corpus.transl.numpy(),
+                 clip_starts=corpus.clip_starts, clip_lengths=corpus.clip_lengths, meta=json.dumps(meta))  # fmt: skip
+
+
+def _read_cache(path: Path) -> MotionCorpus:
+    data = np.load(path)
+    meta = json.loads(str(data["meta"]))
+    return MotionCorpus(
+        rotations=torch.from_numpy(data["rotations"]),
+        transl=torch.from_numpy(data["transl"]),
+        clip_starts=data["clip_starts"],
+        clip_lengths=data["clip_lengths"],
+        clip_names=meta["clip_names"],
+        subjects=meta["subjects"],
+        fps=meta["fps"],
+        problems=[tuple(p) for p in meta["problems"]],
+    )
+
+
+def canonical_body_pose(rotations: torch.Tensor) -> CanonicalPose:
+    """Poses with the root reset to upright at the origin: what pose priors and codebooks
+    model (the body's articulation, not where it is or which way it faces)."""
+    pose = CanonicalPose.rest(rotations.shape[0], rotations.dtype, rotations.device)
+    pose.rotations[:, 1:] = rotations[:, 1:]
+    return pose
+
+
+def body_joints(rotations: torch.Tensor) -> torch.Tensor:
+    """Template-skeleton joints (N, 22, 3) of the body poses (root upright at the origin)."""
+    return forward_kinematics(canonical_body_pose(rotations))
+
+
+class PoseFrames(Dataset):
+    """Single body poses (N, 21 joints x 3 axis-angle), optionally mirrored at random."""
+
+    def __init__(self, corpus: MotionCorpus, stride: int = 1, mirror_prob: float = 0.5) -> None:
+        self.rotations = corpus.rotations[::stride]
+        self.mirror_prob = mirror_prob
+
+    def __len__(self) -> int:
+        return self.rotations.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        rot = self.rotations[i]
+        if self.mirror_prob and torch.rand(()) < self.mirror_prob:  # global RNG: seeded per run
+            rot = mirror(CanonicalPose(rot[None], torch.zeros(1, 3))).rotations[0]
+        return rot[1:].reshape(-1)
+
+
+class MotionWindows(Dataset):
+    """Fixed-length windows of motion (rotations (T, 22, 3), root translation (T, 3) starting at
+    the origin in the ground plane), taken every ``stride`` frames inside each clip."""
+
+    def __init__(self, corpus: MotionCorpus, length: int = 60, stride: int = 10, mirror_prob: float = 0.5) -> None:
+        self.corpus, self.length, self.mirror_prob = corpus, length, mirror_prob
+        self.starts = [
+            int(s) + o
+            for s, n in zip(corpus.clip_starts, corpus.clip_lengths)
+            for o in range(0, int(n) - length + 1, stride)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.starts[i]
+        rot = self.corpus.rotations[s : s + self.length]
+        transl = self.corpus.transl[s : s + self.length].clone()
+        transl[:, :2] -= transl[0, :2].clone()
+        if self.mirror_prob and torch.rand(()) < self.mirror_prob:
+            mirrored = mirror(CanonicalPose(rot, transl))
+            rot, transl = mirrored.rotations, mirrored.transl
+        return rot, transl

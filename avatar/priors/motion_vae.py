@@ -1,0 +1,278 @@
+"""AvatarCLIP's motion VAE: a transformer over 60-frame clips of 6D joint rotations.
+
+Mirrors ``MotionXTransformerEncoder`` / ``MotionXTransformerDecoder`` and their use in
+``MotionOptimizer`` of hongfz16/AvatarCLIP, ``AvatarAnimate/models/motion_generation.py``
+(commit f5672dc), the code that loads ``data/motion_vae.pth`` (``torch.load(...)['state_dict']``
+into a module whose attributes are ``encoder`` and ``decoder``). Adapted from ACTOR
+(Petrovich et al.) but simpler: no action classes, one learned query token instead of ACTOR's
+mu/sigma tokens, and time queries that are bare positional encodings.
+
+Per-frame features: 55 joints x 6D = 330 numbers, SMPL-X's joint order (0 global orientation,
+1..21 body as SMPL/the canonical skeleton, 22 jaw, 23-24 eyes, 25-39 left hand, 40-54 right
+hand). No translation. The 6D of a rotation matrix R is its first two *rows*,
+``(R00, R01, R02, R10, R11, R12)``, and back by Gram-Schmidt with the result stacked as rows
+(PyTorch3D's ``matrix_to_rotation_6d`` / ``rotation_6d_to_matrix``, which AvatarCLIP copies into
+``AvatarAnimate/models/utils.py``). AvatarCLIP only reads joints 1..21 of a decoded clip (its
+axis-angle columns 3:66); the root orientation is discarded and poses are rendered upright.
+
+Architecture (d = ``latent_dim`` = 256, 4 layers, 4 heads, feed-forward 1024, GELU, dropout
+0.1, post-norm layers as ``nn.Transformer*Layer`` defaults, no final norm), state-dict keys:
+
+* ``encoder.skelEmbedding`` Linear(330, d); ``encoder.query`` (1, d), a learned token put
+  *before* the frames; ``encoder.pos_encoder.pe`` (5000, 1, d) sinusoidal table added to
+  [query, frames] (then dropout); ``encoder.seqTransEncoder.layers.{0..3}``;
+  ``encoder.final`` Linear(d, d) applied to the query token's output.
+* ``decoder.pos_encoder.pe`` (5000, 1, d): its first T rows are the decoder's queries (no
+  dropout); the memory is the latent code as one token; ``decoder.seqTransDecoder.layers.
+  {0..3}``; ``decoder.final`` Linear(d, 330). (AvatarCLIP's ``decoder.linear`` is an
+  ``nn.Identity`` when code and model width agree, as they do: it has no state and is omitted.)
+
+The released encoder has one output head of size d, so as released the "VAE" encodes to a
+single code: :meth:`MotionVAE.encode` returns ``(mu, None)``. AvatarCLIP never uses the encoder
+(it optimises the code directly). ``MotionVAEConfig.variational=True`` widens ``encoder.final``
+to 2d, split into ``(mu, logvar)`` for training a true VAE; such weights do not have the
+released layout.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import roma
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avatar.body.skeleton import NUM_JOINTS
+from avatar.priors.vposer import extract_state_dict, load_state_dict_strict, read_torch_file
+
+NUM_FEATURE_JOINTS = 55  # SMPL-X's joints: AvatarCLIP's per-frame layout
+ROT6D = 6
+
+MOTION_VAE_CONFIG_KEY = "prior.motion_vae_path"
+MOTION_VAE_HELP = (
+    "AvatarCLIP's motion VAE is not shipped: download motion_vae.pth from the 'Pretrained "
+    "weights ... for motion generation' Google Drive folder linked in AvatarCLIP's README "
+    "(https://github.com/hongfz16/AvatarCLIP#download-pretrained-models--other-data, "
+    "https://drive.google.com/drive/folders/1TSyeT8MwH5EVQRbNGRVkWsA4Y9Y6dRbk) and point "
+    "`prior.motion_vae_path` at it. "
+    "Example: python train.py prior.motion_vae_path=/data/motion_vae.pth"
+)
+
+
+@dataclass
+class MotionVAEConfig:
+    num_frames: int = 60  # clip length AvatarCLIP decodes
+    num_joints: int = NUM_FEATURE_JOINTS  # joints per frame, 6D each
+    latent_dim: int = 256  # transformer width and size of the latent code
+    num_layers: int = 4
+    num_heads: int = 4
+    ff_size: int = 1024  # latent_dim * 4 in AvatarCLIP
+    dropout: float = 0.1
+    activation: str = "gelu"
+    max_len: int = 5000  # rows of the saved positional table: must match the weights
+    variational: bool = False  # False: AvatarCLIP's single-code encoder head
+
+    @property
+    def feature_dim(self) -> int:
+        return self.num_joints * ROT6D
+
+
+class _SinusoidalTable(nn.Module):
+    """Transformer sine/cosine positional encodings, stored (as in AvatarCLIP) as a buffer."""
+
+    def __init__(self, dim: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        position = torch.arange(max_len, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        pe = torch.zeros(max_len, dim)
+        pe[:, 0::2] = torch.sin(position * freq)
+        pe[:, 1::2] = torch.cos(position * freq)
+        self.register_buffer("pe", pe[:, None, :])  # (max_len, 1, dim): the original's layout
+
+    def rows(self, length: int) -> torch.Tensor:
+        """The first ``length`` encodings as (1, length, dim)."""
+        return self.pe[:length].transpose(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Add encodings to batch-first tokens (B, T, dim), then dropout."""
+        return self.dropout(x + self.rows(x.shape[1]))
+
+
+class _MotionEncoder(nn.Module):
+    def __init__(self, cfg: MotionVAEConfig) -> None:
+        super().__init__()
+        d = cfg.latent_dim
+        self.skelEmbedding = nn.Linear(cfg.feature_dim, d)
+        self.pos_encoder = _SinusoidalTable(d, cfg.max_len, cfg.dropout)
+        self.query = nn.Parameter(torch.randn(1, d))
+        layer = nn.TransformerEncoderLayer(
+            d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True
+        )
+        self.seqTransEncoder = nn.TransformerEncoder(
+            layer, cfg.num_layers, enable_nested_tensor=False
+        )
+        self.final = nn.Linear(d, 2 * d if cfg.variational else d)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t = features.shape[:2]
+        tokens = self.skelEmbedding(features.reshape(b, t, -1))
+        tokens = torch.cat([self.query.expand(b, 1, -1), tokens], dim=1)
+        padding = None
+        if mask is not None:  # the query token is never padding
+            padding = torch.cat([mask.new_zeros(b, 1), ~mask], dim=1)
+        out = self.seqTransEncoder(self.pos_encoder(tokens), src_key_padding_mask=padding)
+        return self.final(out[:, 0])
+
+
+class _MotionDecoder(nn.Module):
+    def __init__(self, cfg: MotionVAEConfig) -> None:
+        super().__init__()
+        d = cfg.latent_dim
+        # Only the table is used: the queries are its rows, without the module's dropout.
+        self.pos_encoder = _SinusoidalTable(d, cfg.max_len, cfg.dropout)
+        layer = nn.TransformerDecoderLayer(
+            d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True
+        )
+        self.seqTransDecoder = nn.TransformerDecoder(layer, cfg.num_layers)
+        self.final = nn.Linear(d, cfg.feature_dim)
+
+    def forward(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+        queries = self.pos_encoder.rows(num_frames).expand(z.shape[0], -1, -1)
+        return self.final(self.seqTransDecoder(tgt=queries, memory=z[:, None, :]))
+
+
+class MotionVAE(nn.Module):
+    """Clips of per-frame 6D joint rotations (B, T, 330) <-> one latent code (B, 256)."""
+
+    def __init__(self, config: MotionVAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or MotionVAEConfig()
+        self.encoder = _MotionEncoder(self.config)
+        self.decoder = _MotionDecoder(self.config)
+
+    def encode(
+        self, features: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mu, logvar)`` for clips (B, T, F) or (B, T, joints, 6).
+
+        ``mask`` (B, T) bool marks real frames (True) of padded clips. ``logvar`` is None for
+        AvatarCLIP's single-head encoder (``config.variational=False``).
+        """
+        out = self.encoder(features, mask)
+        if not self.config.variational:
+            return out, None
+        mu, logvar = out.chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Features (B, T, F) of the clips for codes (B, latent_dim); T defaults to 60."""
+        return self.decoder(z, num_frames or self.config.num_frames)
+
+    def forward(
+        self, features: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor | None]:
+        """Encode, draw z (reparameterised, when variational and training; else z = mu), decode.
+
+        Returns ``mu``, ``logvar``, ``z`` and the reconstructed ``features`` (same T as input).
+        """
+        mu, logvar = self.encode(features, mask)
+        z = mu
+        if logvar is not None and self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return {"mu": mu, "logvar": logvar, "z": z, "features": self.decode(z, features.shape[1])}
+
+
+# ---- Canonical rotations <-> AvatarCLIP's features ---------------------------------------------
+
+
+def rotmat_to_6d(rotmat: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) -> (..., 6): the first two rows (PyTorch3D's convention, used by AvatarCLIP)."""
+    return rotmat[..., :2, :].reshape(*rotmat.shape[:-2], 6)
+
+
+def rot6d_to_rotmat(d6: torch.Tensor) -> torch.Tensor:
+    """(..., 6) -> (..., 3, 3) by Gram-Schmidt, rows b1, b2, b1 x b2 (inverse of rotmat_to_6d)."""
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = F.normalize(a1, dim=-1)
+    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    return torch.stack([b1, b2, torch.cross(b1, b2, dim=-1)], dim=-2)
+
+
+def canonical_to_features(
+    rotations: torch.Tensor, num_joints: int = NUM_FEATURE_JOINTS
+) -> torch.Tensor:
+    """Canonical rotations (..., T, 22, 3) axis-angle -> features (..., T, num_joints * 6).
+
+    Canonical joints 0..21 fill slots 0..21 (SMPL-X shares SMPL's first 22 joints, joint 0 the
+    global orientation); the jaw, eyes and hands are the identity. Translation is not part of
+    AvatarCLIP's features.
+    """
+    if rotations.shape[-2:] != (NUM_JOINTS, 3):
+        raise ValueError(
+            f"expected canonical rotations (..., {NUM_JOINTS}, 3), got {tuple(rotations.shape)}"
+        )
+    rotmat = roma.rotvec_to_rotmat(rotations)
+    rest = torch.eye(3, dtype=rotmat.dtype, device=rotmat.device)
+    rest = rest.expand(*rotmat.shape[:-3], num_joints - NUM_JOINTS, 3, 3)
+    d6 = rotmat_to_6d(torch.cat([rotmat, rest], dim=-3))
+    return d6.reshape(*rotations.shape[:-2], num_joints * ROT6D)
+
+
+def features_to_canonical(features: torch.Tensor, root: torch.Tensor | None = None) -> torch.Tensor:
+    """Features (..., T, joints * 6) -> canonical rotations (..., T, 22, 3) axis-angle.
+
+    Slots 22.. (jaw, eyes, hands) are dropped. ``root`` (axis-angle, broadcastable to
+    (..., T, 3)) replaces joint 0: AvatarCLIP discards the decoded root and renders upright, so
+    pass ``skeleton.UPRIGHT`` to do the same with its weights (the root convention of its
+    training data is unknown).
+    """
+    d6 = features.reshape(*features.shape[:-1], -1, ROT6D)[..., :NUM_JOINTS, :]
+    rotations = roma.rotmat_to_rotvec(rot6d_to_rotmat(d6))
+    if root is not None:
+        root = torch.as_tensor(root, dtype=rotations.dtype, device=rotations.device)
+        root = root.expand_as(rotations[..., 0, :])[..., None, :]
+        rotations = torch.cat([root, rotations[..., 1:, :]], dim=-2)
+    return rotations
+
+
+# ---- Loading the released weights -------------------------------------------------------------
+
+
+def load_avatarclip_motion_vae(
+    path: str | Path, config: MotionVAEConfig | None = None
+) -> MotionVAE:
+    """A frozen MotionVAE in eval mode from AvatarCLIP's ``motion_vae.pth`` (or project weights).
+
+    The file may be ``{'state_dict': ...}`` (what AvatarCLIP reads), a plain state dict or a
+    pickled module. Entries outside ``encoder.``/``decoder.`` are not part of the model and
+    are skipped with a warning (AvatarCLIP loads non-strictly); inside them loading is strict.
+    A file without the constant positional tables gets this module's (AvatarCLIP would too).
+    """
+    if not str(path):
+        raise FileNotFoundError(
+            f"The motion prior needs `{MOTION_VAE_CONFIG_KEY}`. {MOTION_VAE_HELP}"
+        )
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"Motion VAE weights {str(file)!r} (config key `{MOTION_VAE_CONFIG_KEY}`) do not exist "
+            f"or are not a file. {MOTION_VAE_HELP}"
+        )
+    key = MOTION_VAE_CONFIG_KEY
+    state = extract_state_dict(read_torch_file(file, key), file, key)
+    skipped = [k for k in state if not k.startswith(("encoder.", "decoder."))]
+    if skipped:
+        warnings.warn(
+            f"{file}: ignoring entries outside the motion VAE: {', '.join(skipped)}", stacklevel=2
+        )
+    state = {k: v for k, v in state.items() if k not in skipped}
+    model = MotionVAE(config)
+    for key in ("encoder.pos_encoder.pe", "decoder.pos_encoder.pe"):
+        state.setdefault(key, getattr(model, key.split(".")[0]).pos_encoder.pe)
+    load_state_dict_strict(model, state, file, key)
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,304 @@
+"""Training the free priors from mocap, as stages of the same framework:
+
+    python train.py stage=train_pose_prior stage.publish=true      # VPoser-architecture pose VAE
+    python train.py stage=train_motion_vae stage.publish=true      # AvatarCLIP-architecture motion VAE
+    python train.py stage=build_pose_codebook stage.publish=true   # k-means pose codebook
+
+Data: ``stage.mocap_root`` (default ../shared/mocap: CMU BVH and ASF/AMC; AMASS .npz files work
+too), retargeted to the canonical skeleton, split by subject (held-out subjects never train).
+``publish=true`` copies the result into ``avatar/priors/weights/``, which the default configs load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import roma
+import torch
+from torch.utils.data import DataLoader
+
+from avatar.body.skeleton import CanonicalPose, forward_kinematics
+from avatar.engine.run_info import git_revision
+from avatar.priors.codebook import WEIGHTS_DIR, build_pose_codebook
+from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joints, load_corpus
+from avatar.priors.motion_vae import MotionVAE, MotionVAEConfig, canonical_to_features, features_to_canonical, rot6d_to_rotmat
+from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
+from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.utils.io import atomic_path, atomic_write_text
+
+
+@dataclass
+class PriorDataConfig:
+    mocap_root: str = ""  # empty: ../shared/mocap
+    fps: float = 30.0
+    holdout_every: int = 8  # every 8th subject (sorted) is held out for evaluation
+    num_workers: int = 0
+    publish: bool = False  # copy the trained weights into avatar/priors/weights/
+
+
+@dataclass
+class PosePriorStageConfig(PriorDataConfig):
+    name: str = "train_pose_prior"
+    latent_dim: int = 32
+    num_neurons: int = 512
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    eval_frames: int = 4096  # held-out frames scored at each validation
+    lambda_rotation: Any = 1.0  # MSE of the decoded rotation matrices
+    lambda_joints: Any = 1.0  # mean joint position error (m) on the template skeleton
+    lambda_kl: Any = field(default_factory=lambda: [0, 0.0, 5e-3, 1000])  # KL to N(0, I), annealed in
+
+
+@dataclass
+class MotionVAEStageConfig(PriorDataConfig):
+    name: str = "train_motion_vae"
+    num_frames: int = 60
+    num_joints: int = 22  # 55 reproduces AvatarCLIP's SMPL-X feature layout exactly
+    latent_dim: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    window_stride: int = 5
+    batch_size: int = 32
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    eval_windows: int = 256
+    lambda_rotation: Any = 1.0  # MSE of the 6D features
+    lambda_joints: Any = 1.0  # mean joint position error (m), template skeleton, root at origin
+    lambda_velocity: Any = 1.0  # MSE of joint velocities (m/frame), for smooth motion
+    lambda_kl: Any = field(default_factory=lambda: [0, 0.0, 1e-4, 2000])
+
+
+@dataclass
+class PoseCodebookStageConfig(PriorDataConfig):
+    name: str = "build_pose_codebook"
+    size: int = 2048
+    frame_stride: int = 2  # consecutive frames at 30 fps are near-duplicates
+    add_mirrored: bool = True
+
+
+def _load_split(stage_cfg) -> tuple[MotionCorpus, MotionCorpus]:
+    corpus = load_corpus(stage_cfg.mocap_root or None, fps=stage_cfg.fps)
+    return corpus.split(stage_cfg.holdout_every)
+
+
+def mpjpe_mm(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean per-joint position error in millimetres."""
+    return float((a - b).norm(dim=-1).mean() * 1000.0)
+
+
+class _PriorStage(StageModule):
+    """Shared by the learned priors: data split, held-out evaluation, saving and publishing."""
+
+    weights_name: str
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.train_corpus, self.test_corpus = _load_split(self.stage_cfg)
+        if self.test_corpus.num_frames == 0:
+            raise ValueError("The held-out split is empty: lower stage.holdout_every or add subjects")
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.cfg.trainer.val_every_n_steps
+        if every > 0 and (self.global_step % every == 0 or self.global_step == self.cfg.trainer.max_steps):
+            self.log("val/heldout_mpjpe_mm", self.heldout_mpjpe_mm(), on_step=True, prog_bar=True)
+
+    def heldout_mpjpe_mm(self) -> float:
+        raise NotImplementedError
+
+    def model_config(self) -> dict:
+        raise NotImplementedError
+
+    def result(self) -> dict:
+        metrics = {
+            "heldout_mpjpe_mm": self.heldout_mpjpe_mm(),
+            "train_seconds": round(time.perf_counter() - self._start, 1),
+            "steps": int(self.global_step),
+            "train_frames": self.train_corpus.num_frames,
+            "heldout_frames": self.test_corpus.num_frames,
+            "heldout_subjects": sorted(set(self.test_corpus.subjects)),
+        }
+        payload = {
+            "config": self.model_config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "meta": {**metrics, "git": git_revision()["commit"], "fps": self.stage_cfg.fps,
+                     "data": str(self.stage_cfg.mocap_root or "../shared/mocap")},  # fmt: skip
+        }
+        out = self.run_dir() / f"{self.weights_name}.pt"
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
+        if self.stage_cfg.publish:
+            WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+            with atomic_path(WEIGHTS_DIR / out.name) as tmp:
+                shutil.copyfile(out, tmp)
+        result = {**{k: v for k, v in metrics.items() if k != "heldout_subjects"}, "objective": metrics["heldout_mpjpe_mm"]}
+        atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
+        return result
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.stage_cfg.lr)
+        schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@STAGES.register("train_pose_prior")
+class PosePriorStage(_PriorStage):
+    weights_name = "pose_prior"
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.model = VPoser(VPoserConfig(latent_dim=self.stage_cfg.latent_dim, num_neurons=self.stage_cfg.num_neurons))
+        gen = torch.Generator().manual_seed(int(cfg.seed))
+        idx = torch.randperm(self.test_corpus.num_frames, generator=gen)[: self.stage_cfg.eval_frames]
+        self.register_buffer("eval_rotations", self.test_corpus.rotations[idx], persistent=False)
+
+    def model_config(self) -> dict:
+        return asdict(self.model.config)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(PoseFrames(self.train_corpus), batch_size=self.stage_cfg.batch_size, shuffle=True,
+                          drop_last=True, num_workers=self.stage_cfg.num_workers)  # fmt: skip
+
+    def compute_losses(self, body_pose: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(body_pose)
+        target = roma.rotvec_to_rotmat(body_pose.reshape(-1, 21, 3))
+        losses = {}
+        if self.active("rotation"):
+            losses["rotation"] = ((out["pose_body_matrot"] - target) ** 2).mean()
+        if self.active("joints"):
+            pred = body_joints(vposer_to_canonical(out["pose_body"]))
+            true = body_joints(vposer_to_canonical(body_pose))
+            losses["joints"] = (pred - true).norm(dim=-1).mean()
+        if self.active("kl"):
+            q = out["q_z"]
+            losses["kl"] = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1).mean()
+        return losses
+
+    @torch.no_grad()
+    def heldout_mpjpe_mm(self) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        body = self.eval_rotations[:, 1:].reshape(len(self.eval_rotations), -1)
+        decoded = self.model.decode(self.model.encode(body).mean)["pose_body"]
+        error = mpjpe_mm(body_joints(vposer_to_canonical(decoded)), body_joints(self.eval_rotations))
+        self.model.train(was_training)
+        return error
+
+
+def normalise_heading(rotations: torch.Tensor, transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a window (T, 22, 3) about the vertical so its first frame faces -Y."""
+    root = roma.rotvec_to_rotmat(rotations[:, 0])
+    forward = root[0] @ torch.tensor([0.0, 0.0, 1.0], dtype=root.dtype)  # body +Z is its front
+    heading = torch.atan2(forward[0], -forward[1])  # 0 when facing -Y
+    turn = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.0, -1.0], dtype=root.dtype) * heading)
+    rotations = rotations.clone()
+    rotations[:, 0] = roma.rotmat_to_rotvec(turn @ root)
+    return rotations, transl @ turn.T
+
+
+class HeadingNormalisedWindows(MotionWindows):
+    def __getitem__(self, i: int):
+        rotations, transl = super().__getitem__(i)
+        return normalise_heading(rotations, transl)
+
+
+@STAGES.register("train_motion_vae")
+class MotionVAEStage(_PriorStage):
+    weights_name = "motion_vae"
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        sc = self.stage_cfg
+        self.model = MotionVAE(MotionVAEConfig(
+            num_frames=sc.num_frames, num_joints=sc.num_joints, latent_dim=sc.latent_dim,
+            num_layers=sc.num_layers, num_heads=sc.num_heads, ff_size=4 * sc.latent_dim, variational=True,
+        ))  # fmt: skip
+        test = HeadingNormalisedWindows(self.test_corpus, sc.num_frames, stride=sc.num_frames, mirror_prob=0.0)
+        gen = torch.Generator().manual_seed(int(cfg.seed))
+        idx = torch.randperm(len(test), generator=gen)[: sc.eval_windows].tolist()
+        self.register_buffer("eval_rotations", torch.stack([test[i][0] for i in idx]), persistent=False)
+
+    def model_config(self) -> dict:
+        return asdict(self.model.config)
+
+    def train_dataloader(self) -> DataLoader:
+        sc = self.stage_cfg
+        windows = HeadingNormalisedWindows(self.train_corpus, sc.num_frames, stride=sc.window_stride)
+        return DataLoader(windows, batch_size=sc.batch_size, shuffle=True, drop_last=True, num_workers=sc.num_workers)
+
+    def joints(self, rotations: torch.Tensor) -> torch.Tensor:
+        """Template joints (B, T, 22, 3) with the root orientation, pelvis at the origin."""
+        b, t = rotations.shape[:2]
+        flat = rotations.reshape(b * t, 22, 3)
+        return forward_kinematics(CanonicalPose(flat, torch.zeros(b * t, 3, dtype=flat.dtype))).reshape(b, t, 22, 3)
+
+    def compute_losses(self, batch) -> dict[str, torch.Tensor]:
+        rotations, _ = batch
+        features = canonical_to_features(rotations, self.stage_cfg.num_joints)
+        out = self.model(features)
+        losses = {}
+        if self.active("rotation"):
+            losses["rotation"] = ((out["features"] - features) ** 2).mean()
+        if self.active("joints") or self.active("velocity"):
+            d6 = out["features"].reshape(*out["features"].shape[:2], -1, 6)[..., :22, :]
+            pred_rot = roma.rotmat_to_rotvec(rot6d_to_rotmat(d6))
+            pred, true = self.joints(pred_rot), self.joints(rotations)
+            if self.active("joints"):
+                losses["joints"] = (pred - true).norm(dim=-1).mean()
+            if self.active("velocity"):
+                losses["velocity"] = ((pred.diff(dim=1) - true.diff(dim=1)) ** 2).sum(-1).mean()
+        if self.active("kl"):
+            mu, logvar = out["mu"], out["logvar"]
+            losses["kl"] = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)).mean()
+        return losses
+
+    @torch.no_grad()
+    def heldout_mpjpe_mm(self) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        errors = []
+        for chunk in self.eval_rotations.split(64):
+            features = canonical_to_features(chunk, self.stage_cfg.num_joints)
+            mu, _ = self.model.encode(features)
+            decoded = features_to_canonical(self.model.decode(mu, chunk.shape[1]))
+            errors.append((self.joints(decoded) - self.joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
+        self.model.train(was_training)
+        return float(torch.cat(errors).mean() * 1000.0)
+
+
+@STAGES.register("build_pose_codebook")
+class PoseCodebookStage(torch.nn.Module):
+    trainable = False
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg, self.stage_cfg = cfg, cfg.stage
+
+    def run(self, loggers=()) -> dict:
+        sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
+        train, test = _load_split(sc)
+        frames = torch.arange(0, train.num_frames, sc.frame_stride)
+        clip_of_frame = np.searchsorted(train.clip_starts, frames.numpy(), side="right") - 1
+        sources = [f"{train.clip_names[c].split(' (')[0]} @ {int(f - train.clip_starts[c])}" for f, c in zip(frames, clip_of_frame)]
+        codebook = build_pose_codebook(train.rotations[frames], sources, sc.size, int(self.cfg.seed), sc.add_mirrored)
+        _, errors = codebook.nearest(test.rotations[:: sc.frame_stride])
+        heldout = float(errors.mean() * 1000.0)
+        codebook.meta.update(heldout_quantisation_mm=round(heldout, 2), git=git_revision()["commit"],
+                             heldout_subjects=sorted(set(test.subjects)))  # fmt: skip
+        out = codebook.save(run_dir / "pose_codebook.npz")
+        if sc.publish:
+            WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+            with atomic_path(WEIGHTS_DIR / out.name) as tmp:
+                shutil.copyfile(out, tmp)
+        result = {"size": len(codebook), "heldout_quantisation_mm": heldout,
+                  "build_seconds": codebook.meta["build_seconds"], "objective": heldout}  # fmt: skip
+        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+        return result

@@ -21,6 +21,7 @@ from avatar.body.smpl_body import SmplBodyConfig
 from avatar.guidance.clip_backend import ClipGuidanceConfig
 from avatar.guidance.mini import MiniGuidanceConfig
 from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
+from avatar.priors.loading import PriorConfig
 from avatar.priors.training import MotionVAEStageConfig, PoseCodebookStageConfig, PosePriorStageConfig
 from avatar.render.cameras import ViewSamplingConfig
 from avatar.render.mesh_renderer import MeshRenderConfig
@@ -80,6 +81,7 @@ class Config:
     views: ViewSamplingConfig = field(default_factory=ViewSamplingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     preset: str = "cpu"  # set by the preset overlay: cpu | small | paper
     experiment_name: str = "default"  # groups runs (W&B group, output folder)
     seed: int = 0

@@ -23,10 +23,33 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from avatar.mocap.types import MocapClip, MocapFormatError, MocapSkeleton, finish_clip
+from avatar.mocap.types import (
+    MocapClip,
+    MocapFormatError,
+    MocapSkeleton,
+    detect_up_axis,
+    sampled_positions,
+    true_fps,
+)
 
 _ROTATION = {"xrotation": "X", "yrotation": "Y", "zrotation": "Z"}
 _POSITION = {"xposition": 0, "yposition": 1, "zposition": 2}
+# Length units a BVH file may be in (metres per unit). cgspeed's CMU conversions keep CMU's ASF
+# units: ASF "length 0.45" means 1 unit = 1/0.45 inch (a 7.2-unit thigh is 0.41 m).
+UNITS = {
+    "metres": 1.0,
+    "centimetres": 0.01,
+    "millimetres": 0.001,
+    "inches": 0.0254,
+    "CMU units (1/0.45 inch)": 0.0254 / 0.45,
+}
+# The skeleton size (see `guess_units`) of a typical adult, in metres.
+_TYPICAL_SIZE_M = 1.6
+# An added T-pose (see `added_tpose_frames`), in degrees of mean joint rotation.
+_REST_LIKE_DEG = 5.0
+_MIN_JUMP_DEG = 1.0
+_JUMP_FACTOR = 3.0  # vs the clip's median per-frame change
+_MAX_BLEND_FRAMES = 10
 # A non-root joint whose translation channels move further than this (file units) is "stretchy":
 # the skeleton keeps their mean and the clip says so in its notes.
 _STRETCH_TOLERANCE = 1e-3
@@ -49,24 +72,25 @@ def read_bvh(path: str | Path, drop_tpose: bool = True) -> MocapClip:
     """Read a BVH file into a `MocapClip` (file units and axes; rest pose = identity rotations).
 
     ``drop_tpose``: drop an added T-pose frame 0 (cgspeed MotionBuilder-friendly files), found
-    by its jump to frame 1 (see `avatar.mocap.types.added_tpose`).
+    by its jump to frame 1 (see `added_tpose_frames`).
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as err:
         raise MocapFormatError(f"{path}: cannot read ({err})") from err
-    match = re.search(r"^\s*MOTION\s*$", text, flags=re.MULTILINE)
+    match = re.search(r"^[ \t]*MOTION[ \t\r]*$", text, flags=re.MULTILINE)
     if match is None:
         raise MocapFormatError(f"{path}: no MOTION section (truncated file?)")
     header_lines = text[: match.start()].splitlines()
-    motion_lines = text[match.end() :].splitlines()
+    motion_lines = text[match.end() :].splitlines()[1:]  # [0]: the end of the MOTION line
 
     joints, end_offsets, num_channels = _parse_hierarchy(header_lines, path)
-    frames, frame_time = _parse_motion(motion_lines, num_channels, path, header_line=len(header_lines) + 1)
+    frames, frame_time = _parse_motion(motion_lines, num_channels, path, first_line=len(header_lines) + 2)
 
     T, J = frames.shape[0], len(joints)
-    notes: list[str] = []
+    fps, fps_note = true_fps(1.0 / frame_time, path)
+    notes = [fps_note] if fps_note else []
     offsets = np.stack([joint.offset for joint in joints])
     local = np.broadcast_to(np.eye(3), (T, J, 3, 3)).copy()
     # One scipy call per distinct rotation order (usually one or two for the whole skeleton).
@@ -86,8 +110,13 @@ def read_bvh(path: str | Path, drop_tpose: bool = True) -> MocapClip:
         offsets[j, joint.position_axes] = values.mean(axis=0)
         spread = float(np.ptp(values, axis=0).max())
         if spread > _STRETCH_TOLERANCE:
-            notes.append(f"joint {joint.name} translation channels vary by up to {spread:.4g} units; "
-                         "kept their mean as its offset")  # fmt: skip
+            notes.append(f"joint {joint.name} translation channels vary by up to {spread:.4g}; offset = their mean")
+
+    if drop_tpose and (n := added_tpose_frames(local)):
+        local, root_positions = local[n:], root_positions[n:]
+        notes.append(
+            "dropped the added T-pose frame 0" + (f" and {n - 1} frame(s) blending out of it" if n > 1 else "")
+        )
 
     skeleton = MocapSkeleton(
         names=[joint.name for joint in joints],
@@ -95,16 +124,61 @@ def read_bvh(path: str | Path, drop_tpose: bool = True) -> MocapClip:
         offsets=offsets,
         end_offsets=end_offsets,
     )
-    clip = MocapClip(
-        path=str(path),
-        skeleton=skeleton,
-        local_rotations=local,
-        root_positions=root_positions,
-        fps=1.0 / frame_time,
-        units_to_metres=1.0,  # set by finish_clip
-        notes=notes,
-    )
-    return finish_clip(clip, drop_tpose=drop_tpose)
+    clip = MocapClip(str(path), skeleton, local, root_positions, fps, units_to_metres=1.0, notes=notes)
+    positions = sampled_positions(clip)
+    clip.up_axis, up_note = detect_up_axis(skeleton, positions)
+    clip.units_to_metres, units_note = guess_units(skeleton, positions, clip.up_axis)
+    notes += [note for note in (up_note, units_note) if note]
+    return clip
+
+
+def guess_units(skeleton: MocapSkeleton, positions: np.ndarray, up_axis: str) -> tuple[float, str]:
+    """Metres per file unit, snapped to one of `UNITS`, and a note saying what was assumed.
+
+    BVH has no unit field. The skeleton's size is the larger of its rest pose's largest extent
+    (End Sites included: height or arm span in a T-pose) and the 90th percentile over frames of
+    its vertical extent (for rigs whose rest pose is folded up); the unit that makes it closest
+    to a typical 1.6 m wins. Neighbouring units differ by 2.2x or more, so bodies from 1.0 to
+    2.5 m snap correctly.
+    """
+    points = skeleton.rest_points()
+    rest_size = float((points.max(axis=0) - points.min(axis=0)).max())
+    up = {"y": 1, "z": 2}[up_axis]
+    motion_size = float(np.percentile(positions[..., up].max(axis=1) - positions[..., up].min(axis=1), 90))
+    size = max(rest_size, motion_size)
+    if size <= 0:
+        return 1.0, "units: the skeleton has no extent; assumed metres"
+    name = min(UNITS, key=lambda unit: abs(np.log(size * UNITS[unit] / _TYPICAL_SIZE_M)))
+    return UNITS[name], f"units: skeleton size {size:.4g} file units, assumed {name} ({size * UNITS[name]:.2f} m)"
+
+
+def _mean_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean over joints of the angle (degrees) between rotations a and b, (..., J, 3, 3)."""
+    cos = (np.einsum("...ij,...ij->...", a, b) - 1.0) / 2.0  # trace(a^T b) = cos of the angle
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).mean(axis=-1)
+
+
+def added_tpose_frames(local_rotations: np.ndarray) -> int:
+    """How many leading frames (T, J, 3, 3) belong to an added T-pose; 0 if there is none.
+
+    cgspeed's MotionBuilder-friendly conversion adds the rest pose (a T-pose) as frame 0, and so
+    does its Daz-friendly one (those files have one frame more than CMU's AMC of the same
+    trial). Found as: frame 0 is rest-like (mean joint rotation under 5 degrees) and jumps to
+    frame 1 (mean change over 1 degree and over 3x the clip's median per-frame change; a clip
+    that really starts in its rest pose does not jump). The Daz-friendly files also blend the
+    T-pose into the next 3-4 frames (a smoothing artefact), so the frames after it go too while
+    their change to the next frame stays over that threshold (at most 10 of them).
+    """
+    if local_rotations.shape[0] < 3:
+        return 0
+    steps = _mean_angle(local_rotations[:-1], local_rotations[1:])
+    threshold = max(_MIN_JUMP_DEG, _JUMP_FACTOR * float(np.median(steps)))
+    if _mean_angle(local_rotations[0], np.eye(3)) > _REST_LIKE_DEG or steps[0] < threshold:
+        return 0
+    n = 1
+    while n < 1 + _MAX_BLEND_FRAMES and n < len(steps) - 1 and steps[n] > threshold:
+        n += 1
+    return n
 
 
 def _floats(tokens: list[str], path: Path, line: int, what: str) -> np.ndarray:
@@ -210,9 +284,10 @@ def _add_channels(joint: _Joint, tokens: list[str], column: int, path: Path, lin
     return column
 
 
-def _parse_motion(lines: list[str], num_channels: int, path: Path, header_line: int) -> tuple[np.ndarray, float]:
-    """The (frames, channels) array and the frame time of a MOTION section."""
-    rows = [(n, line) for n, line in enumerate(lines, start=header_line + 1) if line.strip()]
+def _parse_motion(lines: list[str], num_channels: int, path: Path, first_line: int) -> tuple[np.ndarray, float]:
+    """The (frames, channels) array and the frame time of the lines after MOTION (the first of
+    them is line ``first_line`` of the file)."""
+    rows = [(n, line) for n, line in enumerate(lines, start=first_line) if line.strip()]
     fields = {}
     for key in ("Frames", "Frame Time"):
         if not rows or not rows[0][1].strip().startswith(key + ":"):
@@ -230,7 +305,9 @@ def _parse_motion(lines: list[str], num_channels: int, path: Path, header_line: 
     tokens = [line.split() for _, line in rows]
     for i, row in enumerate(tokens):
         if len(row) != num_channels:
-            raise MocapFormatError(f"{path}: frame {i} (line {rows[i][0]}) has {len(row)} values, expected {num_channels}")
+            raise MocapFormatError(
+                f"{path}: frame {i} (line {rows[i][0]}) has {len(row)} values, expected {num_channels}"
+            )
     if len(tokens) != num_frames:
         raise MocapFormatError(f"{path}: header declares {num_frames} frames but the file has {len(tokens)}")
     if num_frames == 0:

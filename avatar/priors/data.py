@@ -25,7 +25,7 @@ from avatar.utils.paths import PROJECT_ROOT, cache_dir
 log = logging.getLogger(__name__)
 
 # Bump when retargeting changes, so cached corpora are rebuilt.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 DEFAULT_MOCAP_ROOT = PROJECT_ROOT.parent / "shared" / "mocap"
 
 
@@ -48,11 +48,21 @@ class MotionCorpus:
         s, n = int(self.clip_starts[i]), int(self.clip_lengths[i])
         return CanonicalMotion(self.rotations[s : s + n], self.transl[s : s + n], self.fps, self.clip_names[i])
 
-    def split(self, holdout_every: int = 8) -> tuple["MotionCorpus", "MotionCorpus"]:
-        """(train, held-out): every ``holdout_every``-th subject (sorted) is held out, so no
-        held-out frame comes from a person seen in training."""
-        ordered = sorted(set(self.subjects), key=_natural_key)
-        held = set(ordered[holdout_every - 1 :: holdout_every])
+    def split(self, holdout_fraction: float = 0.1) -> tuple["MotionCorpus", "MotionCorpus"]:
+        """(train, held-out): whole subjects are held out, in a fixed pseudo-random order (by a
+        hash of their id), until they hold ``holdout_fraction`` of the frames; so no held-out
+        frame comes from a person seen in training, and the split never depends on the seed."""
+        frames: dict[str, int] = {}
+        for subject, n in zip(self.subjects, self.clip_lengths):
+            frames[subject] = frames.get(subject, 0) + int(n)
+        order = sorted(frames, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+        held, count = set(), 0
+        for subject in order:
+            if count >= holdout_fraction * self.num_frames:
+                break
+            if count + frames[subject] <= 2 * holdout_fraction * self.num_frames:  # skip giants
+                held.add(subject)
+                count += frames[subject]
         train = [i for i, s in enumerate(self.subjects) if s not in held]
         test = [i for i, s in enumerate(self.subjects) if s in held]
         return self.subset(train), self.subset(test)
@@ -73,14 +83,12 @@ class MotionCorpus:
         )
 
 
-def _natural_key(text: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
 def subject_of(path: str) -> str:
-    """CMU subject id from a file named like SS_TT.bvh (else the parent folder's name)."""
-    match = re.match(r"(\d+)_\d+", Path(path).stem)
-    return match.group(1) if match else Path(path).parent.name
+    """CMU subject id from the file name: "SS_TT" ("07_01.bvh", "acrnn_salsa_01__60_01.bvh") or
+    "...__S94" (a subject without a trial number); else the parent folder's name."""
+    stem = Path(path).stem
+    match = re.search(r"(?:^|_)(\d+)_\d+$", stem) or re.search(r"__S(\d+)$", stem)
+    return str(int(match.group(1))) if match else Path(path).parent.name
 
 
 def _fingerprint(root: Path, fps: float) -> str:
@@ -178,6 +186,14 @@ def canonical_body_pose(rotations: torch.Tensor) -> CanonicalPose:
 def body_joints(rotations: torch.Tensor) -> torch.Tensor:
     """Template-skeleton joints (N, 22, 3) of the body poses (root upright at the origin)."""
     return forward_kinematics(canonical_body_pose(rotations))
+
+
+def sequence_joints(rotations: torch.Tensor) -> torch.Tensor:
+    """Template joints (B, T, 22, 3) of pose sequences with their root orientation, pelvis at
+    the origin (what motion reconstruction errors compare)."""
+    b, t = rotations.shape[:2]
+    flat = rotations.reshape(b * t, 22, 3)
+    return forward_kinematics(CanonicalPose(flat, torch.zeros(b * t, 3, dtype=flat.dtype))).reshape(b, t, 22, 3)
 
 
 class PoseFrames(Dataset):

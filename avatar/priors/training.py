@@ -23,10 +23,9 @@ import roma
 import torch
 from torch.utils.data import DataLoader
 
-from avatar.body.skeleton import CanonicalPose, forward_kinematics
 from avatar.engine.run_info import git_revision
 from avatar.priors.codebook import WEIGHTS_DIR, build_pose_codebook
-from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joints, load_corpus
+from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joints, load_corpus, sequence_joints
 from avatar.priors.motion_vae import MotionVAE, MotionVAEConfig, canonical_to_features, features_to_canonical, rot6d_to_rotmat
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
@@ -37,7 +36,7 @@ from avatar.utils.io import atomic_path, atomic_write_text
 class PriorDataConfig:
     mocap_root: str = ""  # empty: ../shared/mocap
     fps: float = 30.0
-    holdout_every: int = 8  # every 8th subject (sorted) is held out for evaluation
+    holdout_fraction: float = 0.1  # whole subjects held out for evaluation, ~this share of frames
     num_workers: int = 0
     publish: bool = False  # copy the trained weights into avatar/priors/weights/
 
@@ -85,7 +84,7 @@ class PoseCodebookStageConfig(PriorDataConfig):
 
 def _load_split(stage_cfg) -> tuple[MotionCorpus, MotionCorpus]:
     corpus = load_corpus(stage_cfg.mocap_root or None, fps=stage_cfg.fps)
-    return corpus.split(stage_cfg.holdout_every)
+    return corpus.split(stage_cfg.holdout_fraction)
 
 
 def mpjpe_mm(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -102,7 +101,7 @@ class _PriorStage(StageModule):
         super().__init__(cfg)
         self.train_corpus, self.test_corpus = _load_split(self.stage_cfg)
         if self.test_corpus.num_frames == 0:
-            raise ValueError("The held-out split is empty: lower stage.holdout_every or add subjects")
+            raise ValueError("The held-out split is empty: raise stage.holdout_fraction or add subjects")
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -234,12 +233,6 @@ class MotionVAEStage(_PriorStage):
         windows = HeadingNormalisedWindows(self.train_corpus, sc.num_frames, stride=sc.window_stride)
         return DataLoader(windows, batch_size=sc.batch_size, shuffle=True, drop_last=True, num_workers=sc.num_workers)
 
-    def joints(self, rotations: torch.Tensor) -> torch.Tensor:
-        """Template joints (B, T, 22, 3) with the root orientation, pelvis at the origin."""
-        b, t = rotations.shape[:2]
-        flat = rotations.reshape(b * t, 22, 3)
-        return forward_kinematics(CanonicalPose(flat, torch.zeros(b * t, 3, dtype=flat.dtype))).reshape(b, t, 22, 3)
-
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:
         rotations, _ = batch
         features = canonical_to_features(rotations, self.stage_cfg.num_joints)
@@ -250,7 +243,7 @@ class MotionVAEStage(_PriorStage):
         if self.active("joints") or self.active("velocity"):
             d6 = out["features"].reshape(*out["features"].shape[:2], -1, 6)[..., :22, :]
             pred_rot = roma.rotmat_to_rotvec(rot6d_to_rotmat(d6))
-            pred, true = self.joints(pred_rot), self.joints(rotations)
+            pred, true = sequence_joints(pred_rot), sequence_joints(rotations)
             if self.active("joints"):
                 losses["joints"] = (pred - true).norm(dim=-1).mean()
             if self.active("velocity"):
@@ -269,7 +262,7 @@ class MotionVAEStage(_PriorStage):
             features = canonical_to_features(chunk, self.stage_cfg.num_joints)
             mu, _ = self.model.encode(features)
             decoded = features_to_canonical(self.model.decode(mu, chunk.shape[1]))
-            errors.append((self.joints(decoded) - self.joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
+            errors.append((sequence_joints(decoded) - sequence_joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
         self.model.train(was_training)
         return float(torch.cat(errors).mean() * 1000.0)
 

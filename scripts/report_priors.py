@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Report on the shipped priors (avatar/priors/weights/): held-out reconstruction error, training
+time and sample diversity, with the held-out data's own diversity as the yardstick.
+
+    .venv/bin/python scripts/report_priors.py [--mocap-root ../shared/mocap] [--samples 1000]
+
+Held-out = the subjects the training stages never saw (MotionCorpus.split, ~10% of frames). Errors are
+mean per-joint position errors (MPJPE, mm) on the canonical template skeleton, root upright.
+Diversity is the average pairwise distance (APD, mm) between samples' joints.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from avatar.priors.codebook import WEIGHTS_DIR
+from avatar.priors.data import body_joints, load_corpus, sequence_joints
+from avatar.priors.loading import load_codebook, load_motion_prior, load_pose_prior
+from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
+from avatar.priors.training import HeadingNormalisedWindows, mpjpe_mm
+from avatar.priors.vposer import canonical_to_vposer, vposer_to_canonical
+
+
+def apd_mm(joints: torch.Tensor) -> float:
+    """Average pairwise distance between samples (N, ..., 22, 3), in mm."""
+    flat = joints.reshape(joints.shape[0], -1, 3)
+    n = flat.shape[0]
+    total = 0.0
+    for i in range(n):
+        total += (flat[i + 1 :] - flat[i]).norm(dim=-1).mean(-1).sum().item()
+    return total / (n * (n - 1) / 2) * 1000.0
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mocap-root", default=None)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    gen = torch.Generator().manual_seed(args.seed)
+    _, test = load_corpus(args.mocap_root).split()
+    frames = test.rotations[torch.randperm(test.num_frames, generator=gen)[: args.samples]]
+    data_apd = apd_mm(body_joints(frames))
+    rows = [("held-out data (yardstick)", "-", "-", f"{data_apd:.0f}", f"{test.num_frames} frames, subjects {sorted(set(test.subjects))}")]
+
+    prior = load_pose_prior()
+    body = canonical_to_vposer(test.rotations[::2])
+    recon = torch.cat([prior.decode(prior.encode(chunk).mean)["pose_body"] for chunk in body.split(4096)])
+    pose_err = mpjpe_mm(body_joints(vposer_to_canonical(recon)), body_joints(test.rotations[::2]))
+    samples = prior.decode(torch.randn(args.samples, prior.latent_dim, generator=gen))["pose_body"]
+    meta = torch.load(WEIGHTS_DIR / "pose_prior.pt", weights_only=True)["meta"]
+    rows.append(("pose prior (VPoser arch, 32-d)", f"{pose_err:.1f}", f"{meta['train_seconds']:.0f}",
+                 f"{apd_mm(body_joints(vposer_to_canonical(samples))):.0f}", f"{meta['steps']} steps"))  # fmt: skip
+
+    codebook = load_codebook()
+    _, q_err = codebook.nearest(test.rotations[::2])
+    idx = torch.randperm(len(codebook), generator=gen)[: args.samples]
+    rows.append((f"pose codebook ({len(codebook)} poses)", f"{q_err.mean() * 1000:.1f}",
+                 f"{codebook.meta['build_seconds']:.0f}", f"{apd_mm(codebook.joints[idx]):.0f}", "nearest-entry error"))  # fmt: skip
+
+    motion = load_motion_prior()
+    n_joints = motion.config.num_joints
+    windows = HeadingNormalisedWindows(test, motion.config.num_frames, stride=motion.config.num_frames, mirror_prob=0.0)
+    clips = torch.stack([windows[i][0] for i in range(len(windows))])
+    errs = []
+    for chunk in clips.split(64):
+        mu, _ = motion.encode(canonical_to_features(chunk, n_joints))
+        decoded = features_to_canonical(motion.decode(mu, chunk.shape[1]))
+        errs.append((sequence_joints(decoded) - sequence_joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
+    motion_err = float(torch.cat(errs).mean() * 1000)
+    n_motion = min(args.samples, 200)
+    z = torch.randn(n_motion, motion.config.latent_dim, generator=gen)
+    sampled = features_to_canonical(motion.decode(z))
+    meta = torch.load(WEIGHTS_DIR / "motion_vae.pt", weights_only=True)["meta"]
+    data_motion_apd = apd_mm(sequence_joints(clips[:n_motion]))
+    rows.append(("motion VAE (AvatarCLIP arch)", f"{motion_err:.1f}", f"{meta['train_seconds']:.0f}",
+                 f"{apd_mm(sequence_joints(sampled)):.0f} (data {data_motion_apd:.0f})",
+                 f"{len(clips)} held-out 60-frame windows, {meta['steps']} steps"))  # fmt: skip
+
+    header = ("model", "held-out MPJPE (mm)", "train time (s)", "sample APD (mm)", "notes")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -107,7 +107,7 @@ def load_corpus(root: str | Path | None = None, fps: float = 30.0, use_cache: bo
     fail to read or retarget are reported in ``problems`` and skipped.
     """
     from avatar.mocap.amass import read_amass_npz
-    from avatar.mocap.dataset import load_folder
+    from avatar.mocap.dataset import iter_folder
 
     root = Path(root) if root else DEFAULT_MOCAP_ROOT
     if not root.exists():
@@ -120,9 +120,7 @@ def load_corpus(root: str | Path | None = None, fps: float = 30.0, use_cache: bo
         return _read_cache(cache_file)
 
     motions, problems = [], []
-    clips, read_problems = load_folder(root)
-    problems += read_problems
-    for clip in tqdm(clips, desc=f"retargeting {root.name}"):
+    for clip in tqdm(iter_folder(root, problems=problems), desc=f"retargeting {root.name}"):
         try:
             motions.append(retarget(clip, fps))
         except MocapFormatError as err:

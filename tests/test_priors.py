@@ -1,0 +1,128 @@
+"""The motion corpus and the prior-training stages (on a small synthetic mocap folder), and the
+shipped prior weights (loaded as the default configs load them)."""
+
+import pytest
+import roma
+import torch
+
+from avatar.engine.runner import run
+from avatar.mocap.bvh import read_bvh
+from avatar.mocap.retarget import retarget
+from avatar.priors.codebook import WEIGHTS_DIR
+from avatar.priors.data import MotionWindows, PoseFrames, body_joints, load_corpus, subject_of
+from avatar.priors.loading import PriorConfig, load_codebook, load_motion_prior, load_pose_prior
+from avatar.priors.motion_vae import features_to_canonical
+from avatar.priors.training import normalise_heading
+from helpers import compose_cfg
+from synthetic_mocap import oscillating_motion, write_corpus
+
+FAST = ["trainer.enable_progress_bar=false", "logger=csv", "render.height=32", "render.width=32"]
+
+
+@pytest.fixture(scope="module")
+def mocap_folder(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("mocap"), subjects=5, clips_per_subject=2, seconds=3.0)
+
+
+def test_bvh_to_canonical_round_trip(tmp_path):
+    from synthetic_mocap import write_bvh
+
+    motion = oscillating_motion("kick", 90, 60.0, seed=3)
+    clip = read_bvh(write_bvh(tmp_path / "07_01.bvh", motion, 60.0))
+    canonical = retarget(clip, fps=None)
+    assert torch.allclose(roma.rotvec_to_rotmat(canonical.rotations), motion.rotmats().float(), atol=1e-5)
+    assert torch.allclose(canonical.transl, motion.transl.float(), atol=1e-5)
+
+
+def test_corpus_resamples_splits_by_subject_and_caches(mocap_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = load_corpus(mocap_folder, fps=30.0)
+    assert len(corpus.clip_names) == 10 and corpus.problems == []
+    assert corpus.num_frames == 10 * 90  # 3 s at 60 fps -> 90 frames at 30 fps
+    train, test = corpus.split(0.2)
+    assert set(train.subjects).isdisjoint(test.subjects) and test.num_frames >= 0.2 * corpus.num_frames
+    assert list((tmp_path / "cache" / "datasets").glob("*.npz"))
+    again = load_corpus(mocap_folder, fps=30.0)
+    assert torch.equal(again.rotations, corpus.rotations) and again.subjects == corpus.subjects
+    assert subject_of("x/acrnn_salsa_01__60_01.bvh") == "60" and subject_of("x/foo__S94.bvh") == "94"
+
+
+def test_datasets_serve_frames_and_windows(mocap_folder):
+    corpus = load_corpus(mocap_folder, fps=30.0)
+    frames = PoseFrames(corpus, mirror_prob=0.0)
+    assert len(frames) == corpus.num_frames and frames[0].shape == (63,)
+    windows = MotionWindows(corpus, length=60, stride=10, mirror_prob=0.0)
+    assert len(windows) == 10 * 4  # windows start at 0, 10, 20, 30 in each 90-frame clip
+    rot, transl = windows[3]
+    assert rot.shape == (60, 22, 3) and torch.allclose(transl[0, :2], torch.zeros(2))
+    turned, _ = normalise_heading(rot, transl)
+    forward = roma.rotvec_to_rotmat(turned[0, 0]) @ torch.tensor([0.0, 0.0, 1.0])
+    assert forward[1] < -0.99  # the first frame now faces -Y
+
+
+def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
+    common = [*FAST, f"stage.mocap_root={mocap_folder}", "stage.holdout_fraction=0.2", "trainer.val_every_n_steps=10"]
+    pose = run(compose_cfg(tmp_path / "pose", "stage=train_pose_prior", *common, "trainer.max_steps=30",
+                           "stage.batch_size=64", "stage.eval_frames=128", "trainer.log_every_n_steps=1"))
+    assert pose["steps"] == 30 and pose["heldout_mpjpe_mm"] > 0
+    import pandas as pd
+
+    losses = pd.read_csv(tmp_path / "pose" / "csv" / "metrics.csv")["train/loss_rotation"].dropna()
+    assert losses.iloc[-5:].mean() < losses.iloc[:5].mean()
+    prior = load_pose_prior(PriorConfig(pose_prior=str(tmp_path / "pose" / "pose_prior.pt")))
+    decoded = prior.decode(torch.zeros(2, 32))["pose_body_matrot"]
+    assert torch.allclose(decoded @ decoded.transpose(-1, -2), torch.eye(3).expand(2, 21, 3, 3), atol=1e-5)
+
+    motion = run(compose_cfg(tmp_path / "motion", "stage=train_motion_vae", *common, "trainer.max_steps=4",
+                             "stage.batch_size=4", "stage.latent_dim=32", "stage.num_layers=1", "stage.num_heads=2",
+                             "stage.eval_windows=8", "stage.window_stride=30"))
+    assert motion["steps"] == 4
+    vae = load_motion_prior(PriorConfig(motion_prior=str(tmp_path / "motion" / "motion_vae.pt")))
+    assert vae.config.num_joints == 22 and vae.decode(torch.zeros(1, 32)).shape == (1, 60, 22 * 6)
+
+    book = run(compose_cfg(tmp_path / "book", "stage=build_pose_codebook", *common, "stage.size=16"))
+    assert book["size"] == 16 and book["heldout_quantisation_mm"] > 0
+    codebook = load_codebook(PriorConfig(codebook=str(tmp_path / "book" / "pose_codebook.npz")))
+    # Every entry is a real corpus pose (upright), and its joints are its own FK.
+    assert torch.allclose(codebook.joints, body_joints(codebook.rotations), atol=1e-5)
+    assert len(set(codebook.sources)) == 16
+
+
+# ---- the shipped weights (what the default configs load) ---------------------------------------
+def shipped(name: str):
+    return pytest.mark.skipif(not (WEIGHTS_DIR / name).is_file(), reason=f"{name} not trained yet")
+
+
+@shipped("pose_prior.pt")
+def test_shipped_pose_prior_samples_plausible_poses():
+    prior = load_pose_prior()
+    meta = torch.load(WEIGHTS_DIR / "pose_prior.pt", weights_only=True)["meta"]
+    assert meta["heldout_mpjpe_mm"] < 80
+    samples = prior.sample(256, torch.Generator().manual_seed(0))["pose_body"]
+    joints = body_joints(torch.cat([torch.zeros(256, 1, 3), samples], 1))
+    # Samples differ from each other and keep the skeleton's proportions (rigid bones).
+    assert joints.std(0).mean() > 0.03
+    rest = body_joints(torch.zeros(1, 22, 3))
+    for child, parent in ((4, 1), (18, 16)):  # thigh and upper arm lengths
+        lengths = (joints[:, child] - joints[:, parent]).norm(dim=-1)
+        assert torch.allclose(lengths, (rest[0, child] - rest[0, parent]).norm().expand(256), atol=1e-4)
+
+
+@shipped("pose_codebook.npz")
+def test_shipped_codebook():
+    codebook = load_codebook()
+    assert len(codebook) >= 1000 and torch.isfinite(codebook.rotations).all()
+    assert codebook.meta["heldout_quantisation_mm"] < 80
+    # Entries are diverse: no two of them are (nearly) the same pose.
+    flat = codebook.joints.reshape(len(codebook), -1)
+    dist = torch.cdist(flat[:500], flat)
+    dist[torch.arange(500), torch.arange(500)] = float("inf")
+    assert dist.min() > 0.01
+
+
+@shipped("motion_vae.pt")
+def test_shipped_motion_prior():
+    vae = load_motion_prior()
+    clip = features_to_canonical(vae.decode(torch.zeros(1, vae.config.latent_dim)))
+    assert clip.shape == (1, 60, 22, 3) and torch.isfinite(clip).all()

@@ -22,6 +22,30 @@ class PriorConfig:
     codebook: str = ""  # pose codebook; empty: avatar/priors/weights/pose_codebook.npz
 
 
+# Buffers that are constants of the architecture (sinusoidal tables): rebuilt, never shipped.
+_CONSTANT_BUFFERS = ("pos_encoder.pe",)
+
+
+def pack_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a shipped weights file stores: float16 parameters, no constant tables (it halves the
+    motion VAE to ~15 MB; the report script measures the shipped, packed weights)."""
+    return {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+        for k, v in state.items()
+        if not k.endswith(_CONSTANT_BUFFERS)
+    }
+
+
+def unpack_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a packed state dict strictly, constant tables taken from the freshly built model."""
+    full = model.state_dict()
+    missing = [k for k in full if k not in state and not k.endswith(_CONSTANT_BUFFERS)]
+    unexpected = [k for k in state if k not in full]
+    if missing or unexpected:
+        raise ValueError(f"weights do not match {type(model).__name__}: missing {missing}, unexpected {unexpected}")
+    model.load_state_dict({k: state[k].to(v.dtype) if k in state else v for k, v in full.items()})
+
+
 def _read_project_weights(path: Path, what: str, stage: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
@@ -41,7 +65,7 @@ def load_pose_prior(cfg: PriorConfig | None = None) -> VPoser:
         return load_vposer_checkpoint(cfg.vposer_path)
     payload = _read_project_weights(Path(cfg.pose_prior or WEIGHTS_DIR / "pose_prior.pt"), "pose prior", "train_pose_prior")
     model = VPoser(VPoserConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+    unpack_into(model, payload["state_dict"])
     return model.eval().requires_grad_(False)
 
 
@@ -52,7 +76,7 @@ def load_motion_prior(cfg: PriorConfig | None = None) -> MotionVAE:
         return load_avatarclip_motion_vae(cfg.motion_vae_path)
     payload = _read_project_weights(Path(cfg.motion_prior or WEIGHTS_DIR / "motion_vae.pt"), "motion prior", "train_motion_vae")
     model = MotionVAE(MotionVAEConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+    unpack_into(model, payload["state_dict"])
     return model.eval().requires_grad_(False)
 
 

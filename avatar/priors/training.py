@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from avatar.engine.run_info import git_revision
 from avatar.priors.codebook import WEIGHTS_DIR, build_pose_codebook
+from avatar.priors.loading import pack_state_dict
 from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joints, load_corpus, sequence_joints
 from avatar.priors.motion_vae import MotionVAE, MotionVAEConfig, canonical_to_features, features_to_canonical, rot6d_to_rotmat
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
@@ -126,9 +127,10 @@ class _PriorStage(StageModule):
         }
         payload = {
             "config": self.model_config(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "state_dict": pack_state_dict(self.model.state_dict()),
             "meta": {**metrics, "git": git_revision()["commit"], "fps": self.stage_cfg.fps,
-                     "data": str(self.stage_cfg.mocap_root or "../shared/mocap")},  # fmt: skip
+                     "data": str(self.stage_cfg.mocap_root or "../shared/mocap"),
+                     "stored_as": "float16, constant tables omitted"},  # fmt: skip
         }
         out = self.run_dir() / f"{self.weights_name}.pt"
         with atomic_path(out) as tmp:

@@ -14,6 +14,7 @@ from scipy.spatial.transform import Rotation
 from avatar.body.skeleton import JOINT_NAMES, PARENTS, TEMPLATE_JOINTS_BODY_FRAME, CanonicalPose, named_pose
 from avatar.mocap.retarget import SKELETON_FAMILIES
 
+# A typical BVH's axes (Y up, the body facing +Z) to the canonical world: Rx(90).
 FILE_TO_CANONICAL = roma.rotvec_to_rotmat(torch.tensor([math.pi / 2, 0.0, 0.0], dtype=torch.float64))
 
 

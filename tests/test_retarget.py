@@ -19,10 +19,9 @@ from avatar.body.skeleton import (
 from avatar.mocap.amass import SMPL_NEUTRAL_PELVIS, read_amass_npz
 from avatar.mocap.retarget import SKELETON_FAMILIES, CanonicalMotion, identify_skeleton, resample, retarget
 from avatar.mocap.types import MocapClip, MocapFormatError, MocapSkeleton
+from synthetic_mocap import FILE_TO_CANONICAL  # Y-up, body facing +Z -> canonical
 
 SMPL_STYLE = SKELETON_FAMILIES["smpl"]  # canonical joint -> SMPL-style BVH joint name
-# File axes: Y up, the body faces +Z (a typical BVH); canonical = Rx(90) of it.
-FILE_TO_CANONICAL = roma.rotvec_to_rotmat(torch.tensor([math.pi / 2, 0.0, 0.0], dtype=torch.float64))
 
 
 def smpl_style_clip(pose: CanonicalPose, units_to_metres: float = 0.01) -> MocapClip:

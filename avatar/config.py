@@ -21,6 +21,7 @@ from avatar.body.smpl_body import SmplBodyConfig
 from avatar.guidance.clip_backend import ClipGuidanceConfig
 from avatar.guidance.mini import MiniGuidanceConfig
 from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
+from avatar.guidance.training import GuidanceTrainStageConfig
 from avatar.priors.loading import PriorConfig
 from avatar.priors.training import MotionVAEStageConfig, PoseCodebookStageConfig, PosePriorStageConfig
 from avatar.render.cameras import ViewSamplingConfig
@@ -101,6 +102,7 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
         "train_pose_prior": PosePriorStageConfig,
         "train_motion_vae": MotionVAEStageConfig,
         "build_pose_codebook": PoseCodebookStageConfig,
+        "train_guidance": GuidanceTrainStageConfig,
     },
 }
 

@@ -286,11 +286,12 @@ def test_open_clip_unknown_model_points_at_model_config_file():
         build_guidance(OpenClipGuidanceConfig(model="no-such-model"))
 
 
-def test_mini_explains_it_is_not_trained_yet():
+def test_mini_missing_weights_explain_how_to_get_them(tmp_path):
+    missing = str(tmp_path / "mini.pt")
     with pytest.raises(GuidanceWeightsError) as err:
-        build_guidance(MiniGuidanceConfig())
+        build_guidance(MiniGuidanceConfig(checkpoint=missing))
     message = str(err.value)
-    assert MiniGuidanceConfig().checkpoint in message
+    assert missing in message and "guidance.checkpoint" in message
     assert "stage=train_guidance" in message and "guidance=clip" in message
 
 

@@ -209,11 +209,13 @@ _POSE_LIBRARY: dict[str, dict[str, list[tuple[str, float]]]] = {
         "left_knee": [("x", 115)], "right_knee": [("x", 115)],
         "left_ankle": [("x", -15)], "right_ankle": [("x", -15)],
         "spine1": [("x", 20)],
-        "left_shoulder": [("y", 80), ("z", -10)], "right_shoulder": [("y", -80), ("z", 10)],
+        # arms reach forward for balance (body +Z is the front)
+        "left_shoulder": [("y", -80), ("z", -10)], "right_shoulder": [("y", 80), ("z", 10)],
     },
     "walk_stride": {
         "left_hip": [("x", -30)], "right_hip": [("x", 20)], "right_knee": [("x", 30)],
-        "left_shoulder": [("z", -70), ("y", -20)], "right_shoulder": [("z", 70), ("y", -20)],
+        # arms swing against the legs: left arm back, right arm forward
+        "left_shoulder": [("z", -75), ("x", 25)], "right_shoulder": [("z", 75), ("x", -25)],
         "left_elbow": [("y", 20)], "right_elbow": [("y", -20)],
     },
     "kick": {

@@ -1,7 +1,11 @@
-"""Config slot for the project's own offline guidance model (trained by a later stage).
+"""The project's own offline guidance model (`guidance=mini`, the default): a small image-text
+model trained on synthetic renders of the body model (avatar/guidance/mini_model.py, trained by
+`python train.py stage=train_guidance stage.publish=true`).
 
-The model and its loader arrive with `python train.py stage=train_guidance` (issue 6); until
-then building it explains what exists instead. There is deliberately no stand-in model.
+It knows the synthetic vocabulary: body shapes, poses, garments (tops, trousers, shorts,
+skirts, shoes), hair, ~750 named colours and five patterns, in AvatarCLIP's prompt templates
+and plain paraphrases. It does not know named characters or open-vocabulary concepts ("Iron
+Man", "a Viking"): those need `guidance=clip` / `guidance=open_clip` with their weights.
 """
 
 from __future__ import annotations
@@ -10,25 +14,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from avatar.guidance.base import GUIDANCE, Guidance, GuidanceWeightsError, config_from, setting
 
-MINI_CHECKPOINT = str(Path(__file__).resolve().parent / "weights" / "mini.pt")
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MINI_CHECKPOINT = str(WEIGHTS_DIR / "mini.pt")
 
 
 @dataclass
 class MiniGuidanceConfig:
     name: str = "mini"
-    checkpoint: str = MINI_CHECKPOINT
+    checkpoint: str = MINI_CHECKPOINT  # mini_scorer.pt is the independent scoring model
     device: str = "cpu"
+
+
+class MiniGuidance(Guidance):
+    def __init__(self, model, device: str = "cpu") -> None:
+        size = model.cfg.image_size
+        # The model rescales [0, 1] pixels itself: identity normalisation here.
+        super().__init__(model.cfg.embed_dim, (size, size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        self.model = model
+        self.to(device)
+        self.freeze()
+
+    def _embed_tokens(self, texts: list[str]) -> torch.Tensor:
+        return self.model.text(texts)
+
+    def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.image(pixels)
 
 
 @GUIDANCE.register("mini")
 def build_mini_guidance(cfg: Any) -> Guidance:
+    from avatar.guidance.mini_model import MiniImageTextModel
+
     cfg = config_from(MiniGuidanceConfig, cfg)
-    raise GuidanceWeightsError(
-        f"The project's own guidance model (`{GUIDANCE.config_key}=mini`) is not trained yet: its "
-        f"weights ({cfg.checkpoint!r}, config key `{setting('checkpoint')}`) and loader come from "
-        "`python train.py stage=train_guidance` (issue 6). Meanwhile use CLIP with local weights: "
-        f"`{GUIDANCE.config_key}=clip {setting('checkpoint')}=/path/to/ViT-B-32.pt`, or "
-        f"`{GUIDANCE.config_key}=open_clip {setting('pretrained')}=/path/to/open_clip_model.safetensors`."
-    )
+    path = Path(cfg.checkpoint).expanduser()
+    if not path.is_file():
+        raise GuidanceWeightsError(
+            f"The offline guidance weights {str(path)!r} (config key `{setting('checkpoint')}`) do not "
+            "exist. Train them with `python train.py stage=train_guidance stage.publish=true`, or use "
+            f"CLIP with local weights: `{GUIDANCE.config_key}=clip {setting('checkpoint')}=/path/to/ViT-B-32.pt`."
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return MiniGuidance(MiniImageTextModel.from_checkpoint(payload), cfg.device)

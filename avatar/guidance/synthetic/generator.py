@@ -1,0 +1,146 @@
+"""Synthetic image-caption pairs: posed, dressed Anny bodies rendered from random views.
+
+One batch = one Anny forward (random phenotypes, codebook mocap or named poses), per-sample
+cameras (full-body views sized to fit the body from AvatarCLIP's view distribution with a wider
+polar spread, or face close-ups), one batched render at ``supersample`` x the image size, average
+pooled. Captions follow the view: AvatarCLIP's face template for close-ups, its back template for
+back views, paraphrases otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from avatar.body.anny_body import PHENOTYPES, AnnyBody, AnnyBodyConfig
+from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose, pose_names
+from avatar.guidance.synthetic.appearance import AppearanceConfig, BodyParts, sample_appearance, vertex_colors
+from avatar.guidance.synthetic.captions import caption
+from avatar.guidance.synthetic.poses import pose_words
+from avatar.priors.loading import load_codebook
+from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, ViewSamplingConfig, make_background, sample_views
+
+BACKGROUNDS = ("white", "black", "noise", "checkerboard")
+
+
+@dataclass
+class SyntheticConfig:
+    topology: str = "anny"
+    image_size: int = 64
+    supersample: int = 2  # render at image_size * supersample, then average-pool
+    named_pose_prob: float = 0.2  # else a pose of the mocap codebook
+    face_prob: float = 0.2  # face close-ups (AvatarCLIP: 1 view in 4)
+    age_range: tuple[float, float] = (0.35, 1.0)  # Anny age: 1/3 child .. 1 old
+    # Body views: distance drawn in these multiples of the distance at which the body's bounding
+    # sphere fills the field of view; polar spread wider than AvatarCLIP's 60 degrees to get
+    # more side and back views (back when |polar| > 90: ~26% at 80 degrees).
+    fit_range: tuple[float, float] = (1.0, 1.3)
+    views: ViewSamplingConfig = field(
+        default_factory=lambda: ViewSamplingConfig(
+            polar_std_deg=80.0, target_jitter_std=0.05, target_jitter_clip=0.1, ambient_range=(0.15, 0.45)
+        )
+    )
+    backgrounds: tuple[str, ...] = BACKGROUNDS
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+
+
+@dataclass
+class SyntheticBatch:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    attributes: list[dict]  # per image: phenotype, pose words, outfit, view, background
+    captions: list[str]
+    plans: list  # the CaptionPlan of each caption (for hard negatives)
+
+
+class SyntheticRenderer:
+    """Generates :class:`SyntheticBatch` es for one body (default: Anny of ``cfg.topology``)."""
+
+    def __init__(self, cfg: SyntheticConfig | None = None, body=None, codebook=None) -> None:
+        self.cfg = cfg or SyntheticConfig()
+        self.body = body or AnnyBody(AnnyBodyConfig(topology=self.cfg.topology))
+        self.parts = BodyParts.from_body(self.body)
+        self.codebook_poses = (codebook or load_codebook()).poses()
+        self.named = CanonicalPose.cat([named_pose(n) for n in pose_names()])
+        size = self.cfg.image_size * self.cfg.supersample
+        self.renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
+
+    def _poses(self, n: int, g: torch.Generator) -> tuple[CanonicalPose, list[str]]:
+        named = torch.rand(n, generator=g) < self.cfg.named_pose_prob
+        k_named = torch.randint(self.named.batch_size, (n,), generator=g)
+        k_code = torch.randint(self.codebook_poses.batch_size, (n,), generator=g)
+        rot = torch.where(named[:, None, None], self.named.rotations[k_named], self.codebook_poses.rotations[k_code])
+        sources = [f"named:{pose_names()[a]}" if m else f"codebook:{b}" for m, a, b in zip(named, k_named, k_code)]
+        return CanonicalPose(rot, torch.zeros(n, 3)), sources
+
+    def _cameras(self, vertices: torch.Tensor, joints: torch.Tensor, g: torch.Generator):
+        """Per-sample views (a loop of single-view draws: each body has its own size and aim)."""
+        cfg = self.cfg
+        face = (torch.rand(len(vertices), generator=g) < cfg.face_prob).tolist()
+        half_fov = math.radians(cfg.views.fov_deg) / 2
+        cams, infos = [], []
+        for i, verts in enumerate(vertices):
+            lo, hi = verts.min(0).values, verts.max(0).values
+            centre = (lo + hi) / 2
+            fit = (verts - centre).norm(dim=-1).max().item() / math.sin(half_fov)
+            view_cfg = replace(
+                cfg.views, distance_range=(fit * cfg.fit_range[0], fit * cfg.fit_range[1]),
+                face_every=1 if face[i] else 0,
+            )  # fmt: skip
+            cam, info = sample_views(1, view_cfg, g, centre, face_target=joints[i, JOINT_INDEX["head"]], step=0)
+            cams.append(cam)
+            infos.append(info)
+        info = {k: torch.cat([d[k] for d in infos]) for k in infos[0]}
+        cameras = Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
+        return cameras, info
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator | None = None) -> SyntheticBatch:
+        cfg = self.cfg
+        g = generator or torch.Generator().manual_seed(0)
+        rng = random.Random(int(torch.randint(2**62, (1,), generator=g)))
+        shape = torch.rand(n, len(PHENOTYPES), generator=g)
+        age = PHENOTYPES.index("age")
+        shape[:, age] = cfg.age_range[0] + (cfg.age_range[1] - cfg.age_range[0]) * shape[:, age]
+        pose, sources = self._poses(n, g)
+        out = self.body(shape.to(self.body.skinning_weights.dtype), pose)
+        vertices, joints = out.vertices.float(), out.joints.float()
+        words = pose_words(joints)
+        cameras, info = self._cameras(vertices, joints, g)
+
+        attributes, colors = [], []
+        kinds = [rng.choice(cfg.backgrounds) for _ in range(n)]
+        for i in range(n):
+            phenotype = dict(zip(PHENOTYPES, shape[i].tolist()))
+            attrs = sample_appearance(rng, phenotype["gender"], cfg.appearance)
+            view = "face" if info["is_face"][i] else ("back" if info["is_back"][i] else "body")
+            attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i])
+            attributes.append(attrs)
+            colors.append(vertex_colors(attrs, self.parts))
+        size = cfg.image_size * cfg.supersample
+        background = torch.empty(n, 3, size, size)
+        for kind in set(kinds):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            background[idx] = make_background(kind, len(idx), size, size, g)
+        rendered = self.renderer.render(
+            vertices, self.body.faces, cameras, colors=torch.stack(colors), background=background,
+            light_dir=info["light_dir"], ambient=info["ambient"], diffuse=1.0 - info["ambient"],
+        )  # fmt: skip
+        images = F.avg_pool2d(rendered.rgb, cfg.supersample).clamp(0.0, 1.0)
+        texts, plans = zip(*(caption(a, rng) for a in attributes))
+        return SyntheticBatch(images, attributes, list(texts), list(plans))
+
+
+_RENDERERS: dict[str, SyntheticRenderer] = {}  # by repr(config)
+
+
+def generate_batch(n: int, generator: torch.Generator | None = None, cfg: SyntheticConfig | None = None) -> SyntheticBatch:
+    """``n`` synthetic samples with a renderer built once per configuration."""
+    cfg = cfg or SyntheticConfig()
+    key = repr(cfg)
+    if key not in _RENDERERS:
+        _RENDERERS[key] = SyntheticRenderer(cfg)
+    return _RENDERERS[key].generate(n, generator)

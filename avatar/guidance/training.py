@@ -1,0 +1,148 @@
+"""Training the offline guidance model on synthetic renders (issue 6):
+
+    python train.py stage=train_guidance stage.publish=true                      # guidance=mini
+    python train.py stage=train_guidance stage.output_name=mini_scorer seed=1 stage.publish=true
+
+Every step renders a fresh batch (avatar/guidance/synthetic) with captions, and optimises a
+symmetric contrastive loss where identical captions count as positives; each image's caption
+with two regions' colours swapped is an extra negative (the binding the prototype lacked).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from avatar.engine.run_info import git_revision
+from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
+from avatar.guidance.synthetic.captions import swap_negative
+from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
+from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.utils.io import atomic_path, atomic_write_text
+from avatar.utils.paths import PROJECT_ROOT
+
+GUIDANCE_WEIGHTS_DIR = PROJECT_ROOT / "avatar" / "guidance" / "weights"
+
+
+@dataclass
+class GuidanceTrainStageConfig:
+    name: str = "train_guidance"
+    output_name: str = "mini"  # "mini" guides; "mini_scorer" (other seed/architecture) scores
+    topology: str = "anny"
+    batch_size: int = 128
+    lr: float = 3e-4
+    text_lr: float = 3e-5  # the fine-tuned MiniLM layers move slowly
+    warmup_steps: int = 100
+    embed_dim: int = 256
+    image_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 256])
+    text_trainable_layers: int = 2
+    eval_samples: int = 256
+    publish: bool = False
+    lambda_contrastive: Any = 1.0
+    lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
+
+
+def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """-log of the softmax mass on the positives, per row, averaged."""
+    log_prob = logits.log_softmax(dim=1)
+    return -(log_prob.masked_fill(~positives, float("-inf")).logsumexp(dim=1)).mean()
+
+
+@STAGES.register("train_guidance")
+class GuidanceTrainStage(StageModule):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        sc = self.stage_cfg
+        self.model = MiniImageTextModel(MiniModelConfig(
+            embed_dim=sc.embed_dim, image_channels=tuple(sc.image_channels),
+            text_trainable_layers=sc.text_trainable_layers,
+        ))  # fmt: skip
+        self.synthetic = SyntheticRenderer(SyntheticConfig(topology=sc.topology, image_size=self.model.cfg.image_size))
+        self._start = time.perf_counter()
+        self._eval = None
+
+    def compute_losses(self, batch) -> dict[str, torch.Tensor]:
+        g = self.step_generator()
+        data = self.synthetic.generate(self.stage_cfg.batch_size, g)
+        rng = random.Random(int(torch.randint(2**62, (1,), generator=g)))
+        image = self.model.encode_image(data.images)
+        text = self.model.encode_text(data.captions)
+        scale = self.model.logit_scale.exp().clamp(max=100.0)
+        same = torch.tensor([[a == b for b in data.captions] for a in data.captions])
+        losses = {}
+        if self.active("contrastive"):
+            logits = scale * image @ text.T
+            losses["contrastive"] = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
+        if self.active("binding"):
+            pairs = [(i, swap_negative(p, a, rng)) for i, (p, a) in enumerate(zip(data.plans, data.attributes))]
+            pairs = [(i, t) for i, t in pairs if t]
+            if pairs:
+                idx = torch.tensor([i for i, _ in pairs])
+                negative = self.model.encode_text([t for _, t in pairs])
+                pos = (image[idx] * text[idx]).sum(-1)
+                neg = (image[idx] * negative).sum(-1)
+                losses["binding"] = F.cross_entropy(scale * torch.stack([pos, neg], 1), torch.zeros(len(idx), dtype=torch.long))
+        return losses
+
+    def configure_optimizers(self):
+        text_params = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("text.bert.")]
+        other = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("text.bert.")]
+        optimizer = torch.optim.AdamW(
+            [{"params": other, "lr": self.stage_cfg.lr}, {"params": text_params, "lr": self.stage_cfg.text_lr}],
+            weight_decay=0.01,
+        )
+        schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.cfg.trainer.val_every_n_steps
+        if every > 0 and self.global_step % every == 0:
+            for key, value in self.evaluate().items():
+                self.log(f"val/{key}", value, on_step=True, prog_bar=key == "retrieval_top1")
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Top-1 text->image retrieval in groups of 32 and binding accuracy (caption beats its
+        colour-swapped version) on a fixed batch never used for training (its own seed)."""
+        if self._eval is None:
+            g = torch.Generator().manual_seed(10_000_019)
+            self._eval = self.synthetic.generate(self.stage_cfg.eval_samples, g)
+        data, rng = self._eval, random.Random(7)
+        was_training = self.model.training
+        self.model.eval()
+        image = self.model.encode_image(data.images)
+        text = self.model.encode_text(data.captions)
+        hits = []
+        for start in range(0, len(image) - 31, 32):
+            sim = text[start : start + 32] @ image[start : start + 32].T
+            best = sim.argmax(1)
+            caps = data.captions[start : start + 32]
+            hits += [caps[int(b)] == caps[k] for k, b in enumerate(best)]
+        wins = []
+        for i, (plan, attrs) in enumerate(zip(data.plans, data.attributes)):
+            negative = swap_negative(plan, attrs, rng)
+            if negative:
+                neg = self.model.encode_text([negative])[0]
+                wins.append(float(image[i] @ text[i]) > float(image[i] @ neg))
+        self.model.train(was_training)
+        return {"retrieval_top1": sum(hits) / max(1, len(hits)), "binding_accuracy": sum(wins) / max(1, len(wins))}
+
+    def result(self) -> dict:
+        metrics = {**self.evaluate(), "train_seconds": round(time.perf_counter() - self._start, 1), "steps": int(self.global_step)}
+        payload = self.model.checkpoint({**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed)})
+        out = self.run_dir() / f"{self.stage_cfg.output_name}.pt"
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
+        if self.stage_cfg.publish:
+            GUIDANCE_WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+            with atomic_path(GUIDANCE_WEIGHTS_DIR / out.name) as tmp:
+                torch.save(payload, tmp)
+        result = {**metrics, "objective": -metrics["retrieval_top1"]}
+        atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
+        return result

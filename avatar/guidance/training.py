@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from avatar.engine.run_info import git_revision
+from avatar.guidance.evaluation import retrieval_and_binding
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.guidance.synthetic.captions import swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
@@ -108,30 +109,18 @@ class GuidanceTrainStage(StageModule):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Top-1 text->image retrieval in groups of 32 and binding accuracy (caption beats its
-        colour-swapped version) on a fixed batch never used for training (its own seed)."""
+        """Retrieval and binding (avatar.guidance.evaluation) on a fixed batch rendered with its
+        own seed, never used for training."""
         if self._eval is None:
-            g = torch.Generator().manual_seed(10_000_019)
-            self._eval = self.synthetic.generate(self.stage_cfg.eval_samples, g)
-        data, rng = self._eval, random.Random(7)
+            data = self.synthetic.generate(self.stage_cfg.eval_samples, torch.Generator().manual_seed(10_000_019))
+            rng = random.Random(7)
+            swapped = [swap_negative(p, a, rng) for p, a in zip(data.plans, data.attributes)]
+            self._eval = (data.images, data.captions, swapped)
         was_training = self.model.training
         self.model.eval()
-        image = self.model.encode_image(data.images)
-        text = self.model.encode_text(data.captions)
-        hits = []
-        for start in range(0, len(image) - 31, 32):
-            sim = text[start : start + 32] @ image[start : start + 32].T
-            best = sim.argmax(1)
-            caps = data.captions[start : start + 32]
-            hits += [caps[int(b)] == caps[k] for k, b in enumerate(best)]
-        wins = []
-        for i, (plan, attrs) in enumerate(zip(data.plans, data.attributes)):
-            negative = swap_negative(plan, attrs, rng)
-            if negative:
-                neg = self.model.encode_text([negative])[0]
-                wins.append(float(image[i] @ text[i]) > float(image[i] @ neg))
+        metrics = retrieval_and_binding(self.model, *self._eval)
         self.model.train(was_training)
-        return {"retrieval_top1": sum(hits) / max(1, len(hits)), "binding_accuracy": sum(wins) / max(1, len(wins))}
+        return {"retrieval_top1": metrics["text_to_image_top1"], "binding_accuracy": metrics["binding_accuracy"]}
 
     def result(self) -> dict:
         metrics = {**self.evaluate(), "train_seconds": round(time.perf_counter() - self._start, 1), "steps": int(self.global_step)}

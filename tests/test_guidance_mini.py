@@ -1,11 +1,16 @@
 """The project's own guidance model: checkpoint round trip through the `mini` backend, and a
 short run of its training stage on synthetic renders."""
 
+from pathlib import Path
+
+import pytest
 import torch
 
+from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.engine.runner import run
 from avatar.guidance import build_guidance
-from avatar.guidance.mini import MiniGuidanceConfig
+from avatar.guidance.evaluation import optimise_body_colours
+from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from helpers import LOW_POLY, compose_cfg
 
@@ -23,8 +28,8 @@ def test_checkpoint_round_trip_through_the_backend(tmp_path):
     # Only what training changes is stored (MiniLM's frozen layers come from the pip package).
     assert not any(k.startswith("text.bert.encoder.layer.0.") for k in torch.load(path, weights_only=True)["state_dict"])
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=str(path)))
-    for key, value in model.trained_state_dict().items():
-        assert torch.equal(guidance.model.state_dict()[key], value), key
+    for key, value in model.trained_state_dict().items():  # stored as float16
+        assert torch.equal(guidance.model.state_dict()[key], value.half().float()), key
     text = guidance.encode_text(["a person in a red shirt", "a tall man"])
     assert text.shape == (2, 32) and torch.allclose(text.norm(dim=-1), torch.ones(2))
     images = torch.rand(2, 3, 96, 96, requires_grad=True)  # resized to 64 by the backend
@@ -43,3 +48,16 @@ def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
     assert result["steps"] == 2 and 0.0 <= result["retrieval_top1"] <= 1.0 and 0.0 <= result["binding_accuracy"] <= 1.0
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=str(tmp_path / "mini.pt")))
     assert guidance.encode_image(torch.rand(1, 3, 64, 64)).shape == (1, 32)
+
+
+@pytest.mark.skipif(not Path(MINI_CHECKPOINT).is_file(), reason="the mini guidance model is not trained yet")
+def test_shipped_mini_turns_the_torso_red_and_the_legs_blue():
+    """The real test of a guidance model (issue 6): optimise only a grey body's low-frequency
+    colour field for the prompt; read the result per body region (not by the model's score)."""
+    guidance = build_guidance(MiniGuidanceConfig())
+    body = AnnyBody(AnnyBodyConfig(topology=LOW_POLY))
+    fit = optimise_body_colours(guidance, body, "a person in a red shirt and blue trousers", steps=100, views=4, size=96)
+    torso, legs = fit.region_means["torso"], fit.region_means["legs"]
+    assert torso[0] > torso[1] + 0.3 and torso[0] > torso[2] + 0.3, torso
+    assert legs[2] > legs[0] + 0.3 and legs[2] > legs[1] + 0.3, legs
+    assert fit.losses[-1] < fit.losses[0]

@@ -84,7 +84,7 @@ def optimise_body_colours(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     with torch.no_grad():
         colors = torch.sigmoid(eig @ weights * 30.0 + bias)
         regions = vertex_regions(body.skinning_weights)

@@ -109,7 +109,9 @@ class MiniImageTextModel(nn.Module):
         return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith(keep)}
 
     def checkpoint(self, meta: dict) -> dict:
-        return {"config": asdict(self.cfg), "state_dict": self.trained_state_dict(), "meta": meta}
+        """Stored in float16 (half the size; loading casts back to float32)."""
+        state = {k: v.half() if v.is_floating_point() else v for k, v in self.trained_state_dict().items()}
+        return {"config": asdict(self.cfg), "state_dict": state, "meta": meta}
 
     @staticmethod
     def from_checkpoint(payload: dict) -> "MiniImageTextModel":
@@ -119,5 +121,8 @@ class MiniImageTextModel(nn.Module):
         missing = set(model.trained_state_dict()) - set(payload["state_dict"])
         if missing:
             raise ValueError(f"mini guidance checkpoint lacks {sorted(missing)[:5]}...")
-        model.load_state_dict(payload["state_dict"], strict=False)
+        unexpected = set(payload["state_dict"]) - set(model.state_dict())
+        if unexpected:
+            raise ValueError(f"mini guidance checkpoint has unknown entries {sorted(unexpected)[:5]}...")
+        model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()}, strict=False)
         return model

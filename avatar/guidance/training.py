@@ -21,14 +21,13 @@ import torch.nn.functional as F
 
 from avatar.engine.run_info import git_revision
 from avatar.guidance.evaluation import retrieval_and_binding
+from avatar.guidance.mini import WEIGHTS_DIR
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.guidance.synthetic.captions import swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.utils.io import atomic_path, atomic_write_text
-from avatar.utils.paths import PROJECT_ROOT
 
-GUIDANCE_WEIGHTS_DIR = PROJECT_ROOT / "avatar" / "guidance" / "weights"
 
 
 @dataclass
@@ -129,8 +128,8 @@ class GuidanceTrainStage(StageModule):
         with atomic_path(out) as tmp:
             torch.save(payload, tmp)
         if self.stage_cfg.publish:
-            GUIDANCE_WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-            with atomic_path(GUIDANCE_WEIGHTS_DIR / out.name) as tmp:
+            WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+            with atomic_path(WEIGHTS_DIR / out.name) as tmp:
                 torch.save(payload, tmp)
         result = {**metrics, "objective": -metrics["retrieval_top1"]}
         atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))

@@ -16,9 +16,8 @@ import torch
 from avatar.body.skeleton import CanonicalPose, mirror
 from avatar.priors.data import body_joints, canonical_body_pose
 from avatar.utils.io import atomic_path
-from avatar.utils.paths import PROJECT_ROOT
 
-WEIGHTS_DIR = PROJECT_ROOT / "avatar" / "priors" / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped inside the package
 DEFAULT_CODEBOOK = WEIGHTS_DIR / "pose_codebook.npz"
 
 

@@ -202,3 +202,15 @@ def test_gpu_trainer_without_gpu_says_so(tmp_path):
         build_trainer(cfg, tmp_path, [])
     ddp = compose_cfg(tmp_path, *FAST_POSE_FIT, "trainer=ddp")
     assert ddp.trainer.strategy == "ddp" and ddp.trainer.devices == -1
+
+
+def test_publish_copies_atomically(tmp_path):
+    from avatar.utils.io import publish_file
+
+    run_output = tmp_path / "run" / "weights.pt"
+    run_output.parent.mkdir()
+    run_output.write_bytes(b"new weights")
+    shipped = tmp_path / "package" / "weights"
+    target = publish_file(run_output, shipped)
+    assert target == shipped / "weights.pt" and target.read_bytes() == b"new weights"
+    assert [p.name for p in shipped.iterdir()] == ["weights.pt"]  # no temp file left behind

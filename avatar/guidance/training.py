@@ -26,7 +26,7 @@ from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.guidance.synthetic.captions import swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
-from avatar.utils.io import atomic_path, atomic_write_text
+from avatar.utils.io import atomic_path, atomic_write_text, publish_file
 
 
 
@@ -128,9 +128,7 @@ class GuidanceTrainStage(StageModule):
         with atomic_path(out) as tmp:
             torch.save(payload, tmp)
         if self.stage_cfg.publish:
-            WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-            with atomic_path(WEIGHTS_DIR / out.name) as tmp:
-                torch.save(payload, tmp)
+            publish_file(out, WEIGHTS_DIR)
         result = {**metrics, "objective": -metrics["retrieval_top1"]}
         atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
         return result

@@ -12,7 +12,6 @@ too), retargeted to the canonical skeleton, split by subject (held-out subjects 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joi
 from avatar.priors.motion_vae import MotionVAE, MotionVAEConfig, canonical_to_features, features_to_canonical, rot6d_to_rotmat
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
-from avatar.utils.io import atomic_path, atomic_write_text
+from avatar.utils.io import atomic_path, atomic_write_text, publish_file
 
 
 @dataclass
@@ -136,9 +135,7 @@ class _PriorStage(StageModule):
         with atomic_path(out) as tmp:
             torch.save(payload, tmp)
         if self.stage_cfg.publish:
-            WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-            with atomic_path(WEIGHTS_DIR / out.name) as tmp:
-                shutil.copyfile(out, tmp)
+            publish_file(out, WEIGHTS_DIR)
         result = {**{k: v for k, v in metrics.items() if k != "heldout_subjects"}, "objective": metrics["heldout_mpjpe_mm"]}
         atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
         return result
@@ -290,9 +287,7 @@ class PoseCodebookStage(torch.nn.Module):
                              heldout_subjects=sorted(set(test.subjects)))  # fmt: skip
         out = codebook.save(run_dir / "pose_codebook.npz")
         if sc.publish:
-            WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-            with atomic_path(WEIGHTS_DIR / out.name) as tmp:
-                shutil.copyfile(out, tmp)
+            publish_file(out, WEIGHTS_DIR)
         result = {"size": len(codebook), "heldout_quantisation_mm": heldout,
                   "build_seconds": codebook.meta["build_seconds"], "objective": heldout}  # fmt: skip
         atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))

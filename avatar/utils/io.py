@@ -37,3 +37,14 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def publish_file(path: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Copy a run's output into a folder the default configs read from (e.g. shipped weights),
+    atomically, so a half-copied file never replaces a good one."""
+    import shutil
+
+    target = Path(folder) / Path(path).name
+    with atomic_path(target) as tmp:
+        shutil.copyfile(path, tmp)
+    return target

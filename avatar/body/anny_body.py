@@ -13,8 +13,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-import roma
 import torch
 
 from avatar.body.base import BODY_MODELS, BodyModel, BodyOutput
@@ -24,6 +24,7 @@ from avatar.body.skeleton import (
     JOINT_NAMES,
     NUM_JOINTS,
     CanonicalPose,
+    align_vectors,
     template_joints_world,
     world_deltas,
 )
@@ -96,25 +97,17 @@ def _load_anny(cfg: AnnyBodyConfig):
     import anny.paths
 
     anny.paths.set_anny_cache_path(cache)
-    first_use = not any(p.suffix == ".safetensors" for p in _walk(cache))
+    first_use = not any(Path(cache).rglob("*.safetensors"))
     if first_use:
         log.warning(
             "Building Anny's model cache in %s (one time, about a minute; set "
             "body.cache_dir or $AVATAR_CACHE_DIR to move it)...", cache
         )
-        print(f"[avatar] Building Anny's model cache in {cache} (one time, about a minute)...", flush=True)
     start = time.perf_counter()
     model = anny.Anny(rig="anny", topology=cfg.topology)
     if first_use:
-        print(f"[avatar] Anny cache built in {time.perf_counter() - start:.0f} s", flush=True)
+        log.warning("Anny's model cache built in %.0f s", time.perf_counter() - start)
     return model
-
-
-def _walk(root: str):
-    from pathlib import Path
-
-    path = Path(root)
-    return path.rglob("*") if path.exists() else iter(())
 
 
 @BODY_MODELS.register("anny")
@@ -186,7 +179,7 @@ class AnnyBody(BodyModel):
             j, c = JOINT_INDEX[joint], JOINT_INDEX[child]
             src = torch.nn.functional.normalize(rest_joints[:, c] - rest_joints[:, j], dim=-1)
             dst = torch.nn.functional.normalize(template[c] - template[j], dim=-1).expand_as(src)
-            calib[:, j] = _align_vectors(src, dst)
+            calib[:, j] = align_vectors(src, dst)
         return calib
 
     def forward(self, shape: torch.Tensor | None = None, pose: CanonicalPose | None = None) -> BodyOutput:
@@ -218,12 +211,3 @@ class AnnyBody(BodyModel):
             rest_joints=rest_joints,
         )
 
-
-def _align_vectors(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """The minimal rotation (B, 3, 3) taking unit vectors ``src`` onto ``dst``."""
-    axis = torch.cross(src, dst, dim=-1)
-    sin = axis.norm(dim=-1, keepdim=True)
-    cos = (src * dst).sum(-1, keepdim=True)
-    angle = torch.atan2(sin, cos)
-    rotvec = torch.nn.functional.normalize(axis, dim=-1) * angle
-    return roma.rotvec_to_rotmat(rotvec)

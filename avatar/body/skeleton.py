@@ -248,6 +248,19 @@ def named_pose(name: str, dtype=torch.float32, device=None) -> CanonicalPose:
     return pose
 
 
+def align_vectors(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The minimal rotations (..., 3, 3) taking unit vectors ``src`` onto ``dst`` (no added
+    twist about the vectors); opposite vectors turn half a circle about a perpendicular axis."""
+    axis = torch.cross(src, dst, dim=-1)
+    sin = axis.norm(dim=-1, keepdim=True)
+    cos = (src * dst).sum(-1, keepdim=True)
+    basis = torch.eye(3, dtype=src.dtype, device=src.device)[src.abs().argmin(-1)]
+    perpendicular = torch.cross(src, basis, dim=-1)
+    axis = torch.where((sin < 1e-9) & (cos < 0), perpendicular, axis)
+    rotvec = torch.nn.functional.normalize(axis, dim=-1) * torch.atan2(sin, cos)
+    return roma.rotvec_to_rotmat(rotvec)
+
+
 def bone_directions(joints: torch.Tensor) -> torch.Tensor:
     """Unit directions (B, len(BONE_CHILD), 3) of each joint's bone, in BONE_CHILD order."""
     src = [JOINT_INDEX[a] for a in BONE_CHILD]

@@ -31,6 +31,7 @@ from avatar.body.skeleton import (
     NUM_JOINTS,
     PARENTS,
     CanonicalPose,
+    align_vectors,
     template_joints_world,
     upright_rotation,
 )
@@ -155,19 +156,6 @@ def _rest_direction(rest: np.ndarray, mapping: dict[str, int], joint: str) -> np
     return None
 
 
-def _align(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Minimal rotation taking unit vector src onto dst."""
-    axis = np.cross(src, dst)
-    angle = np.arctan2(np.linalg.norm(axis), src @ dst)
-    if np.linalg.norm(axis) < 1e-9:
-        if src @ dst > 0:
-            return np.eye(3)
-        # opposite vectors: turn half a circle about any perpendicular axis
-        axis = np.cross(src, np.eye(3)[np.argmin(np.abs(src))])
-    axis = axis / np.linalg.norm(axis)
-    return roma.rotvec_to_rotmat(torch.tensor(axis * angle)).numpy()
-
-
 def retarget(clip: MocapClip, fps: float | None = 30.0) -> CanonicalMotion:
     """The clip as canonical poses, resampled to ``fps`` (None keeps the clip's rate)."""
     family, mapping = identify_skeleton(clip.skeleton, clip.path)
@@ -182,7 +170,7 @@ def retarget(clip: MocapClip, fps: float | None = 30.0) -> CanonicalMotion:
             continue
         c = JOINT_INDEX[BONE_CHILD[joint]]
         t = template[c] - template[JOINT_INDEX[joint]]
-        calib[joint] = _align(source_dir, t / np.linalg.norm(t))
+        calib[joint] = align_vectors(torch.from_numpy(source_dir), torch.from_numpy(t / np.linalg.norm(t))).numpy()
     for leaf, donor in _CALIBRATION_FROM.items():
         if leaf in mapping and leaf not in calib and donor in calib:
             calib[leaf] = calib[donor]

@@ -112,6 +112,7 @@ class PoseFitStage(StageModule):
         return grid
 
     def result(self) -> dict[str, float]:
-        result = {"joint_error_mm": self.joint_error_mm(), "objective": self.joint_error_mm()}
+        error = self.joint_error_mm()
+        result = {"joint_error_mm": error, "objective": error}
         atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
         return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import roma
@@ -52,8 +53,6 @@ class ShowcaseStage(torch.nn.Module):
 
     @torch.no_grad()
     def run(self, loggers=()) -> dict:
-        from pathlib import Path
-
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         generator = torch.Generator().manual_seed(int(self.cfg.seed))
         poses = CanonicalPose.cat([named_pose(p, dtype=self.body.dtype) for p in sc.poses])

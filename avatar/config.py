@@ -26,7 +26,9 @@ from avatar.priors.loading import PriorConfig
 from avatar.priors.training import MotionVAEStageConfig, PoseCodebookStageConfig, PosePriorStageConfig
 from avatar.render.cameras import ViewSamplingConfig
 from avatar.render.mesh_renderer import MeshRenderConfig
+from avatar.stages.appearance import AppearanceStageConfig
 from avatar.stages.pose_fit import PoseFitStageConfig
+from avatar.stages.shape import ShapeStageConfig
 from avatar.stages.showcase import ShowcaseStageConfig
 
 
@@ -98,11 +100,13 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "guidance": {"mini": MiniGuidanceConfig, "clip": ClipGuidanceConfig, "open_clip": OpenClipGuidanceConfig},
     "stage": {
         "showcase": ShowcaseStageConfig,
+        "shape": ShapeStageConfig,
         "pose_fit": PoseFitStageConfig,
         "train_pose_prior": PosePriorStageConfig,
         "train_motion_vae": MotionVAEStageConfig,
         "build_pose_codebook": PoseCodebookStageConfig,
         "train_guidance": GuidanceTrainStageConfig,
+        "appearance": AppearanceStageConfig,
     },
 }
 

@@ -1,0 +1,522 @@
+"""Appearance stage: a NeuS avatar initialised from the coarse body, sculpted and textured by the
+guidance model from random views, exported as a rigged, coloured mesh (AvatarCLIP Sec. 3.3).
+
+Object space: the coarse body (world, metres, Z up, facing -Y) is centred and scaled so its
+bounding sphere has radius ``object_radius`` inside the unit sphere, as AvatarCLIP's NeuS expects.
+Cameras, rays and fields live there; exported meshes go back to world coordinates, so they
+line up with the body's skeleton and can be rigged by it.
+
+Per step (paper defaults; every switch is a flag, every term a ``lambda_``):
+  * ``views_per_step`` random views (AvatarCLIP's sampling: every 4th a face close-up),
+  * rays only inside the dilated silhouette of the current surface, at the largest square
+    resolution whose silhouette holds at most ``max_ray_num`` rays (adaptive resolution),
+  * renders: head A (compared to the coarse body's render, L1), head B lit near the view
+    direction (shaded texture) and a textureless grey render, both on augmented backgrounds and
+    scored by the guidance model against the prompt (face / back prompts for such views),
+  * eikonal and mask (silhouette of the coarse body) terms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avatar.body.base import build_body
+from avatar.body.regions import REGIONS, region_colors, vertex_regions
+from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose
+from avatar.export.media import image_grid, save_image, save_mesh, save_video, to_uint8
+from avatar.guidance.base import build_guidance
+from avatar.neus.fields import NeusFieldConfig, NeusFields
+from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
+from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, make_background, orbit_cameras, sample_views
+from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.utils.io import atomic_path, atomic_write_text
+from avatar.utils.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+PAPER_TEMPLATE = "a 3d rendering of {} in unreal engine"
+
+
+@dataclass
+class AppearanceStageConfig:
+    name: str = "appearance"
+    # The coarse body: a shape stage's run directory (its shape.npz), or "" for the body model's
+    # neutral shape in ``bind_pose``.
+    shape_dir: str = ""
+    bind_pose: str = "t_pose"  # t_pose | a_pose (when shape_dir is empty)
+    object_radius: float = 0.9  # the body's bounding sphere radius in NeuS object space
+    fields: NeusFieldConfig = field(default_factory=NeusFieldConfig)
+    volume: VolumeRenderConfig = field(default_factory=VolumeRenderConfig)
+
+    # Initialisation (the paper's stage A): "mesh" fits the SDF to the coarse body's exact signed
+    # distance (fast), "render" fits it to renders of the coarse body (the paper's way), "none"
+    # starts from the geometric-init sphere (ablation).
+    init: str = "mesh"
+    init_steps: int = 1000
+    init_lr: float = 1e-3
+    init_batch_points: int = 8192
+    init_cache: bool = True  # reuse a mesh initialisation with identical inputs (project cache)
+    coarse_color: str = "grey"  # head A's target look of the coarse body: grey | regions
+
+    # Guided stage
+    prompt_template: str = PAPER_TEMPLATE
+    face_template: str = "the face of {}"
+    back_template: str = "the back of {}"
+    max_ray_num: int = 12544  # rays per step (paper; small: 7000)
+    max_resolution: int = 512
+    views_per_step: int = 1  # the paper renders one view per step
+    lr: float = 5e-4
+    warmup_steps: int = 500
+    # paper switches
+    face_prompt: bool = True
+    back_prompt: bool = True
+    background_augmentation: bool = True
+    textureless_render: bool = True
+    shaded_texture: bool = True
+    silhouette_rays: bool = True
+    crop_augmentation: bool = False  # random scale/shift crops before the guidance model (not in the paper)
+    silhouette_dilation: float = 0.03  # object-space units; the ray mask's margin around the surface
+    proposal_refresh_every: int = 250  # re-extract the sampling proposal from the SDF (surface sampler)
+    proposal_resolution: int = 96
+    textureless_albedo: float = 0.8
+
+    lambda_coarse: Any = 1.0  # L1 of head A to the coarse body's render
+    lambda_eikonal: Any = 0.1
+    lambda_mask: Any = 1.0  # BCE of the opacity to the coarse body's silhouette
+    lambda_guidance_texture: Any = 1.0  # 1 - cos of the shaded textured render (head B)
+    lambda_guidance_geometry: Any = 1.0  # 1 - cos of the textureless render
+
+    # Validation and export
+    val_size: int = 128
+    val_views: int = 4
+    export_resolution: int = 512  # marching cubes grid (paper: 512^3)
+    export_views: int = 8  # views of the visibility test for vertex colours
+    turntable_frames: int = 60
+
+
+def resolution_for_rays(max_rays: int, views: int, silhouette_fraction: float, max_resolution: int) -> int:
+    """AvatarCLIP's adaptive resolution: the largest square image whose rendered rays (only the
+    silhouette's when ``silhouette_fraction`` < 1) stay within ``max_rays`` over ``views``."""
+    fraction = min(max(silhouette_fraction, 1e-3), 1.0)
+    return int(max(16, min(max_resolution, math.floor(math.sqrt(max_rays / (views * fraction))))))
+
+
+def _augment_crops(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    b = images.shape[0]
+    scale = 0.8 + 0.4 * torch.rand(b, generator=g)
+    shift = 0.15 * (torch.rand(b, 2, generator=g) - 0.5)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+
+
+@STAGES.register("appearance")
+class AppearanceStage(StageModule):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        sc = self.stage_cfg
+        for key in ("appearance",):
+            if not str(cfg.prompt[key]).strip():
+                raise ValueError("prompt.appearance is empty: give the appearance text, e.g. prompt.appearance='a person in a red shirt'")
+        if sc.init not in ("mesh", "render", "none"):
+            raise ValueError(f"stage.init={sc.init!r}: use mesh, render or none")
+        self.body = build_body(cfg.body)
+        self.freeze_component("body")
+        shape, bind_pose, self.shape_source = self._load_shape()
+        self.register_buffer("shape", shape)
+        self.bind_pose = bind_pose
+        with torch.no_grad():
+            out = self.body(shape=shape, pose=bind_pose)
+        world = out.vertices[0].float()
+        centre = 0.5 * (world.amax(0) + world.amin(0))
+        scale = sc.object_radius / float((world - centre).norm(dim=-1).max())
+        self.register_buffer("centre", centre)
+        self.scale = scale
+        self.register_buffer("coarse_vertices", (world - centre) * scale)  # object space
+        self.register_buffer("faces", self.body.faces.clone(), persistent=False)
+        self.register_buffer("head_target", (out.joints[0, JOINT_INDEX["head"]].float() - centre) * scale)
+        grey = torch.full((world.shape[0], 3), 0.7)
+        coarse = region_colors(self.body.skinning_weights.float()) if sc.coarse_color == "regions" else grey
+        self.register_buffer("coarse_colors", coarse, persistent=False)
+
+        self.fields = NeusFields(sc.fields)
+        self.volume = NeusVolumeRenderer(self.fields, sc.volume)
+        self.volume.set_proposal(self.coarse_vertices, self.faces)
+        self._mesh_renderers: dict[int, MeshRenderer] = {}
+        self.guidance = None
+        self._start = time.perf_counter()
+
+    # ---- inputs ------------------------------------------------------------------------------
+    def _load_shape(self) -> tuple[torch.Tensor, CanonicalPose, str]:
+        sc = self.stage_cfg
+        if not sc.shape_dir:
+            return self.body.default_shape(1).float(), named_pose(sc.bind_pose), "default"
+        path = Path(sc.shape_dir) / "shape.npz"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"stage.shape_dir={sc.shape_dir!r} has no shape.npz: give the run directory of a "
+                "shape stage (python train.py stage=shape ...), or leave stage.shape_dir empty"
+            )
+        data = np.load(path, allow_pickle=False)
+        if str(data["body"]) != self.body.name:
+            raise ValueError(
+                f"stage.shape_dir holds a {data['body']} shape but body={self.body.name}; "
+                f"run with body={data['body']}"
+            )
+        shape = torch.as_tensor(data["shape"], dtype=torch.float32).reshape(1, -1)
+        pose = str(data["bind_pose"]) if "bind_pose" in data else sc.bind_pose
+        return shape, named_pose(pose), str(path)
+
+    def world_from_object(self, points: torch.Tensor) -> torch.Tensor:
+        return points / self.scale + self.centre
+
+    def mesh_renderer(self, size: int) -> MeshRenderer:
+        if size not in self._mesh_renderers:
+            self._mesh_renderers[size] = MeshRenderer(MeshRenderConfig(height=size, width=size, background="white"))
+        return self._mesh_renderers[size]
+
+    def prompts(self, info: dict[str, torch.Tensor]) -> list[str]:
+        sc, text = self.stage_cfg, str(self.cfg.prompt.appearance).strip()
+        out = []
+        for face, back in zip(info["is_face"].tolist(), info["is_back"].tolist()):
+            template = sc.prompt_template
+            if face and sc.face_prompt:
+                template = sc.face_template
+            elif back and sc.back_prompt:
+                template = sc.back_template
+            out.append(template.format(text))
+        return out
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.guidance is None:
+            self.guidance = build_guidance(self.cfg.guidance).to(self.device)
+            self.freeze_component("guidance")
+        if not self.cfg.resume:
+            self.initialise_fields()
+
+    def on_train_start(self) -> None:
+        if self.global_step > 0:  # resumed: the proposal follows the restored field
+            self.refresh_proposal()
+
+    def initialise_fields(self) -> None:
+        sc = self.stage_cfg
+        if sc.init == "none":
+            return
+        path = self._init_cache_path()
+        if sc.init_cache and path.is_file():
+            self.fields.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+            log.info("NeuS initialisation reused from %s", path)
+        else:
+            t0 = time.perf_counter()
+            if sc.init == "mesh":
+                from avatar.neus.init import fit_fields_to_mesh
+
+                metrics = fit_fields_to_mesh(
+                    self.fields, self.coarse_vertices, self.faces, self.coarse_colors, steps=sc.init_steps,
+                    batch_points=sc.init_batch_points, lr=sc.init_lr,
+                    generator=torch.Generator().manual_seed(int(self.cfg.seed)),
+                )  # fmt: skip
+            else:
+                metrics = self.fit_fields_to_renders()
+            log.info("NeuS initialisation (%s) in %.1f s: %s", sc.init, time.perf_counter() - t0, metrics)
+            if sc.init_cache:
+                with atomic_path(path) as tmp:
+                    torch.save(self.fields.state_dict(), tmp)
+        self.refresh_proposal()
+
+    def _init_cache_path(self) -> Path:
+        sc = self.stage_cfg
+        key = json.dumps({
+            "body": self.body.name, "topology": str(self.cfg.body.get("topology", "")),
+            "vertices": hashlib.sha1(self.coarse_vertices.cpu().numpy().tobytes()).hexdigest(),
+            "colors": sc.coarse_color, "fields": asdict(NeusFieldConfig(**self._plain(sc.fields))),
+            "init": sc.init, "steps": sc.init_steps, "lr": sc.init_lr, "points": sc.init_batch_points,
+            "seed": int(self.cfg.seed), "version": 1,
+        }, sort_keys=True)  # fmt: skip
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        return cache_dir() / "neus_init" / f"{sc.init}_{digest}.pt"
+
+    @staticmethod
+    def _plain(node) -> dict:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
+
+    def fit_fields_to_renders(self) -> dict[str, float]:
+        """The paper's stage A: fit SDF and both colour heads to renders of the coarse body from
+        random views (mask BCE + colour L1 + eikonal)."""
+        sc = self.stage_cfg
+        params = list(self.fields.parameters())
+        optimiser = torch.optim.Adam(params, lr=sc.init_lr)
+        last = {}
+        for step in range(sc.init_steps):
+            g = torch.Generator().manual_seed(int(self.cfg.seed) * 7_919 + step)
+            cams, info = sample_views(sc.views_per_step, self.cfg.views, g, torch.zeros(3), self.head_target, step=step)
+            batch = self.render_views(cams, g, need_coarse=True)
+            colour = (batch["color_a"] - batch["coarse_rgb"]).abs().mean() + (batch["color_b"] - batch["coarse_rgb"]).abs().mean()
+            mask = F.binary_cross_entropy(batch["opacity"].clamp(1e-4, 1 - 1e-4), batch["coarse_alpha"])
+            loss = colour + mask + 0.1 * batch["eikonal"]
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            last = {"colour_l1": float(colour), "mask_bce": float(mask)}
+            if step % sc.proposal_refresh_every == 0 and step:
+                self.refresh_proposal()
+        return last
+
+    @torch.no_grad()
+    def refresh_proposal(self) -> None:
+        """The surface sampler samples around the current surface: re-extract it (coarse grid)."""
+        if self.stage_cfg.volume.sampler != "surface" and not self.stage_cfg.silhouette_rays:
+            return
+        from avatar.neus.extract import extract_mesh
+
+        try:
+            mesh = extract_mesh(self.fields.sdf, resolution=self.stage_cfg.proposal_resolution, device=self.device)
+        except ValueError as err:  # no surface yet (e.g. init=none at step 0): keep the body
+            log.warning("Proposal not refreshed: %s", err)
+            return
+        vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.device)
+        faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long, device=self.device)
+        self.volume.set_proposal(vertices, faces)
+        self._proposal = (vertices, faces)
+
+    # ---- rendering ---------------------------------------------------------------------------
+    def _silhouette_mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        vertices, faces = getattr(self, "_proposal", (self.coarse_vertices, self.faces))
+        from avatar.render.mesh_renderer import vertex_normals
+
+        return vertices + self.stage_cfg.silhouette_dilation * vertex_normals(vertices, faces), faces
+
+    def render_views(self, cams: Cameras, g: torch.Generator, need_coarse: bool, size: int | None = None) -> dict:
+        """Volume-render ``cams`` at an adaptive (or given) resolution. Returns per-view images
+        (B, C, H, W): color_a, color_b (accumulated, no background), opacity (B, 1, H, W),
+        normal (B, 3, H, W), and the coarse body's albedo render / silhouette when asked."""
+        sc = self.stage_cfg
+        n = len(cams)
+        sil_vertices, sil_faces = self._silhouette_mesh()
+        if size is None:
+            fraction = 1.0
+            if sc.silhouette_rays:
+                probe = self.mesh_renderer(32).render(sil_vertices, sil_faces, cams, shading=False)
+                fraction = float(probe.alpha.mean())
+            size = resolution_for_rays(sc.max_ray_num, n, fraction, sc.max_resolution)
+        origins, dirs = cams.generate_rays(size, size)
+        if sc.silhouette_rays:
+            select = self.mesh_renderer(size).render(sil_vertices, sil_faces, cams, shading=False).alpha > 0
+        else:
+            select = torch.ones(n, size, size, dtype=torch.bool, device=origins.device)
+        rays = select.reshape(-1).nonzero()[:, 0]
+        out = self.volume.render(origins.reshape(-1, 3)[rays], dirs.reshape(-1, 3)[rays], training=self.training)
+
+        def scatter(values: torch.Tensor, channels: int) -> torch.Tensor:
+            image = values.new_zeros(n * size * size, channels).index_copy(0, rays, values.reshape(len(rays), channels))
+            return image.reshape(n, size, size, channels).permute(0, 3, 1, 2)
+
+        batch = {
+            "color_a": scatter(out["color_a"], 3), "color_b": scatter(out["color_b"], 3),
+            "opacity": scatter(out["opacity"], 1), "normal": scatter(out["normal"], 3),
+            "eikonal": out["eikonal"], "n_points": out["n_points"], "size": size, "rays": len(rays),
+        }  # fmt: skip
+        if need_coarse:
+            coarse = self.mesh_renderer(size).render(
+                self.coarse_vertices, self.faces, cams, colors=self.coarse_colors, background="white", shading=False
+            )  # the albedo: NeuS heads are albedo too (lighting is applied to both the same way)
+            batch["coarse_rgb"] = coarse.rgb
+            batch["coarse_alpha"] = coarse.alpha.reshape(n, 1, size, size).float()
+        return batch
+
+    def shade(self, batch: dict, albedo: torch.Tensor, light_dir: torch.Tensor, ambient: torch.Tensor) -> torch.Tensor:
+        """Lambert shading of accumulated albedo with the accumulated normal: albedo * (ambient +
+        (1 - ambient) * max(0, n.l)); the opacity weights are already in ``albedo``."""
+        lambert = (batch["normal"] * light_dir[:, :, None, None]).sum(1, keepdim=True).clamp(min=0.0)
+        a = ambient[:, None, None, None]
+        return albedo * (a + (1.0 - a) * lambert)
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def compute_losses(self, batch_idx) -> dict[str, torch.Tensor]:
+        sc = self.stage_cfg
+        g = self.step_generator()
+        if self.global_step > 0 and sc.proposal_refresh_every > 0 and self.global_step % sc.proposal_refresh_every == 0:
+            self.refresh_proposal()
+        cams, info = sample_views(sc.views_per_step, self.cfg.views, g, torch.zeros(3), self.head_target.cpu(), step=self.global_step)
+        cams = cams.to(self.device)
+        info = {k: v.to(self.device) for k, v in info.items()}
+        need_coarse = self.active("coarse") or self.active("mask")
+        batch = self.render_views(cams, g, need_coarse=need_coarse)
+        n, size = len(cams), batch["size"]
+        self.log("train/resolution", float(size), on_step=True)
+        self.log("train/rays", float(batch["rays"]), on_step=True)
+        opacity = batch["opacity"]
+        losses: dict[str, torch.Tensor] = {}
+        if self.active("coarse"):
+            white = 1.0 - opacity
+            losses["coarse"] = (batch["color_a"] + white - batch["coarse_rgb"]).abs().mean()
+        if self.active("mask"):
+            losses["mask"] = F.binary_cross_entropy(opacity.clamp(1e-4, 1 - 1e-4), batch["coarse_alpha"])
+        if self.active("eikonal"):
+            losses["eikonal"] = batch["eikonal"]
+        guided = self.active("guidance_texture") or (sc.textureless_render and self.active("guidance_geometry"))
+        if guided:
+            kind = "random" if sc.background_augmentation else "white"
+            background = make_background(kind, n, size, size, g).to(opacity)
+            prompts = self.prompts(info)
+            light, ambient = info["light_dir"], info["ambient"]
+
+            def score(image: torch.Tensor) -> torch.Tensor:
+                if sc.crop_augmentation:
+                    image = _augment_crops(image, g)
+                return self.guidance.guidance_loss(image.clamp(0, 1), prompts).mean()
+
+            if self.active("guidance_texture"):
+                albedo = batch["color_b"]
+                lit = self.shade(batch, albedo, light, ambient) if sc.shaded_texture else albedo
+                losses["guidance_texture"] = score(lit + (1.0 - opacity) * background)
+            if sc.textureless_render and self.active("guidance_geometry"):
+                grey = self.shade(batch, sc.textureless_albedo * opacity, light, ambient)
+                losses["guidance_geometry"] = score(grey + (1.0 - opacity) * background)
+        return losses
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.fields.parameters(), lr=self.stage_cfg.lr)
+        schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.cfg.trainer.val_every_n_steps
+        if every > 0 and self.global_step % every == 0:
+            self.validation_image()
+
+    # ---- validation, export ------------------------------------------------------------------
+    def validation_cameras(self) -> Cameras:
+        return orbit_cameras(self.stage_cfg.val_views, 2.3, 10.0, torch.zeros(3), 60.0, start_azimuth_deg=0.0).to(self.device)
+
+    def validation_image(self) -> np.ndarray:
+        """Rows: textured (head B, softly lit), textureless, normals; columns: orbit views. Each
+        is also a frame of the optimisation timelapse (images/val_step*.png)."""
+        sc = self.stage_cfg
+        cams = self.validation_cameras()
+        was_training = self.training
+        self.eval()
+        with torch.enable_grad():
+            rows = [[], [], []]
+            for k in range(len(cams)):
+                b = self.render_views(cams[k], torch.Generator(), need_coarse=False, size=sc.val_size)
+                b = {key: (v.detach() if torch.is_tensor(v) else v) for key, v in b.items()}
+                opacity = b["opacity"]
+                light = cams[k].position / cams[k].position.norm(dim=-1, keepdim=True)
+                amb = torch.full((1,), 0.5, device=self.device)
+                rows[0].append(to_uint8((self.shade(b, b["color_b"], light, amb) + 1 - opacity)[0]))
+                rows[1].append(to_uint8((self.shade(b, 0.8 * opacity, light, amb) + 1 - opacity)[0]))
+                normal = F.normalize(b["normal"], dim=1, eps=1e-6)
+                rows[2].append(to_uint8(((0.5 + 0.5 * normal) * opacity + 1 - opacity)[0]))
+        self.train(was_training)
+        grid = image_grid(rows[0] + rows[1] + rows[2], ncols=len(cams))
+        save_image(self.run_dir() / "images" / f"val_step{self.global_step:06d}.png", grid)
+        self.log_image("val/avatar", grid)
+        return grid
+
+    def on_train_end(self) -> None:
+        self.validation_image()
+        frames = sorted((self.run_dir() / "images").glob("val_step*.png"))
+        if len(frames) > 1:
+            import imageio.v3 as iio
+
+            save_video(self.run_dir() / "timelapse.mp4", [iio.imread(p) for p in frames], fps=4)
+        self.export()
+
+    def vertex_colour_fn(self):
+        def colour(points: torch.Tensor, view_dirs: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+            points = points.to(self.device, torch.float32)
+            _, features = self.fields.sdf_and_features(points)
+            return self.fields.colors(points, normals.to(points), view_dirs.to(points), features)[1]
+
+        return colour
+
+    def export(self) -> dict[str, Any]:
+        """Marching cubes -> largest component -> head-B colours with a visibility test -> world
+        coordinates -> skinning weights transferred from the body -> .ply/.obj/.glb + rig.npz."""
+        from avatar.body.skinning import rig_from_body, rig_surface
+        from avatar.neus.extract import extract_mesh, vertex_colors_with_visibility
+
+        sc, out_dir = self.stage_cfg, self.run_dir()
+        with torch.no_grad():
+            mesh = extract_mesh(self.fields.sdf, resolution=sc.export_resolution, device=self.device)
+        with torch.no_grad():
+            colors = vertex_colors_with_visibility(mesh, self.vertex_colour_fn(), n_views=sc.export_views)
+        vertices = self.world_from_object(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.device))
+        faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
+        body_rig = rig_from_body(self.body, self.shape, self.bind_pose)
+        rig = rig_surface(body_rig, vertices.cpu(), faces)
+        for suffix in ("ply", "obj", "glb"):
+            save_mesh(out_dir / f"avatar.{suffix}", vertices, faces, colors)
+        rig.save(out_dir / "avatar_rig.npz")
+        # Mean colour per body region (by the transferred skinning weights): the colour check.
+        regions = vertex_regions(torch.as_tensor(rig.weights))
+        col = torch.as_tensor(colors, dtype=torch.float32)
+        region_means = {r: col[regions == i].mean(0).tolist() for i, r in enumerate(REGIONS) if (regions == i).any()}
+        self._export_info = {"vertices": int(vertices.shape[0]), "faces": int(faces.shape[0]), "region_rgb": region_means}
+        self.preview(rig, colors)
+        return self._export_info
+
+    def preview(self, rig, colors) -> None:
+        """A turntable of the exported mesh and a posed check (arms raised) of the rig."""
+        sc = self.stage_cfg
+        vertices = torch.as_tensor(rig.vertices, dtype=torch.float32)
+        faces = torch.as_tensor(rig.faces, dtype=torch.long)
+        col = torch.as_tensor(colors, dtype=torch.float32)
+        renderer = MeshRenderer(MeshRenderConfig(height=256, width=256, background="white"))
+        centre = 0.5 * (vertices.amax(0) + vertices.amin(0))
+        cams = orbit_cameras(sc.turntable_frames, 3.2, 10.0, centre, 45.0)
+        frames = [to_uint8(img) for img in renderer.render(vertices, faces, cams, colors=col).rgb]
+        save_video(self.run_dir() / "turntable.mp4", frames, fps=20)
+        posed = rig.pose(named_pose("arms_raised"))[0].float()
+        views = orbit_cameras(3, 3.2, 10.0, centre, 45.0, start_azimuth_deg=-30.0)
+        tiles = [to_uint8(img) for img in renderer.render(vertices, faces, views, colors=col).rgb]
+        tiles += [to_uint8(img) for img in renderer.render(posed, faces, views, colors=col).rgb]
+        save_image(self.run_dir() / "avatar_preview.png", image_grid(tiles, ncols=3))
+
+    def result(self) -> dict:
+        info = getattr(self, "_export_info", None) or self.export()
+        metrics = {
+            "steps": int(self.global_step),
+            "train_seconds": round(time.perf_counter() - self._start, 1),
+            "export_vertices": info["vertices"],
+            "region_rgb": info["region_rgb"],
+        }
+        if self.guidance is not None:
+            with torch.enable_grad():
+                metrics["guidance_loss_final"] = self.final_guidance_loss()
+        metrics["objective"] = metrics.get("guidance_loss_final", 0.0)
+        atomic_write_text(self.run_dir() / "result.json", json.dumps(metrics, indent=2))
+        return metrics
+
+    def final_guidance_loss(self) -> float:
+        """Guidance loss of the textured avatar from the validation views (white background)."""
+        cams = self.validation_cameras()
+        losses = []
+        was_training = self.training
+        self.eval()
+        for k in range(len(cams)):
+            b = self.render_views(cams[k], torch.Generator(), need_coarse=False, size=self.stage_cfg.val_size)
+            image = (b["color_b"] + 1 - b["opacity"]).detach()
+            text = self.stage_cfg.prompt_template.format(str(self.cfg.prompt.appearance).strip())
+            losses.append(float(self.guidance.guidance_loss(image, text).mean()))
+        self.train(was_training)
+        return float(np.mean(losses))

@@ -115,3 +115,11 @@ def test_smpl_corrupt_file_is_a_clear_error(tmp_path):
     truncated.write_bytes(pickle.dumps({"v_template": 1})[:5])
     with pytest.raises(BodyModelFileError):
         SmplBody(SmplBodyConfig(model_path=str(truncated)))
+
+
+def test_smpl_batches_of_shapes(smpl_synthetic):
+    shapes = torch.randn(3, smpl_synthetic.shape_dim) * 0.5
+    out = smpl_synthetic(shape=shapes)
+    assert out.vertices.shape[0] == 3 and out.rest_vertices.shape[0] == 3
+    single = smpl_synthetic(shape=shapes[1:2])
+    assert torch.allclose(out.vertices[1], single.vertices[0], atol=1e-5)

@@ -104,7 +104,12 @@ class SmplBody(BodyModel):
         )
         joints = out.joints[:, :NUM_JOINTS]
         offset = pose.transl - joints[:, 0]
-        rest = self.smpl(betas=shape, global_orient=CanonicalPose.rest(batch, self.dtype, self.device).rotations[:, 0])
+        rest = self.smpl(
+            betas=shape,
+            global_orient=CanonicalPose.rest(batch, self.dtype, self.device).rotations[:, 0],
+            body_pose=torch.zeros(batch, 69, dtype=self.dtype, device=self.device),  # smplx's default is batch 1
+            transl=torch.zeros(batch, 3, dtype=self.dtype, device=self.device),
+        )
         rest_joints = rest.joints[:, :NUM_JOINTS]
         return BodyOutput(
             vertices=out.vertices + offset[:, None],

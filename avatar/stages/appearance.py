@@ -233,6 +233,7 @@ class AppearanceStage(StageModule):
                 )  # fmt: skip
             else:
                 metrics = self.fit_fields_to_renders()
+            self.fields.zero_grad(set_to_none=True)
             log.info("NeuS initialisation (%s) in %.1f s: %s", sc.init, time.perf_counter() - t0, metrics)
             if sc.init_cache:
                 with atomic_path(path) as tmp:
@@ -405,7 +406,7 @@ class AppearanceStage(StageModule):
 
     # ---- validation, export ------------------------------------------------------------------
     def validation_cameras(self) -> Cameras:
-        return orbit_cameras(self.stage_cfg.val_views, 2.3, 10.0, torch.zeros(3), 60.0, start_azimuth_deg=0.0).to(self.device)
+        return orbit_cameras(self.stage_cfg.val_views, 1.9, 10.0, torch.zeros(3), 60.0, start_azimuth_deg=0.0).to(self.device)
 
     def validation_image(self) -> np.ndarray:
         """Rows: textured (head B, softly lit), textureless, normals; columns: orbit views. Each

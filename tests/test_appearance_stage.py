@@ -1,0 +1,184 @@
+"""The appearance stage end to end on the low-poly body: NeuS init, guided steps, export, rig."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from helpers import LOW_POLY, compose_cfg, run_train
+from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
+
+from avatar.body.regions import REGIONS, vertex_regions
+from avatar.body.skinning import Rig
+from avatar.engine.runner import run
+from avatar.stages.appearance import resolution_for_rays
+
+TINY = [
+    "stage=appearance",
+    f"body.topology={LOW_POLY}",
+    "stage.init_steps=60",
+    "stage.init_cache=false",
+    "stage.max_ray_num=400",
+    "stage.proposal_resolution=40",
+    "stage.proposal_refresh_every=2",
+    "stage.export_resolution=64",
+    "stage.export_views=4",
+    "stage.val_size=24",
+    "stage.val_views=2",
+    "stage.turntable_frames=3",
+    "trainer.max_steps=3",
+    "trainer.val_every_n_steps=2",
+    "trainer.checkpoint_every_n_steps=3",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+
+def test_adaptive_resolution_keeps_rays_within_budget():
+    assert resolution_for_rays(12544, 1, 1.0, 512) == 112  # the paper: 112 x 112 without a mask
+    size = resolution_for_rays(12544, 1, 0.25, 512)
+    assert size == 224 and size * size * 0.25 <= 12544
+    assert resolution_for_rays(12544, 1, 1e-6, 300) == 300  # capped
+    assert resolution_for_rays(7000, 2, 1.0, 512) * resolution_for_rays(7000, 2, 1.0, 512) * 2 <= 7000
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("appearance")
+    result = run(compose_cfg(run_dir, *TINY))
+    return run_dir, result
+
+
+def test_outputs_are_a_coloured_world_space_mesh(tiny_run, anny_low):
+    run_dir, result = tiny_run
+    mesh = trimesh.load(run_dir / "avatar.ply", process=False)
+    assert len(mesh.vertices) > 200 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    for suffix in ("obj", "glb"):
+        assert (run_dir / f"avatar.{suffix}").stat().st_size > 1000
+    # World coordinates: the avatar stands where the body (T-pose) stands, at its size.
+    body = anny_low().vertices[0].numpy()
+    extent, body_extent = np.ptp(mesh.vertices, axis=0), np.ptp(body, axis=0)
+    assert np.allclose(extent, body_extent, rtol=0.15, atol=0.03), (extent, body_extent)
+    assert set(result["region_rgb"]) >= {"torso", "legs", "head"}
+    assert json.loads((run_dir / "result.json").read_text())["steps"] == 3
+    assert len(list((run_dir / "images").glob("val_step*.png"))) >= 2
+    assert (run_dir / "timelapse.mp4").stat().st_size > 0 and (run_dir / "turntable.mp4").stat().st_size > 0
+
+
+def test_exported_rig_poses_the_avatar(tiny_run):
+    run_dir, _ = tiny_run
+    rig = Rig.load(run_dir / "avatar_rig.npz")
+    assert rig.weights.shape == (rig.vertices.shape[0], 22)
+    assert torch.allclose(torch.as_tensor(rig.weights).sum(1), torch.ones(rig.vertices.shape[0]), atol=1e-4)
+    regions = vertex_regions(torch.as_tensor(rig.weights))
+    rest = torch.as_tensor(rig.vertices)
+    posed = rig.pose("arms_raised")[0]
+    hands = regions == REGIONS.index("hands")
+    legs = regions == REGIONS.index("legs")
+    head_top = rest[:, 2].max()
+    assert (posed[hands, 2] > head_top).float().mean() > 0.8  # hands above the head
+    assert (posed[legs] - rest[legs]).norm(dim=-1).max() < 1e-3  # legs did not move
+
+
+def test_guidance_gradients_reach_the_texture_head_only(tmp_path):
+    """The guidance terms train head B (the exported texture) and the geometry, never head A."""
+    from avatar.stages import build_stage
+
+    cfg = compose_cfg(tmp_path, *TINY, "stage.lambda_coarse=0", "stage.lambda_mask=0")
+    stage = build_stage(cfg)
+    stage.setup("fit")
+    losses = stage.compute_losses(0)
+    assert set(losses) == {"eikonal", "guidance_texture", "guidance_geometry"}
+    (losses["guidance_texture"] + losses["guidance_geometry"]).backward()
+    color = stage.fields.color_net
+
+    def grad_norm(module):
+        return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+    assert grad_norm(color.head_b) > 0 and grad_norm(color.head_a) == 0
+    assert grad_norm(stage.fields.sdf_net) > 0  # textureless renders shape the geometry
+
+
+def test_paper_switches_turn_terms_off(tmp_path):
+    from avatar.stages import build_stage
+
+    cfg = compose_cfg(tmp_path, *TINY, "stage.textureless_render=false", "stage.lambda_mask=0", "stage.init=none")
+    stage = build_stage(cfg)
+    stage.setup("fit")
+    losses = stage.compute_losses(0)
+    assert "guidance_geometry" not in losses and "mask" not in losses and "guidance_texture" in losses
+
+
+def test_face_and_back_prompts(tmp_path):
+    from avatar.stages import build_stage
+
+    stage = build_stage(compose_cfg(tmp_path, *TINY, "prompt.appearance=a person in a red shirt"))
+    info = {"is_face": torch.tensor([True, False, False]), "is_back": torch.tensor([False, True, False])}
+    assert stage.prompts(info) == [
+        "the face of a person in a red shirt",
+        "the back of a person in a red shirt",
+        "a 3d rendering of a person in a red shirt in unreal engine",
+    ]
+    stage = build_stage(compose_cfg(tmp_path, *TINY, "stage.face_prompt=false", "stage.back_prompt=false"))
+    assert len(set(stage.prompts(info))) == 1
+
+
+def test_bad_inputs_are_named(tmp_path):
+    from avatar.stages import build_stage
+
+    with pytest.raises(ValueError, match="prompt.appearance"):
+        build_stage(compose_cfg(tmp_path, *TINY, "prompt.appearance=' '"))
+    with pytest.raises(ValueError, match="stage.init"):
+        build_stage(compose_cfg(tmp_path, *TINY, "stage.init=magic"))
+    with pytest.raises(FileNotFoundError, match="stage.shape_dir"):
+        build_stage(compose_cfg(tmp_path, *TINY, f"stage.shape_dir={tmp_path}"))
+
+
+def test_ablation_ladder_composes(tmp_path):
+    from avatar.config import validate_config
+
+    expected = {
+        "1_no_init": ("none", False, False, False),
+        "3_background": ("mesh", True, False, False),
+        "5_prompts": ("mesh", True, True, True),
+    }
+    for step, (init, background, textureless, face) in expected.items():
+        cfg = compose_cfg(tmp_path, "experiment=appearance_ablation", f"+appearance_ladder={step}")
+        validate_config(cfg)
+        s = cfg.stage
+        assert (s.init, s.background_augmentation, s.textureless_render, s.face_prompt) == (init, background, textureless, face)
+
+
+def test_presets_size_the_stage(tmp_path):
+    paper = compose_cfg(tmp_path, "stage=appearance", "preset=paper")
+    small = compose_cfg(tmp_path, "stage=appearance", "preset=small")
+    cpu = compose_cfg(tmp_path, "stage=appearance")
+    assert (paper.stage.fields.sdf_hidden, paper.stage.max_ray_num, paper.trainer.max_steps) == (256, 12544, 30000)
+    assert (small.stage.fields.sdf_hidden, small.stage.fields.sdf_layers, small.stage.max_ray_num) == (128, 3, 7000)
+    assert cpu.stage.max_ray_num < small.stage.max_ray_num
+    # Other stages keep the preset's generic values.
+    assert compose_cfg(tmp_path, "stage=pose_fit", "preset=paper").trainer.max_steps == 30000
+
+
+@pytest.mark.parametrize("backend", ["clip", "open_clip"])
+def test_appearance_runs_with_clip_backends(tmp_path, backend, request):
+    """Structural: the stage runs with CLIP / OpenCLIP loaded through their real loaders from
+    tiny synthetic checkpoints (no real weights exist offline)."""
+    if backend == "clip":
+        path, _ = request.getfixturevalue("clip_checkpoint")
+        guidance = ["guidance=clip", f"guidance.checkpoint={path}"]
+    else:
+        config_file, path, _ = request.getfixturevalue("open_clip_checkpoint")
+        guidance = ["guidance=open_clip", f"guidance.model={config_file.stem}", f"guidance.pretrained={path}",
+                    f"guidance.model_config_file={config_file}"]  # fmt: skip
+    result = run(compose_cfg(tmp_path, *TINY, *guidance, "trainer.max_steps=2"))
+    assert np.isfinite(result["guidance_loss_final"])
+
+
+def test_cli_run(tmp_path):
+    """As a user runs it: train.py with Hydra overrides."""
+    run_train(*TINY, "trainer.max_steps=1", f"hydra.run.dir={tmp_path}")
+    assert (tmp_path / "avatar.glb").is_file() and (tmp_path / "avatar_rig.npz").is_file()

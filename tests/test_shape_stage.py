@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 from helpers import LOW_POLY, compose_cfg, run_train
+from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
 
 from avatar.stages.shape import ShapeStage, direction_scores, score_codebook
 
@@ -166,3 +167,37 @@ def test_smpl_body_and_refinement_move_the_shape(tmp_path, smpl_dir):
     with np.load(tmp_path / "shape.npz") as npz:
         assert npz["vertices"].shape == (6890, 3) and npz["skinning_weights"].shape == (6890, 22)
     assert (tmp_path / "shape.png").is_file() and (tmp_path / "body_rest.ply").is_file()
+
+
+@pytest.mark.parametrize("backend", ["clip", "open_clip"])
+def test_shape_stage_runs_with_clip_backends(tmp_path, backend, request):
+    """Structural: CLIP / OpenCLIP through their real loaders from tiny synthetic checkpoints."""
+    from avatar.engine.runner import run
+
+    if backend == "clip":
+        path, _ = request.getfixturevalue("clip_checkpoint")
+        guidance = ["guidance=clip", f"guidance.checkpoint={path}"]
+    else:
+        config_file, path, _ = request.getfixturevalue("open_clip_checkpoint")
+        guidance = ["guidance=open_clip", f"guidance.model={config_file.stem}", f"guidance.pretrained={path}",
+                    f"guidance.model_config_file={config_file}"]  # fmt: skip
+    result = run(compose_cfg(tmp_path, *FAST_SHAPE, *guidance, f"stage.cache_dir={tmp_path / 'cache'}", "logger=csv"))
+    assert np.isfinite(result["objective"]) and (tmp_path / "shape.npz").is_file()
+
+
+def test_appearance_stage_starts_from_a_shape_run(tmp_path):
+    """The pipeline's hand-over: the appearance stage builds its coarse body from shape.npz."""
+    from avatar.engine.runner import run
+    from avatar.stages import build_stage
+
+    shape_dir = tmp_path / "shape"
+    run(compose_cfg(shape_dir, *FAST_SHAPE, "prompt.shape=a tall man", "stage.refine_steps=0",
+                    "stage.bind_pose=a_pose", f"stage.cache_dir={tmp_path / 'cache'}", "logger=csv"))  # fmt: skip
+    with np.load(shape_dir / "shape.npz") as npz:
+        shape, rest = torch.as_tensor(npz["shape"]), torch.as_tensor(npz["vertices"])
+    stage = build_stage(compose_cfg(tmp_path / "app", "stage=appearance", f"body.topology={LOW_POLY}", f"stage.shape_dir={shape_dir}"))
+    assert torch.allclose(stage.shape[0], shape)
+    # The coarse body is the shape run's body in its bind pose (A-pose), mapped into the unit sphere.
+    world = stage.world_from_object(stage.coarse_vertices)
+    assert torch.allclose(world - world.mean(0), rest - rest.mean(0), atol=1e-4)
+    assert stage.coarse_vertices.norm(dim=-1).max() <= stage.stage_cfg.object_radius + 1e-5

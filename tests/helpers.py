@@ -39,3 +39,16 @@ def run_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         raise AssertionError(f"train.py {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def clip_backend_overrides(backend: str, request) -> list[str]:
+    """Config overrides selecting CLIP or OpenCLIP loaded from the tiny synthetic checkpoints of
+    tests/test_guidance.py's fixtures (import those fixtures into the test module)."""
+    if backend == "clip":
+        path, _ = request.getfixturevalue("clip_checkpoint")
+        return ["guidance=clip", f"guidance.checkpoint={path}"]
+    config_file, path, _ = request.getfixturevalue("open_clip_checkpoint")
+    return [
+        "guidance=open_clip", f"guidance.model={config_file.stem}", f"guidance.pretrained={path}",
+        f"guidance.model_config_file={config_file}",
+    ]  # fmt: skip

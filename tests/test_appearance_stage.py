@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from helpers import LOW_POLY, compose_cfg, run_train
+from helpers import LOW_POLY, clip_backend_overrides, compose_cfg, run_train
 from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
 
 from avatar.body.regions import REGIONS, vertex_regions
@@ -167,13 +167,7 @@ def test_presets_size_the_stage(tmp_path):
 def test_appearance_runs_with_clip_backends(tmp_path, backend, request):
     """Structural: the stage runs with CLIP / OpenCLIP loaded through their real loaders from
     tiny synthetic checkpoints (no real weights exist offline)."""
-    if backend == "clip":
-        path, _ = request.getfixturevalue("clip_checkpoint")
-        guidance = ["guidance=clip", f"guidance.checkpoint={path}"]
-    else:
-        config_file, path, _ = request.getfixturevalue("open_clip_checkpoint")
-        guidance = ["guidance=open_clip", f"guidance.model={config_file.stem}", f"guidance.pretrained={path}",
-                    f"guidance.model_config_file={config_file}"]  # fmt: skip
+    guidance = clip_backend_overrides(backend, request)
     result = run(compose_cfg(tmp_path, *TINY, *guidance, "trainer.max_steps=2"))
     assert np.isfinite(result["guidance_loss_final"])
 
@@ -182,3 +176,37 @@ def test_cli_run(tmp_path):
     """As a user runs it: train.py with Hydra overrides."""
     run_train(*TINY, "trainer.max_steps=1", f"hydra.run.dir={tmp_path}")
     assert (tmp_path / "avatar.glb").is_file() and (tmp_path / "avatar_rig.npz").is_file()
+
+
+def test_avatar_made_in_a_pose_is_exported_in_the_t_pose(tmp_path):
+    run(compose_cfg(tmp_path, *TINY, "stage.bind_pose=a_pose", "trainer.max_steps=1", "trainer.val_every_n_steps=0"))
+    rig = Rig.load(tmp_path / "avatar_rig.npz")
+    assert torch.allclose(rig.bind_pose.rotations[:, 1:], torch.zeros(1, 21, 3), atol=1e-6)
+    regions = vertex_regions(torch.as_tensor(rig.weights))
+    vertices = torch.as_tensor(rig.vertices)
+    hands = vertices[regions == REGIONS.index("hands")]
+    torso = vertices[regions == REGIONS.index("torso")]
+    # T-pose: the hands are level with the upper torso, not hanging at the hips as in the A-pose.
+    assert hands[:, 2].mean() > torso[:, 2].mean()
+    assert np.ptp(trimesh.load(tmp_path / "avatar.ply", process=False).vertices[:, 0]) > 1.3  # arms spread
+
+
+def test_quality_check_red_shirt_blue_trousers(tmp_path):
+    """Issue 4's check: with the shipped offline guidance model, "a person in a red shirt and blue
+    trousers" gives an exported avatar whose torso vertices are mostly red and whose leg vertices
+    are mostly blue (regions from the transferred skinning weights). cpu preset, low-poly body."""
+    result = run(compose_cfg(
+        tmp_path, "stage=appearance", f"body.topology={LOW_POLY}", "prompt.appearance=a person in a red shirt and blue trousers",
+        "stage.export_resolution=128", "stage.turntable_frames=8", "trainer.val_every_n_steps=100",
+        "trainer.enable_progress_bar=false", "logger=csv",
+    ))  # fmt: skip
+    rig = Rig.load(tmp_path / "avatar_rig.npz")
+    colors = trimesh.load(tmp_path / "avatar.ply", process=False).visual.vertex_colors[:, :3] / 255.0
+    regions = vertex_regions(torch.as_tensor(rig.weights)).numpy()
+    r, g, b = colors.T
+    red = (r > g + 0.25) & (r > b + 0.25)
+    blue = (b > r + 0.25) & (b > g + 0.1)
+    torso, legs = regions == REGIONS.index("torso"), regions == REGIONS.index("legs")
+    summary = {k: [round(x, 2) for x in v] for k, v in result["region_rgb"].items()}
+    assert red[torso].mean() > 0.6, summary
+    assert blue[legs].mean() > 0.6, summary

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import trimesh
-from helpers import LOW_POLY, compose_cfg, run_train
+from helpers import LOW_POLY, clip_backend_overrides, compose_cfg, run_train
 from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
 
 from avatar.stages.shape import ShapeStage, direction_scores, score_codebook
@@ -174,13 +174,7 @@ def test_shape_stage_runs_with_clip_backends(tmp_path, backend, request):
     """Structural: CLIP / OpenCLIP through their real loaders from tiny synthetic checkpoints."""
     from avatar.engine.runner import run
 
-    if backend == "clip":
-        path, _ = request.getfixturevalue("clip_checkpoint")
-        guidance = ["guidance=clip", f"guidance.checkpoint={path}"]
-    else:
-        config_file, path, _ = request.getfixturevalue("open_clip_checkpoint")
-        guidance = ["guidance=open_clip", f"guidance.model={config_file.stem}", f"guidance.pretrained={path}",
-                    f"guidance.model_config_file={config_file}"]  # fmt: skip
+    guidance = clip_backend_overrides(backend, request)
     result = run(compose_cfg(tmp_path, *FAST_SHAPE, *guidance, f"stage.cache_dir={tmp_path / 'cache'}", "logger=csv"))
     assert np.isfinite(result["objective"]) and (tmp_path / "shape.npz").is_file()
 

@@ -15,10 +15,10 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
-import torch.nn.functional as F
 
 from avatar.body.base import BodyModel
 from avatar.body.regions import REGIONS, vertex_regions
+from avatar.guidance.augment import random_crops
 from avatar.guidance.base import Guidance
 from avatar.render import MeshRenderConfig, MeshRenderer, ViewSamplingConfig, make_background, sample_views
 
@@ -41,18 +41,6 @@ class ColourFitResult:
     colors: torch.Tensor  # (V, 3) final vertex colours
     region_means: dict[str, tuple[float, float, float]]  # mean RGB per body region
     losses: list[float]
-
-
-def _augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random scale/shift crops back to the input size (differentiable), as CLIP-guided work does."""
-    b = images.shape[0]
-    scale = 0.8 + 0.4 * torch.rand(b, generator=g)
-    shift = 0.15 * (torch.rand(b, 2, generator=g) - 0.5)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
 def optimise_body_colours(
@@ -80,7 +68,7 @@ def optimise_body_colours(
         background = make_background(rng.choice(kinds), views, size, size, g)
         rgb = renderer.render(vertices, body.faces, cams, colors=colors, background=background,
                               light_dir=info["light_dir"], ambient=0.3 + info["ambient"]).rgb  # fmt: skip
-        loss = guidance.guidance_loss(_augment(rgb, g), prompt).mean()
+        loss = guidance.guidance_loss(random_crops(rgb, g), prompt).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

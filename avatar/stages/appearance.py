@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from avatar.body.base import build_body
 from avatar.body.regions import REGIONS, region_colors, vertex_regions
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose
 from avatar.export.media import image_grid, save_image, save_mesh, save_video, to_uint8
+from avatar.guidance.augment import random_crops
 from avatar.guidance.base import build_guidance
 from avatar.neus.fields import NeusFieldConfig, NeusFields
 from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
@@ -113,17 +113,6 @@ def resolution_for_rays(max_rays: int, views: int, silhouette_fraction: float, m
     return int(max(16, min(max_resolution, math.floor(math.sqrt(max_rays / (views * fraction))))))
 
 
-def _augment_crops(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    b = images.shape[0]
-    scale = 0.8 + 0.4 * torch.rand(b, generator=g)
-    shift = 0.15 * (torch.rand(b, 2, generator=g) - 0.5)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
-
-
 @STAGES.register("appearance")
 class AppearanceStage(StageModule):
     def __init__(self, cfg) -> None:
@@ -164,6 +153,7 @@ class AppearanceStage(StageModule):
     def _load_shape(self) -> tuple[torch.Tensor, CanonicalPose, str]:
         sc = self.stage_cfg
         if not sc.shape_dir:
+            self.bind_pose_name = sc.bind_pose
             return self.body.default_shape(1).float(), named_pose(sc.bind_pose), "default"
         path = Path(sc.shape_dir) / "shape.npz"
         if not path.is_file():
@@ -179,6 +169,7 @@ class AppearanceStage(StageModule):
             )
         shape = torch.as_tensor(data["shape"], dtype=torch.float32).reshape(1, -1)
         pose = str(data["bind_pose"]) if "bind_pose" in data else sc.bind_pose
+        self.bind_pose_name = pose
         return shape, named_pose(pose), str(path)
 
     def world_from_object(self, points: torch.Tensor) -> torch.Tensor:
@@ -381,7 +372,7 @@ class AppearanceStage(StageModule):
 
             def score(image: torch.Tensor) -> torch.Tensor:
                 if sc.crop_augmentation:
-                    image = _augment_crops(image, g)
+                    image = random_crops(image, g)
                 return self.guidance.guidance_loss(image.clamp(0, 1), prompts).mean()
 
             if self.active("guidance_texture"):
@@ -465,6 +456,9 @@ class AppearanceStage(StageModule):
         faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
         body_rig = rig_from_body(self.body, self.shape, self.bind_pose)
         rig = rig_surface(body_rig, vertices.cpu(), faces)
+        if self.bind_pose_name != "t_pose":  # exported in the canonical rest pose, whatever it was made in
+            rig = rig.to_rest("t_pose")
+        vertices = torch.as_tensor(rig.vertices, dtype=torch.float32)
         for suffix in ("ply", "obj", "glb"):
             save_mesh(out_dir / f"avatar.{suffix}", vertices, faces, colors)
         rig.save(out_dir / "avatar_rig.npz")

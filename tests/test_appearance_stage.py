@@ -197,7 +197,8 @@ def test_quality_check_red_shirt_blue_trousers(tmp_path):
     are mostly blue (regions from the transferred skinning weights). cpu preset, low-poly body."""
     result = run(compose_cfg(
         tmp_path, "stage=appearance", f"body.topology={LOW_POLY}", "prompt.appearance=a person in a red shirt and blue trousers",
-        "stage.export_resolution=128", "stage.turntable_frames=8", "trainer.val_every_n_steps=100",
+        "trainer.max_steps=300", "stage.init_steps=300", "stage.export_resolution=128", "stage.turntable_frames=8",
+        "trainer.val_every_n_steps=100",
         "trainer.enable_progress_bar=false", "logger=csv",
     ))  # fmt: skip
     rig = Rig.load(tmp_path / "avatar_rig.npz")

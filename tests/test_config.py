@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from avatar.config import register_configs, validate_config
@@ -15,9 +16,11 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments" / "experiment").glob(
 GROUP_OPTIONS = sorted(
     (group.name, option.stem)
     for group in CONF.iterdir()
-    if group.is_dir()
+    if group.is_dir() and group.name != "stage_preset"  # chosen by stage + preset, not by name
     for option in group.glob("*.yaml")
 )
+# conf/stage_preset/<stage>_<preset>.yaml: a preset's sizes for one stage.
+STAGE_PRESETS = sorted(tuple(p.stem.rsplit("_", 1)) for p in (CONF / "stage_preset").glob("*.yaml"))
 
 register_configs()
 
@@ -40,6 +43,16 @@ def test_every_config_file_composes(group, option):
         assert cfg[group].name == option
     if group == "preset":
         assert cfg.preset == option
+
+
+@pytest.mark.parametrize("stage,preset", STAGE_PRESETS)
+def test_every_stage_preset_is_picked_by_its_stage_and_preset(stage, preset):
+    cfg = compose_with([f"stage={stage}", f"preset={preset}"])
+    validate_config(cfg)
+    own = OmegaConf.load(CONF / "stage_preset" / f"{stage}_{preset}.yaml")
+    for key, value in own.get("stage", {}).items():
+        if not isinstance(value, DictConfig):
+            assert cfg.stage[key] == value, key
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

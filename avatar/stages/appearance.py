@@ -118,9 +118,8 @@ class AppearanceStage(StageModule):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         sc = self.stage_cfg
-        for key in ("appearance",):
-            if not str(cfg.prompt[key]).strip():
-                raise ValueError("prompt.appearance is empty: give the appearance text, e.g. prompt.appearance='a person in a red shirt'")
+        if not str(cfg.prompt.appearance).strip():
+            raise ValueError("prompt.appearance is empty: give the appearance text, e.g. prompt.appearance='a person in a red shirt'")
         if sc.init not in ("mesh", "render", "none"):
             raise ValueError(f"stage.init={sc.init!r}: use mesh, render or none")
         self.body = build_body(cfg.body)

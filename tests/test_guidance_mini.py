@@ -61,3 +61,31 @@ def test_shipped_mini_turns_the_torso_red_and_the_legs_blue():
     assert torso[0] > torso[1] + 0.3 and torso[0] > torso[2] + 0.3, torso
     assert legs[2] > legs[0] + 0.3 and legs[2] > legs[1] + 0.3, legs
     assert fit.losses[-1] < fit.losses[0]
+
+
+SCORER_CHECKPOINT = Path(MINI_CHECKPOINT).with_name("mini_scorer.pt")
+
+
+def test_shipped_scorer_is_an_independent_model_that_reads_garment_colours():
+    """The metrics model (issue 6): another seed and architecture than the guiding model, and it
+    prefers the right caption of a rendered outfit over the one with the colours swapped."""
+    from avatar.body.regions import REGIONS, vertex_regions
+    from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
+
+    scorer = build_guidance(MiniGuidanceConfig(checkpoint=str(SCORER_CHECKPOINT)))
+    guide = build_guidance(MiniGuidanceConfig())
+    assert scorer.model.cfg.image_channels != guide.model.cfg.image_channels
+    assert scorer.model.cfg.embed_dim != guide.model.cfg.embed_dim
+    body = AnnyBody(AnnyBodyConfig(topology=LOW_POLY))
+    vertices = body().vertices[0]
+    regions = vertex_regions(body.skinning_weights)
+    colours = torch.full_like(vertices, 0.75)
+    colours[(regions == REGIONS.index("torso")) | (regions == REGIONS.index("arms"))] = torch.tensor([0.9, 0.1, 0.1])
+    colours[(regions == REGIONS.index("legs")) | (regions == REGIONS.index("hips"))] = torch.tensor([0.1, 0.2, 0.9])
+    centre = 0.5 * (vertices.amax(0) + vertices.amin(0))
+    images = MeshRenderer(MeshRenderConfig(height=96, width=96)).render(
+        vertices, body.faces, orbit_cameras(4, 2.8, 10.0, centre, 45.0), colors=colours, background="white"
+    ).rgb
+    right = 1 - scorer.guidance_loss(images, "a person in a red shirt and blue trousers").mean()
+    swapped = 1 - scorer.guidance_loss(images, "a person in a blue shirt and red trousers").mean()
+    assert right > swapped + 0.05, (float(right), float(swapped))

@@ -225,6 +225,14 @@ class NeusVolumeRenderer(nn.Module):
             return cfg.dilation
         return cfg.dilation * 1.1 ** math.ceil(math.log(need / cfg.dilation, 1.1) - 1e-9)
 
+    def dilated_proposal(self) -> tuple[Tensor, Tensor]:
+        """The mesh the surface sampler casts rays against (the proposal dilated by
+        :meth:`effective_dilation`): outside its silhouette no ray can have opacity."""
+        prop = self._proposal
+        if prop is None:
+            raise RuntimeError("no proposal: call set_proposal(vertices, faces) first")
+        return prop["vertices"] + self.effective_dilation() * prop["normals"], prop["faces"]
+
     def _warp_mesh(self, device: torch.device, dilation: float) -> wp.Mesh:
         prop = self._proposal
         if prop is None:

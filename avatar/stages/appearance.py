@@ -23,13 +23,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from avatar.body.base import build_body
 from avatar.body.regions import REGIONS, region_colors, vertex_regions
@@ -87,7 +88,6 @@ class AppearanceStageConfig:
     shaded_texture: bool = True
     silhouette_rays: bool = True
     crop_augmentation: bool = False  # random scale/shift crops before the guidance model (not in the paper)
-    silhouette_dilation: float = 0.03  # object-space units; the ray mask's margin around the surface
     proposal_refresh_every: int = 250  # re-extract the sampling proposal from the SDF (surface sampler)
     proposal_resolution: int = 96
     textureless_albedo: float = 0.8
@@ -235,18 +235,12 @@ class AppearanceStage(StageModule):
         key = json.dumps({
             "body": self.body.name, "topology": str(self.cfg.body.get("topology", "")),
             "vertices": hashlib.sha1(self.coarse_vertices.cpu().numpy().tobytes()).hexdigest(),
-            "colors": sc.coarse_color, "fields": asdict(NeusFieldConfig(**self._plain(sc.fields))),
+            "colors": sc.coarse_color, "fields": OmegaConf.to_container(sc.fields, resolve=True),
             "init": sc.init, "steps": sc.init_steps, "lr": sc.init_lr, "points": sc.init_batch_points,
             "seed": int(self.cfg.seed), "version": 1,
         }, sort_keys=True)  # fmt: skip
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         return cache_dir() / "neus_init" / f"{sc.init}_{digest}.pt"
-
-    @staticmethod
-    def _plain(node) -> dict:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
 
     def fit_fields_to_renders(self) -> dict[str, float]:
         """The paper's stage A: fit SDF and both colour heads to renders of the coarse body from
@@ -285,22 +279,15 @@ class AppearanceStage(StageModule):
         vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.device)
         faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long, device=self.device)
         self.volume.set_proposal(vertices, faces)
-        self._proposal = (vertices, faces)
 
     # ---- rendering ---------------------------------------------------------------------------
-    def _silhouette_mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        vertices, faces = getattr(self, "_proposal", (self.coarse_vertices, self.faces))
-        from avatar.render.mesh_renderer import vertex_normals
-
-        return vertices + self.stage_cfg.silhouette_dilation * vertex_normals(vertices, faces), faces
-
     def render_views(self, cams: Cameras, g: torch.Generator, need_coarse: bool, size: int | None = None) -> dict:
         """Volume-render ``cams`` at an adaptive (or given) resolution. Returns per-view images
         (B, C, H, W): color_a, color_b (accumulated, no background), opacity (B, 1, H, W),
         normal (B, 3, H, W), and the coarse body's albedo render / silhouette when asked."""
         sc = self.stage_cfg
         n = len(cams)
-        sil_vertices, sil_faces = self._silhouette_mesh()
+        sil_vertices, sil_faces = self.volume.dilated_proposal()  # rays outside it have no opacity
         if size is None:
             fraction = 1.0
             if sc.silhouette_rays:

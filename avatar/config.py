@@ -19,7 +19,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from avatar.body.anny_body import AnnyBodyConfig
 from avatar.body.smpl_body import SmplBodyConfig
 from avatar.guidance.clip_backend import ClipGuidanceConfig
-from avatar.guidance.mini import MiniGuidanceConfig
+from avatar.guidance.mini import MINI_SCORER_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
 from avatar.guidance.training import GuidanceTrainStageConfig
 from avatar.priors.loading import PriorConfig
@@ -37,6 +37,15 @@ class PromptConfig:
     shape: str = "a person"  # t_shape: body shape
     appearance: str = "a person in a red shirt and blue trousers"  # t_app
     motion: str = "a person raising both arms"  # t_motion
+
+
+@dataclass
+class ScorerConfig:
+    """The model that scores results for metrics (not the one that guides): any guidance
+    backend's config; the default is the independently trained ``mini_scorer``."""
+
+    enabled: bool = True
+    guidance: dict = field(default_factory=lambda: {"name": "mini", "checkpoint": MINI_SCORER_CHECKPOINT})
 
 
 @dataclass
@@ -85,6 +94,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
     preset: str = "cpu"  # set by the preset overlay: cpu | small | paper
     experiment_name: str = "default"  # groups runs (W&B group, output folder)
     seed: int = 0

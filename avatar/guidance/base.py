@@ -198,3 +198,11 @@ def url_reachable(url: str, timeout_s: float) -> bool:
     thread.start()
     thread.join(timeout_s)
     return bool(answer and answer[0])
+
+
+def build_scorer(cfg: Any) -> Guidance | None:
+    """The metrics model of a run config (``cfg.scorer``), or None when ``scorer.enabled=false``.
+    It is a separately trained model, so a stage is never judged by the model that guided it."""
+    if not cfg.scorer.enabled:
+        return None
+    return build_guidance(cfg.scorer.guidance)

@@ -20,6 +20,9 @@ from avatar.guidance.base import GUIDANCE, Guidance, GuidanceWeightsError, confi
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MINI_CHECKPOINT = str(WEIGHTS_DIR / "mini.pt")
+# A second model (other seed and architecture) that scores results, so no stage is judged by
+# the model that guided it.
+MINI_SCORER_CHECKPOINT = str(WEIGHTS_DIR / "mini_scorer.pt")
 
 
 @dataclass

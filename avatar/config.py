@@ -27,6 +27,7 @@ from avatar.priors.training import MotionVAEStageConfig, PoseCodebookStageConfig
 from avatar.render.cameras import ViewSamplingConfig
 from avatar.render.mesh_renderer import MeshRenderConfig
 from avatar.stages.appearance import AppearanceStageConfig
+from avatar.stages.pose import PoseStageConfig
 from avatar.stages.pose_fit import PoseFitStageConfig
 from avatar.stages.shape import ShapeStageConfig
 from avatar.stages.showcase import ShowcaseStageConfig
@@ -117,6 +118,7 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
         "build_pose_codebook": PoseCodebookStageConfig,
         "train_guidance": GuidanceTrainStageConfig,
         "appearance": AppearanceStageConfig,
+        "pose": PoseStageConfig,
     },
 }
 

@@ -36,6 +36,25 @@ def image_grid(images: list[np.ndarray], ncols: int, pad: int = 2, fill: int = 2
     return grid
 
 
+def caption_tile(tile: np.ndarray, text: str) -> np.ndarray:
+    """The tile with a white caption strip below it."""
+    from PIL import Image, ImageDraw
+
+    h, w, _ = tile.shape
+    strip = max(12, h // 12)
+    canvas = Image.new("RGB", (w, h + strip), (255, 255, 255))
+    canvas.paste(Image.fromarray(tile), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    try:
+        from PIL import ImageFont
+
+        font = ImageFont.load_default(size=max(8, strip - 4))
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = None
+    draw.text((2, h + 1), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
 def save_image(path: str | Path, image: np.ndarray | torch.Tensor) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:

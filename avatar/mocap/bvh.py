@@ -13,16 +13,29 @@ Conventions (Meredith & Maddock, "Motion capture file formats explained", 2001):
 * the root's position is its OFFSET plus its position channels;
 * a non-root joint's position channels give its translation from the parent, replacing its
   OFFSET (what MotionBuilder writes: the channels repeat the offsets).
+
+:func:`write_bvh` writes canonical motions with the same conventions (see there).
 """
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import numpy as np
+import roma
+import torch
 from scipy.spatial.transform import Rotation
 
+from avatar.body.skeleton import (
+    JOINT_NAMES,
+    NUM_JOINTS,
+    PARENTS,
+    TEMPLATE_JOINTS_BODY_FRAME,
+    upright_rotation,
+)
+from avatar.mocap.retarget import CanonicalMotion, motion_arrays
 from avatar.mocap.types import (
     MocapClip,
     MocapFormatError,
@@ -31,6 +44,7 @@ from avatar.mocap.types import (
     sampled_positions,
     true_fps,
 )
+from avatar.utils.io import atomic_path
 
 _ROTATION = {"xrotation": "X", "yrotation": "Y", "zrotation": "Z"}
 _POSITION = {"xposition": 0, "yposition": 1, "zposition": 2}
@@ -322,3 +336,93 @@ def _parse_motion(lines: list[str], num_channels: int, path: Path, first_line: i
         i = int(np.nonzero(~np.isfinite(frames).all(axis=1))[0][0])
         raise MocapFormatError(f"{path}: frame {i} (line {rows[i][0]}) has non-finite values")
     return frames, frame_time
+
+
+# ---------------------------------------------------------------------- writing
+# Euler order of the written rotation channels (intrinsic, like the reader: R = Rz @ Rx @ Ry);
+# ZXY is what MotionBuilder and the CMU conversions use.
+WRITE_EULER_ORDER = "ZXY"
+# End Site lengths (metres, for a skeleton of the template's size) of the leaf joints, along
+# their parent's bone: top of the head, hand, toes. They only serve viewers and bone directions.
+_END_SITE_LENGTH = {"head": 0.2, "left_wrist": 0.1, "right_wrist": 0.1, "left_foot": 0.05, "right_foot": 0.05}
+
+
+def write_bvh(path: str | Path, motion: CanonicalMotion, rest_joints: torch.Tensor | None = None) -> Path:
+    """Write a canonical motion as a standard BVH file (metres, Y up, the body facing +Z).
+
+    The hierarchy is the canonical skeleton with its joint names (SMPL's, as smplx spells them,
+    which `avatar.mocap.retarget` recognises) and offsets from ``rest_joints`` (22, 3), the
+    T-pose joints in the body frame (default: the template skeleton); leaf joints get End Sites.
+    The root has 6 channels (``Xposition Yposition Zposition Zrotation Xrotation Yrotation``), the
+    other joints the 3 rotations, in degrees. Lengths are in metres (BVH has no unit field; most
+    importers offer a scale, and `read_bvh` guesses metres from the skeleton's size).
+
+    Frames: the file's axes are the body frame's (Y up, +Z forward, +X the body's left), so
+    the rest pose (all channels zero) is the upright T-pose, as BVH expects. A canonical
+    pose maps to the file by the Z-up -> Y-up rotation ``A = UPRIGHT^T``: the root's rotation
+    becomes ``A R_0`` and its position ``A transl``; the other local rotations are unchanged
+    (the joint frames are the same). Reading the file back with `read_bvh` and
+    `avatar.mocap.retarget.retarget` returns the motion (exactly for the template skeleton;
+    another skeleton is retargeted onto the template's bone directions). A motion that starts
+    in the T-pose and jumps away from it reads back with ``read_bvh(path, drop_tpose=False)``:
+    otherwise its frame 0 looks like an added rest frame (see `added_tpose_frames`).
+    """
+    rotations, transl, fps = motion_arrays(motion)
+    if rest_joints is None:
+        rest = np.array(TEMPLATE_JOINTS_BODY_FRAME, dtype=np.float64)
+    else:
+        rest = np.asarray(torch.as_tensor(rest_joints).detach().cpu(), dtype=np.float64)
+        if rest.shape != (NUM_JOINTS, 3) or not np.isfinite(rest).all():
+            raise ValueError(f"rest_joints must be finite (22, 3) body-frame joints, got shape {rest.shape}")
+    to_file = upright_rotation(torch.float64).T  # Z-up world -> the file's Y-up axes
+    local = roma.rotvec_to_rotmat(torch.from_numpy(rotations))
+    local[:, 0] = to_file @ local[:, 0]
+    angles = roma.rotmat_to_euler(WRITE_EULER_ORDER, local, degrees=True).numpy()  # (T, 22, 3)
+    root_position = transl @ to_file.numpy().T
+
+    order = _depth_first()  # the order of the joints' channels in a frame
+    frames = np.concatenate([root_position, angles[:, order].reshape(len(angles), -1)], axis=1)
+    text = io.StringIO()
+    text.write("HIERARCHY\n")
+    _write_joint(text, 0, rest, depth=0, scale=_skeleton_scale(rest))
+    text.write(f"MOTION\nFrames: {len(frames)}\nFrame Time: {1.0 / fps:.8f}\n")
+    np.savetxt(text, frames, fmt="%.6f")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text.getvalue())
+    return path
+
+
+def _depth_first(joint: int = 0) -> list[int]:
+    """Canonical joint indices in the order the hierarchy lists them (children by index)."""
+    order = [joint]
+    for child in (j for j, p in enumerate(PARENTS) if p == joint):
+        order += _depth_first(child)
+    return order
+
+
+def _skeleton_scale(rest: np.ndarray) -> float:
+    """The skeleton's height relative to the template's (scales the End Sites)."""
+    template = np.array(TEMPLATE_JOINTS_BODY_FRAME)
+    height = np.ptp(rest[:, 1])
+    return float(height / np.ptp(template[:, 1])) if height > 0 else 1.0
+
+
+def _write_joint(out: io.StringIO, joint: int, rest: np.ndarray, depth: int, scale: float) -> None:
+    pad, rot = "\t" * depth, " ".join(f"{axis}rotation" for axis in WRITE_EULER_ORDER)
+    parent = PARENTS[joint]
+    offset = rest[joint] - rest[parent] if parent >= 0 else np.zeros(3)
+    out.write(f"{pad}{'ROOT' if parent < 0 else 'JOINT'} {JOINT_NAMES[joint]}\n{pad}{{\n")
+    out.write(f"{pad}\tOFFSET {offset[0]:.6f} {offset[1]:.6f} {offset[2]:.6f}\n")
+    if parent < 0:
+        out.write(f"{pad}\tCHANNELS 6 Xposition Yposition Zposition {rot}\n")
+    else:
+        out.write(f"{pad}\tCHANNELS 3 {rot}\n")
+    children = [j for j, p in enumerate(PARENTS) if p == joint]
+    for child in children:
+        _write_joint(out, child, rest, depth + 1, scale)
+    if not children:
+        bone = offset / max(np.linalg.norm(offset), 1e-9)
+        end = bone * _END_SITE_LENGTH.get(JOINT_NAMES[joint], 0.05) * scale
+        out.write(f"{pad}\tEnd Site\n{pad}\t{{\n{pad}\t\tOFFSET {end[0]:.6f} {end[1]:.6f} {end[2]:.6f}\n{pad}\t}}\n")
+    out.write(f"{pad}}}\n")

@@ -13,7 +13,7 @@ Rest-pose aware and rotation based, the same idea as the Anny adapter:
    metres. Clips are resampled to one fixed frame rate (slerp), and can be mirrored.
 
 Source skeletons are recognised by their joint names (CMU cgspeed MotionBuilder, CMU ASF
-names, cgspeed 3dsMax, Daz, Reallusion iClone CC, SMPL-style names).
+names, cgspeed 3dsMax, Daz, Reallusion iClone CC, SMPL-style names in either spelling).
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ _FAMILY_SIDED: dict[str, dict[str, str]] = {
         "foot": "{S}_Foot", "collar": "{S}_Collar", "shoulder": "{S}_Shoulder",
         "elbow": "{S}_Elbow", "wrist": "{S}_Wrist",
     },
+    "smpl_lower": {  # SMPL joint names in smplx's spelling, also this project's (write_bvh)
+        "pelvis": "pelvis", "spine1": "spine1", "spine2": "spine2", "spine3": "spine3",
+        "neck": "neck", "head": "head", "hip": "{side}_hip", "knee": "{side}_knee",
+        "ankle": "{side}_ankle", "foot": "{side}_foot", "collar": "{side}_collar",
+        "shoulder": "{side}_shoulder", "elbow": "{side}_elbow", "wrist": "{side}_wrist",
+    },
 }  # fmt: skip
 # Without these a clip cannot be retargeted meaningfully.
 REQUIRED = ("pelvis", "left_hip", "right_hip", "left_knee", "right_knee", "left_shoulder",
@@ -91,7 +97,7 @@ def _expand(family: dict[str, str]) -> dict[str, str]:
             mapping[joint] = pattern
             continue
         for side, s, S, Side in (("left", "l", "L", "Left"), ("right", "r", "R", "Right")):
-            mapping[f"{side}_{joint}"] = pattern.format(s=s, S=S, Side=Side)
+            mapping[f"{side}_{joint}"] = pattern.format(s=s, S=S, Side=Side, side=side)
     return mapping
 
 
@@ -127,6 +133,26 @@ class CanonicalMotion:
 
     def poses(self) -> CanonicalPose:
         return CanonicalPose(self.rotations, self.transl)
+
+
+def motion_arrays(motion: CanonicalMotion, argument: str = "motion") -> tuple[np.ndarray, np.ndarray, float]:
+    """A motion's rotations (T, 22, 3), root translations (T, 3) as float64 arrays and its fps,
+    checked for the file writers (shapes, at least one frame, finite values, fps > 0), so a bad
+    motion fails with a message naming ``argument`` and the field, not deep in a file format."""
+    if not isinstance(motion, CanonicalMotion):
+        raise TypeError(f"{argument} must be a CanonicalMotion, got {type(motion).__name__}")
+    rotations = np.asarray(torch.as_tensor(motion.rotations).detach().cpu(), dtype=np.float64)
+    transl = np.asarray(torch.as_tensor(motion.transl).detach().cpu(), dtype=np.float64)
+    if rotations.ndim != 3 or rotations.shape[1:] != (NUM_JOINTS, 3) or len(rotations) == 0:
+        raise ValueError(f"{argument}.rotations must be (T, {NUM_JOINTS}, 3) axis-angle with T >= 1, got {rotations.shape}")
+    if transl.shape != (len(rotations), 3):
+        raise ValueError(f"{argument}.transl must be (T={len(rotations)}, 3), got {transl.shape}")
+    if not (np.isfinite(rotations).all() and np.isfinite(transl).all()):
+        raise ValueError(f"{argument} has non-finite rotations or translations")
+    fps = float(motion.fps)
+    if not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"{argument}.fps must be a positive frame rate, got {motion.fps}")
+    return rotations, transl, fps
 
 
 def _frame_change(skeleton: MocapSkeleton, mapping: dict[str, int], up_axis: str) -> np.ndarray:

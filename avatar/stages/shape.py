@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,11 @@ from avatar.body.base import build_body
 from avatar.body.skeleton import JOINT_NAMES, PARENTS, named_pose
 from avatar.engine.schedules import is_always_zero, validate_weight, weight_at
 from avatar.engine.trainer import log_image
-from avatar.export.media import image_grid, save_image, save_mesh, to_uint8
+from avatar.export.media import caption_tile, image_grid, save_image, save_mesh, to_uint8
 from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, orbit_cameras
+from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES
+from avatar.utils.fingerprint import config_identity, tensor_fingerprint
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
 
@@ -123,43 +124,6 @@ def direction_scores(
     return image_dir @ text_dir
 
 
-def soft_silhouette(vertices: torch.Tensor, cameras: Cameras, hard_alpha: torch.Tensor) -> torch.Tensor:
-    """A soft coverage image (B, 1, H, W), differentiable w.r.t. ``vertices`` (B, V, 3).
-
-    The ray-cast renderer's visibility is not differentiable, so renders alone give no gradient
-    that moves a silhouette. Here every vertex is splatted bilinearly at its projection, the
-    density is blurred (sigma from the mean vertex spacing in pixels) and mapped to coverage
-    ``1 - exp(-k * density)`` with ``k`` calibrated so the inside of the hard mask saturates:
-    the gradient lives on the silhouette's edge (used straight-through, see ``refine``).
-    """
-    b, _, h, w = hard_alpha.shape
-    pix, depth = cameras.project(vertices, h, w)  # (B, V, 2) as (column, row)
-    x, y = pix[..., 0] - 0.5, pix[..., 1] - 0.5
-    x0, y0 = x.detach().floor(), y.detach().floor()
-    density = vertices.new_zeros(b, h * w)
-    for dx in (0, 1):
-        for dy in (0, 1):
-            xi, yi = x0 + dx, y0 + dy
-            weight = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
-            ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & (depth > 0)
-            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long()
-            density = density.scatter_add(1, index, weight * ok)
-    density = density.view(b, 1, h, w)
-    area = hard_alpha.detach().flatten(1).sum(1).clamp_min(1.0)  # covered pixels per view
-    spacing = (area / (vertices.shape[1] / 2)).sqrt()  # ~half the vertices face the camera
-    sigma = float(spacing.clamp(1.0, 8.0).max())
-    radius = int(math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, device=vertices.device, dtype=vertices.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    blurred = F.conv2d(density, kernel.view(1, 1, -1, 1), padding=(radius, 0))
-    blurred = F.conv2d(blurred, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    inside = hard_alpha.detach() > 0.5
-    level = torch.stack([blurred[i][inside[i]].median() if inside[i].any() else blurred.new_tensor(1.0) for i in range(b)])
-    k = 3.0 / level.detach().clamp_min(1e-6)  # median inside -> coverage 0.95
-    return 1.0 - torch.exp(-k.view(b, 1, 1, 1) * blurred)
-
-
 def similarity_scores(codebook_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
     """Plain cosine similarity of every (normalised) codebook embedding with the prompt, (N,)."""
     return F.normalize(codebook_emb, dim=-1) @ F.normalize(text_emb.reshape(-1), dim=0)
@@ -172,51 +136,6 @@ def score_codebook(guidance, codebook_emb, neutral_image_emb, prompt_text: str, 
         return similarity_scores(codebook_emb, text)
     neutral = guidance.encode_text([neutral_text])[0].float().cpu()
     return direction_scores(codebook_emb, neutral_image_emb, text, neutral)
-
-
-# ---- cache keys ------------------------------------------------------------------------------
-def file_fingerprint(path: Path) -> str:
-    """Content identity of a weights file: its sha256 (files over 64 MB: size plus the first and
-    last MiB, which is enough to tell checkpoints apart and costs no full read)."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as fh:
-        if size <= 64 << 20:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        else:
-            digest.update(fh.read(1 << 20))
-            fh.seek(-(1 << 20), os.SEEK_END)
-            digest.update(fh.read())
-    return digest.hexdigest()[:16]
-
-
-# Settings that change where or how a model runs, not what it computes.
-_NOT_IDENTITY = {"device", "cache_dir", "allow_download", "network_timeout_s"}
-
-
-def config_identity(cfg: Any) -> dict:
-    """A config as a plain dict for a cache key: run-only settings dropped, file paths replaced
-    by their content fingerprint (so moving a checkpoint keeps the cache, retraining it does not)."""
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    out = {}
-    for key, value in sorted(plain.items()):
-        if key in _NOT_IDENTITY:
-            continue
-        if isinstance(value, str) and value and Path(value).expanduser().is_file():
-            value = {"file_sha256": file_fingerprint(Path(value).expanduser())}
-        out[key] = value
-    return out
-
-
-def tensor_fingerprint(*tensors: torch.Tensor, decimals: int = 4) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu()
-        if t.is_floating_point():
-            t = torch.round(t.double() * 10**decimals).long()
-        digest.update(t.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 # ---- the stage -------------------------------------------------------------------------------
@@ -339,12 +258,7 @@ class ShapeStage(torch.nn.Module):
         out = renderer.render(per_view, self.body.faces, cameras)
         rgb = out.rgb.clamp(0.0, 1.0)
         if silhouette:
-            soft = soft_silhouette(per_view, cameras.to(dtype=per_view.dtype), out.alpha)
-            alpha = out.alpha.detach()
-            # Body and background tones: the mean render colour inside and outside the mask.
-            body_tone = (rgb.detach() * alpha).flatten(2).sum(-1) / alpha.flatten(2).sum(-1).clamp_min(1.0)
-            bg_tone = (rgb.detach() * (1 - alpha)).flatten(2).sum(-1) / (1 - alpha).flatten(2).sum(-1).clamp_min(1.0)
-            rgb = rgb + (soft - soft.detach()) * (body_tone - bg_tone)[..., None, None]
+            rgb = with_silhouette_gradient(rgb, out.alpha, per_view, cameras)
         return rgb
 
     @torch.no_grad()
@@ -613,25 +527,7 @@ class ShapeStage(torch.nn.Module):
         tiles.append(to_uint8(self.render_bodies(verts_all[-1:], [90.0], self.preview_renderer, framing="fixed")[0]))
         labels = ["neutral"] + [f"#{int(i)} {float(s):+.3f}" for i, s in zip(top_idx, top_scores)]
         labels += ["final", "final (side)"]
-        grid = image_grid([_label(t, text) for t, text in zip(tiles, labels)], ncols=len(tiles))
+        grid = image_grid([caption_tile(t, text) for t, text in zip(tiles, labels)], ncols=len(tiles))
         save_image(run_dir / "shape.png", grid)
         log_image(loggers, "shape/summary", grid, step=0, wandb_images=self.cfg.logger.wandb.log_images)
 
-
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
-    """The tile with a white caption strip below it."""
-    from PIL import Image, ImageDraw
-
-    h, w, _ = tile.shape
-    strip = max(12, h // 12)
-    canvas = Image.new("RGB", (w, h + strip), (255, 255, 255))
-    canvas.paste(Image.fromarray(tile), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    try:
-        from PIL import ImageFont
-
-        font = ImageFont.load_default(size=max(8, strip - 4))
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        font = None
-    draw.text((2, h + 1), text, fill=(0, 0, 0), font=font)
-    return np.asarray(canvas)

@@ -1,0 +1,397 @@
+"""Pose: one motion sentence -> candidate poses (AvatarCLIP's pose generation, ``stage=pose``).
+
+Follows AvatarCLIP's ``AvatarAnimate`` pose generator: every pose of a codebook is rendered on
+the canonical body (textureless) from the paper's five views and embedded by the guidance model;
+the prompt, wrapped in a template, is embedded once; poses are ranked by cosine similarity, the
+top ``top_k`` (40) are filtered for near-duplicates (mean absolute axis-angle difference of the
+body joints <= ``dedupe_threshold``, 0.07) and the best ``num_candidates`` (5) are kept for the
+motion stage. The codebook's embeddings are cached per (guidance, body, codebook, render
+settings), so a new prompt costs one text encoding and a matrix product.
+
+The paper's two other generators are options (``stage.generator``), each a Lightning
+optimisation of ``num_candidates`` poses at once from seeded starts:
+
+* ``direct``: the body joints' axis-angle rotations, by the guidance loss on renders;
+* ``latent``: the pose prior's latent code (VPoser architecture; Adam 0.01, 500 steps in the
+  paper), decoded to body rotations, with a small latent-norm term keeping it likely.
+
+Views: AvatarCLIP's azimuths 120..240 degrees with 180 facing the body are ``azimuths``
+-60..60 here (0 = the body's front). Renders are framed to fit each posed body, as the
+``mini`` guidance was trained.
+
+Outputs: ``poses.npz`` (:class:`avatar.stages.motion_files.CandidatePoses`), ``poses.png``
+(the candidates from three views, with their scores), ``result.json`` (scores, the pose words
+each candidate's geometry reads as, the search time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from avatar.body.base import build_body
+from avatar.body.regions import region_colors
+from avatar.body.skeleton import UPRIGHT, CanonicalPose
+from avatar.engine.trainer import log_image
+from avatar.export.media import caption_tile, image_grid, save_image, to_uint8
+from avatar.guidance.synthetic.poses import pose_words
+from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, orbit_cameras
+from avatar.render.silhouette import with_silhouette_gradient
+from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.stages.motion_files import POSES_FILE, CandidatePoses
+from avatar.utils.fingerprint import config_identity, file_fingerprint, tensor_fingerprint
+from avatar.utils.io import atomic_path, atomic_write_text
+from avatar.utils.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+GENERATORS = ("codebook", "direct", "latent")
+CACHE_VERSION = 1
+
+
+@dataclass
+class PoseStageConfig:
+    name: str = "pose"
+    generator: str = "codebook"  # codebook | direct | latent
+    # The prompt (``prompt.motion``) goes where "{}" is. AvatarCLIP's pose template is
+    # "a rendered 3d man is {}" with a verb phrase ("raising both arms"); the default is its
+    # body-view template, one of the mini guidance's training templates (scripts/evaluate_pose_search.py:
+    # mean hit rate 0.43 with it, 0.38 with the bare prompt).
+    template: str = "a 3D rendering of {} in unreal engine"
+    azimuths: list[float] = field(default_factory=lambda: [-60.0, -30.0, 0.0, 30.0, 60.0])
+    elevation_deg: float = 0.0
+    fov_deg: float = 60.0
+    fit_margin: float = 1.15  # camera distance / distance at which the posed body fills the view
+    top_k: int = 40  # AvatarCLIP's topk
+    dedupe_threshold: float = 0.07  # mean |axis-angle difference| (rad) under which poses are duplicates
+    num_candidates: int = 5  # poses handed to the motion stage
+    codebook_chunk: int = 16  # poses rendered per batch when building the cache
+    cache_dir: str = ""  # empty = <project cache>/pose_codebook
+    # ---- direct / latent optimisation ------------------------------------------------------------
+    lr: float = 0.01
+    warmup_steps: int = 10
+    views_per_step: int = 2  # random azimuths within [min(azimuths), max(azimuths)] per step
+    init_noise_deg: float = 10.0  # direct: seeded noise on the rest pose, one draw per candidate
+    init_latent_std: float = 0.5  # latent: seeded N(0, std^2) starts
+    silhouette: bool = True  # gradients that move the outline (see avatar.render.silhouette)
+    lambda_guidance: Any = 1.0  # 1 - cos(render, prompt), mean over candidates and views
+    lambda_rotation_l2: Any = 1e-3  # direct: mean squared body axis-angle (rad^2)
+    lambda_latent: Any = 1e-3  # latent: mean squared latent code (the prior's -log N up to a constant)
+    preview_size: int = 160
+
+
+# ---- selection -------------------------------------------------------------------------------
+def rotation_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute axis-angle difference over the body joints (root excluded): AvatarCLIP's
+    duplicate test. a (N, 22, 3), b (M, 22, 3) -> (N, M)."""
+    return (a[:, None, 1:] - b[None, :, 1:]).abs().mean(dim=(-1, -2))
+
+
+def select_diverse(rotations: torch.Tensor, scores: torch.Tensor, top_k: int, threshold: float, keep: int) -> list[int]:
+    """Indices of the best ``keep`` poses among the ``top_k`` best scores, skipping any pose
+    within ``threshold`` of one already kept (best first)."""
+    order = scores.argsort(descending=True)[: max(1, top_k)].tolist()
+    kept: list[int] = []
+    for i in order:
+        if kept and rotation_distance(rotations[i : i + 1], rotations[kept]).min() <= threshold:
+            continue
+        kept.append(i)
+        if len(kept) == keep:
+            break
+    return kept
+
+
+def check_motion_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(
+            f"prompt.motion is empty ({prompt!r}): the pose and motion stages need a motion sentence, "
+            'e.g. python train.py stage=pose prompt.motion="a person raising both arms"'
+        )
+    return prompt.strip()
+
+
+# ---- the stage ---------------------------------------------------------------------------------
+@STAGES.register("pose")
+class PoseStage(StageModule):
+    """``generator=codebook`` runs once (``run``); ``direct`` and ``latent`` are Lightning fits."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        sc = self.stage_cfg
+        self.prompt = check_motion_prompt(cfg.prompt.motion)
+        if sc.generator not in GENERATORS:
+            raise ValueError(f"stage.generator={sc.generator!r} is not one of {list(GENERATORS)}")
+        if "{}" not in sc.template:
+            raise ValueError(f"stage.template={sc.template!r} needs a '{{}}' where the prompt goes")
+        if not sc.azimuths:
+            raise ValueError("stage.azimuths needs at least one view (degrees, 0 = the body's front)")
+        if sc.num_candidates < 1 or sc.top_k < sc.num_candidates:
+            raise ValueError(
+                f"stage.num_candidates ({sc.num_candidates}) must be >= 1 and <= stage.top_k ({sc.top_k})"
+            )
+        self.prompt_text = sc.template.format(self.prompt)
+        self.trainable = sc.generator != "codebook"
+        self.body = build_body(cfg.body)
+        self.freeze_component("body")
+        self.renderer = MeshRenderer(cfg.render)
+        preview = OmegaConf.to_container(cfg.render, resolve=True) if isinstance(cfg.render, DictConfig) else dict(cfg.render)
+        preview.update(height=int(sc.preview_size), width=int(sc.preview_size))
+        self.preview_renderer = MeshRenderer(MeshRenderConfig(**preview))
+        self.codebook_renders = 0
+        self.guidance = None
+        if self.trainable:
+            k = int(sc.num_candidates)
+            g = torch.Generator().manual_seed(int(cfg.seed))
+            if sc.generator == "direct":
+                init = torch.randn(k, 21, 3, generator=g) * math.radians(float(sc.init_noise_deg))
+                self.body_rotations = torch.nn.Parameter(init.to(self.body.dtype))
+            else:
+                from avatar.priors.loading import load_pose_prior
+
+                self.prior = load_pose_prior(cfg.prior)
+                self.freeze_component("prior")
+                init = torch.randn(k, self.prior.latent_dim, generator=g) * float(sc.init_latent_std)
+                self.latent = torch.nn.Parameter(init)
+
+    # ---- rendering -----------------------------------------------------------------------------
+    def posed_vertices(self, rotations: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) vertices of the canonical (default-shape) body in poses (B, 22, 3)."""
+        pose = CanonicalPose(rotations.to(self.body.dtype), torch.zeros(len(rotations), 3, dtype=self.body.dtype))
+        return self.body(pose=pose).vertices
+
+    def cameras(self, vertices: torch.Tensor, azimuths) -> Cameras:
+        """Cameras around one posed body (V, 3), framed to fit it, at azimuths (0 = front)."""
+        sc = self.stage_cfg
+        ref = vertices.detach()
+        centre = 0.5 * (ref.amax(0) + ref.amin(0))
+        distance = float((ref - centre).norm(dim=-1).max()) / math.sin(math.radians(sc.fov_deg) / 2) * sc.fit_margin
+        cams = [orbit_cameras(1, distance, sc.elevation_deg, centre, sc.fov_deg, start_azimuth_deg=float(a)) for a in azimuths]
+        return Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
+
+    def render(self, vertices: torch.Tensor, azimuths, renderer: MeshRenderer | None = None,
+               silhouette: bool = False, colors: torch.Tensor | None = None) -> torch.Tensor:
+        """Renders (B * len(azimuths), 3, H, W) of bodies (B, V, 3), body-major; textureless
+        grey unless ``colors``."""
+        renderer = renderer or self.renderer
+        cams = [self.cameras(v, azimuths) for v in vertices]
+        cameras = Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
+        per_view = vertices.repeat_interleave(len(azimuths), dim=0)
+        out = renderer.render(per_view, self.body.faces, cameras, colors=colors)
+        rgb = out.rgb.clamp(0.0, 1.0)
+        return with_silhouette_gradient(rgb, out.alpha, per_view, cameras) if silhouette else rgb
+
+    @torch.no_grad()
+    def embed_poses(self, guidance, rotations: torch.Tensor) -> torch.Tensor:
+        """Normalised image embeddings (N, E) of poses: the mean over ``stage.azimuths``."""
+        azimuths = list(self.stage_cfg.azimuths)
+        out = []
+        for start in range(0, len(rotations), int(self.stage_cfg.codebook_chunk)):
+            part = rotations[start : start + int(self.stage_cfg.codebook_chunk)]
+            images = self.render(self.posed_vertices(part), azimuths)
+            emb = guidance.encode_image(images).float().cpu().view(len(part), len(azimuths), -1)
+            out.append(F.normalize(emb.mean(1), dim=-1))
+            self.codebook_renders += len(part)
+            if (start // len(part)) % 16 == 0:
+                log.info("Pose codebook: embedded %d / %d poses", start + len(part), len(rotations))
+        return torch.cat(out)
+
+    # ---- the codebook and its cache ----------------------------------------------------------------
+    def cache_key(self) -> dict:
+        from avatar.priors.codebook import DEFAULT_CODEBOOK
+
+        sc, cfg = self.stage_cfg, self.cfg
+        codebook_file = Path(cfg.prior.codebook).expanduser() if cfg.prior.codebook else DEFAULT_CODEBOOK
+        render = config_identity(cfg.render)
+        render.pop("bvh_update", None)
+        plain = OmegaConf.to_container(sc, resolve=True) if isinstance(sc, DictConfig) else dict(sc)
+        return {
+            "version": CACHE_VERSION,
+            "guidance": config_identity(cfg.guidance),
+            "body": config_identity(cfg.body),
+            "mesh": tensor_fingerprint(self.body.faces, self.body().vertices),
+            "codebook": file_fingerprint(codebook_file) if codebook_file.is_file() else str(codebook_file),
+            "views": {k: plain[k] for k in ("azimuths", "elevation_deg", "fov_deg", "fit_margin")},
+            "render": render,
+        }
+
+    def cache_path(self, key: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        folder = Path(self.stage_cfg.cache_dir).expanduser() if self.stage_cfg.cache_dir else cache_dir("pose_codebook")
+        return folder / f"{self.body.name}-{self.cfg.guidance.name}-{digest}.pt"
+
+    def codebook(self, guidance) -> tuple[torch.Tensor, list[str], torch.Tensor, bool, Path]:
+        """(rotations (N, 22, 3), sources, embeddings (N, E), cache hit, cache file)."""
+        from avatar.priors.loading import load_codebook
+
+        codebook = load_codebook(self.cfg.prior)
+        rotations = codebook.rotations.float()
+        sources = [f"codebook {i}: {s}" for i, s in enumerate(codebook.sources)]
+        key = self.cache_key()
+        path = self.cache_path(key)
+        if path.is_file():
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+                if payload["key"] == json.dumps(key, sort_keys=True) and len(payload["embeddings"]) == len(rotations):
+                    log.info("Pose codebook: cache hit %s (%d poses, no renders)", path, len(rotations))
+                    return rotations, sources, payload["embeddings"], True, path
+                log.warning("Pose codebook cache %s has another key; rebuilding it", path)
+            except Exception as err:  # a corrupt or foreign file: rebuild, never crash on a cache
+                log.warning("Pose codebook cache %s is unreadable (%s); rebuilding it", path, err)
+        log.info(
+            "Pose codebook: cache miss; rendering %d poses x %d views (%s, %s guidance) into %s",
+            len(rotations), len(self.stage_cfg.azimuths), self.body.name, self.cfg.guidance.name, path,
+        )
+        embeddings = self.embed_poses(guidance, rotations)
+        with atomic_path(path) as tmp:
+            torch.save({"key": json.dumps(key, sort_keys=True), "embeddings": embeddings}, tmp)
+        return rotations, sources, embeddings, False, path
+
+    def search(self, guidance) -> tuple[CandidatePoses, dict]:
+        """The codebook generator: rank, deduplicate, keep ``num_candidates``."""
+        sc = self.stage_cfg
+        rotations, sources, embeddings, hit, cache_file = self.codebook(guidance)
+        start = time.perf_counter()
+        text = F.normalize(guidance.encode_text([self.prompt_text])[0].float().cpu(), dim=0)
+        scores = embeddings @ text
+        kept = select_diverse(rotations, scores, int(sc.top_k), float(sc.dedupe_threshold), int(sc.num_candidates))
+        seconds = time.perf_counter() - start
+        candidates = CandidatePoses(
+            rotations[kept], scores[kept], [sources[i] for i in kept], self.prompt, self.prompt_text
+        )
+        info = {
+            "codebook_size": len(rotations), "codebook_cache_hit": hit, "codebook_cache": str(cache_file),
+            "codebook_renders": self.codebook_renders, "search_seconds": round(seconds, 4),
+        }  # fmt: skip
+        return candidates, info
+
+    # ---- direct / latent optimisation ---------------------------------------------------------------
+    def rotations(self) -> torch.Tensor:
+        """(K, 22, 3) the optimised poses, root upright."""
+        if self.stage_cfg.generator == "direct":
+            body = self.body_rotations
+        else:
+            body = self.prior.decode(self.latent)["pose_body"].to(self.body.dtype)
+        root = body.new_tensor(UPRIGHT).expand(len(body), 1, 3)
+        return torch.cat([root, body], dim=1)
+
+    def on_fit_start(self) -> None:
+        from avatar.guidance import build_guidance
+
+        self.guidance = build_guidance(self.cfg.guidance)
+        self.text_emb = F.normalize(self.guidance.encode_text([self.prompt_text])[0].float(), dim=0)
+
+    def compute_losses(self, batch) -> dict[str, torch.Tensor]:
+        sc = self.stage_cfg
+        losses = {}
+        if self.active("guidance"):
+            g = self.step_generator()
+            lo, hi = min(sc.azimuths), max(sc.azimuths)
+            azimuths = (lo + (hi - lo) * torch.rand(int(sc.views_per_step), generator=g)).tolist()
+            images = self.render(self.posed_vertices(self.rotations()), azimuths, silhouette=sc.silhouette)
+            emb = self.guidance.encode_image(images).float()
+            losses["guidance"] = (1.0 - emb @ self.text_emb).mean()
+        if sc.generator == "direct" and self.active("rotation_l2"):
+            losses["rotation_l2"] = (self.body_rotations**2).sum(-1).mean()
+        if sc.generator == "latent" and self.active("latent"):
+            losses["latent"] = (self.latent**2).mean()
+        return losses
+
+    def configure_optimizers(self):
+        params = [self.body_rotations] if self.stage_cfg.generator == "direct" else [self.latent]
+        optimizer = torch.optim.Adam(params, lr=float(self.stage_cfg.lr))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(int(self.stage_cfg.warmup_steps), int(self.cfg.trainer.max_steps))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.cfg.trainer.val_every_n_steps
+        if every > 0 and self.global_step % every == 0:
+            with torch.no_grad():
+                rotations = self.rotations().detach()
+            grid = self.preview(rotations, None)
+            save_image(self.run_dir() / "images" / f"poses_step{self.global_step:06d}.png", grid)
+            self.log_image("val/poses", grid)
+
+    @torch.no_grad()
+    def score(self, guidance, rotations: torch.Tensor) -> torch.Tensor:
+        """Cosine of each pose's mean view embedding (the codebook's views) with the prompt."""
+        text = F.normalize(guidance.encode_text([self.prompt_text])[0].float().cpu(), dim=0)
+        return self.embed_poses(guidance, rotations) @ text
+
+    # ---- outputs -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def preview(self, rotations: torch.Tensor, scores: torch.Tensor | None) -> np.ndarray:
+        """Candidates (columns) from the front, a side and a back three-quarter view (rows)."""
+        verts = self.posed_vertices(rotations)
+        colors = region_colors(self.body.skinning_weights)
+        rows = []
+        for azimuth in (0.0, 60.0, 150.0):
+            images = self.render(verts, [azimuth], self.preview_renderer, colors=colors)
+            rows.append([to_uint8(img) for img in images])
+        tiles = [tile for row in rows for tile in row]
+        if scores is not None:
+            tiles = [caption_tile(t, f"#{i % len(rotations) + 1} {float(scores[i % len(rotations)]):+.3f}") for i, t in enumerate(tiles)]
+        return image_grid(tiles, ncols=len(rotations))
+
+    def write_outputs(self, candidates: CandidatePoses, info: dict, loggers=()) -> dict:
+        run_dir = self.run_dir()
+        candidates.save(run_dir / POSES_FILE)
+        grid = self.preview(candidates.rotations, candidates.scores)
+        save_image(run_dir / "poses.png", grid)
+        log_image(loggers, "pose/candidates", grid, step=int(self.global_step), wandb_images=self.cfg.logger.wandb.log_images)
+        with torch.no_grad():
+            joints = self.body(pose=candidates.poses().to(self.body.dtype)).joints
+        words = pose_words(joints)
+        log.info("Pose prompt %r -> %r (%s):", self.prompt, self.prompt_text, self.stage_cfg.generator)
+        for i in range(len(candidates)):
+            log.info("  #%d score %.4f %s reads as %s", i + 1, float(candidates.scores[i]), candidates.source[i], words[i])
+        result = {
+            "prompt": self.prompt,
+            "prompt_text": self.prompt_text,
+            "generator": self.stage_cfg.generator,
+            "candidates": [
+                {"score": float(s), "source": src, "pose_words": w}
+                for s, src, w in zip(candidates.scores.tolist(), candidates.source, words)
+            ],
+            "best_score": float(candidates.scores.max()),
+            **info,
+            # What a sweep minimises: the best candidate's guidance loss.
+            "objective": 1.0 - float(candidates.scores.max()),
+        }
+        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+        for logger in loggers:
+            logger.log_metrics({"pose/best_score": result["best_score"]}, step=int(self.global_step))
+        return result
+
+    def run(self, loggers=()) -> dict:
+        """The codebook generator (a one-shot job)."""
+        from avatar.guidance import build_guidance
+
+        guidance = build_guidance(self.cfg.guidance)
+        candidates, info = self.search(guidance)
+        return self.write_outputs(candidates, info, loggers)
+
+    def result(self) -> dict:
+        """After a direct / latent fit: score the poses on the codebook's views, best first."""
+        with torch.no_grad():
+            rotations = self.rotations().detach().float().cpu()
+        scores = self.score(self.guidance, rotations)
+        order = scores.argsort(descending=True)
+        gen = self.stage_cfg.generator
+        candidates = CandidatePoses(
+            rotations[order], scores[order], [f"{gen} (seed {self.cfg.seed}, start {int(i)})" for i in order],
+            self.prompt, self.prompt_text,
+        )
+        return self.write_outputs(candidates, {"steps": int(self.global_step)}, self.loggers)

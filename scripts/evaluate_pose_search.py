@@ -1,0 +1,73 @@
+"""How well the pose stage's codebook search follows motion prompts, and how fast it is.
+
+For prompts whose pose has a geometric reading (avatar.guidance.synthetic.poses.pose_words:
+"arms raised", "squatting", ...), the share of the kept candidates whose joints read as the
+expected word; plus the search time per prompt once the codebook embeddings are cached.
+The guidance model's own score is not used to judge it: the reading is pure geometry.
+
+    .venv/bin/python scripts/evaluate_pose_search.py                     # full Anny, mini guidance
+    .venv/bin/python scripts/evaluate_pose_search.py body.topology=notoes_collapse5pc
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from avatar.config import register_configs  # noqa: E402
+from avatar.guidance import build_guidance  # noqa: E402
+from avatar.guidance.synthetic.poses import pose_words  # noqa: E402
+from avatar.stages.pose import PoseStage  # noqa: E402
+
+# prompt -> (pose word group, expected word)
+PROMPTS = {
+    "a person raising both arms": ("arms", "arms raised"),
+    "a person raising one arm": ("arms", "one arm raised"),
+    "a person with arms spread": ("arms", "arms spread"),
+    "a person squatting": ("body", "squatting"),
+    "a person sitting": ("body", "sitting"),
+    "a person kicking": ("body", "kicking"),
+    "a person walking": ("body", "walking"),
+    "a person bending forward": ("body", "bending forward"),
+}
+
+
+def main(overrides: list[str]) -> dict:
+    register_configs()
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["stage=pose", *overrides, f"run_dir={tmp}"])
+        stage = PoseStage(cfg)
+        guidance = build_guidance(cfg.guidance)
+        stage.codebook(guidance)  # build (or load) the cache once, outside the timings
+        rows = {}
+        for prompt, (group, word) in PROMPTS.items():
+            stage.prompt = prompt
+            stage.prompt_text = cfg.stage.template.format(prompt)
+            start = time.perf_counter()
+            candidates, info = stage.search(guidance)
+            seconds = time.perf_counter() - start
+            with torch.no_grad():
+                joints = stage.body(pose=candidates.poses().to(stage.body.dtype)).joints
+            words = [w[group] for w in pose_words(joints)]
+            rows[prompt] = {"expected": word, "hit_rate": sum(w == word for w in words) / len(words),
+                            "read_as": words, "search_seconds": round(seconds, 3)}  # fmt: skip
+    mean = sum(r["hit_rate"] for r in rows.values()) / len(rows)
+    print(f"{'prompt':32s} {'expected':16s} hits  search(s)  candidates read as")
+    for prompt, r in rows.items():
+        print(f"{prompt:32s} {r['expected']:16s} {r['hit_rate']:.1f}   {r['search_seconds']:.3f}      {r['read_as']}")
+    print(f"mean hit rate {mean:.2f}")
+    return {"prompts": rows, "mean_hit_rate": mean}
+
+
+if __name__ == "__main__":
+    result = main(sys.argv[1:])
+    print(json.dumps({"mean_hit_rate": result["mean_hit_rate"]}))

@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from avatar.body.anny_body import AnnyBodyConfig
 from avatar.body.smpl_body import SmplBodyConfig
+from avatar.engine.pipeline import PipelineConfig
 from avatar.guidance.clip_backend import ClipGuidanceConfig
 from avatar.guidance.mini import MINI_SCORER_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
@@ -26,7 +27,9 @@ from avatar.priors.loading import PriorConfig
 from avatar.priors.training import MotionVAEStageConfig, PoseCodebookStageConfig, PosePriorStageConfig
 from avatar.render.cameras import ViewSamplingConfig
 from avatar.render.mesh_renderer import MeshRenderConfig
+from avatar.stages.animate import AnimateStageConfig
 from avatar.stages.appearance import AppearanceStageConfig
+from avatar.stages.motion import MotionStageConfig
 from avatar.stages.pose import PoseStageConfig
 from avatar.stages.pose_fit import PoseFitStageConfig
 from avatar.stages.shape import ShapeStageConfig
@@ -96,6 +99,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # pipeline=full runs every stage
     preset: str = "cpu"  # set by the preset overlay: cpu | small | paper
     experiment_name: str = "default"  # groups runs (W&B group, output folder)
     seed: int = 0
@@ -118,7 +122,9 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
         "build_pose_codebook": PoseCodebookStageConfig,
         "train_guidance": GuidanceTrainStageConfig,
         "appearance": AppearanceStageConfig,
+        "motion": MotionStageConfig,
         "pose": PoseStageConfig,
+        "animate": AnimateStageConfig,
     },
 }
 

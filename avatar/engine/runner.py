@@ -23,13 +23,17 @@ def current_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def run(cfg: DictConfig) -> dict:
-    """Run ``cfg.stage`` in ``cfg.run_dir`` and return its result dict (``objective`` is what
-    an Optuna sweep minimises)."""
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Run ``cfg.stage`` in ``cfg.run_dir`` (or, with ``pipeline=full``, every stage) and return
+    its result dict (``objective`` is what an Optuna sweep minimises)."""
     validate_config(cfg)
     run_dir = Path(cfg.run_dir)
-    overrides = current_overrides()
+    overrides = current_overrides() if overrides is None else overrides
     write_run_info(run_dir, cfg, overrides)
+    if cfg.pipeline.name:
+        from avatar.engine.pipeline import run_pipeline
+
+        return run_pipeline(cfg, overrides)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_stage(cfg)
     loggers = build_loggers(cfg, run_dir, overrides)

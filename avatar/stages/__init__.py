@@ -7,7 +7,7 @@ def build_stage(cfg):
     """Build the stage named by ``cfg.stage.name``."""
     from avatar.guidance import training as _guidance  # noqa: F401  (registration)
     from avatar.priors import training  # noqa: F401
-    from avatar.stages import appearance, pose, pose_fit, shape, showcase  # noqa: F401
+    from avatar.stages import animate, appearance, motion, pose, pose_fit, shape, showcase  # noqa: F401
 
     return STAGES.build(cfg.stage.name, cfg)
 

@@ -288,7 +288,8 @@ class PoseStage(StageModule):
     def on_fit_start(self) -> None:
         from avatar.guidance import build_guidance
 
-        self.guidance = build_guidance(self.cfg.guidance)
+        self.guidance = build_guidance(self.cfg.guidance).to(self.device)
+        self.freeze_component("guidance")  # rebuilt from the config: keep it out of checkpoints (resume)
         self.text_emb = F.normalize(self.guidance.encode_text([self.prompt_text])[0].float(), dim=0)
 
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:

@@ -1,0 +1,203 @@
+"""Animate: the rigged avatar performs the motion, and both are exported (``stage=animate``).
+
+AvatarCLIP generated an avatar and a motion but never put one on the other; here the motion
+(canonical skeleton) drives the avatar's rig (``avatar_rig.npz`` from the appearance stage:
+the avatar mesh bound to the canonical skeleton with weights transferred from the body model)
+by linear blend skinning, and everything is written in formats other tools open:
+
+* ``avatar_animated.glb``: skinned mesh + skeleton + animation (Blender, three.js, any glTF viewer);
+* ``motion.bvh``: the motion on the avatar's own skeleton (bone lengths of its rig);
+* ``motion_smpl.npz``: SMPL/AMASS-style parameters (``poses`` (T, 72), ``trans``, ``mocap_framerate``);
+* ``animation.mp4`` (a camera that follows the body) and ``turntable.mp4`` (the camera orbits
+  once while the motion plays), ``animation.png`` (a strip of frames).
+
+The motion is any canonical motion: a motion stage's run directory or ``motion.npz``, a BVH
+file, or an AMASS ``.npz``, so captured clips animate the avatar too. The clip is shifted
+vertically (one offset for the whole clip) so the avatar's lowest point touches the floor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from avatar.body.base import build_body
+from avatar.body.regions import region_colors
+from avatar.body.skinning import Rig, rig_from_body
+from avatar.export.gltf import write_animated_gltf
+from avatar.export.media import image_grid, save_image, save_video, to_uint8
+from avatar.mocap.amass import read_amass_npz, write_amass_npz
+from avatar.mocap.bvh import read_bvh, write_bvh
+from avatar.mocap.retarget import CanonicalMotion, retarget
+from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
+from avatar.stages.base import STAGES
+from avatar.stages.motion_files import MOTION_FILE, load_motion
+from avatar.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+AVATAR_RIG = "avatar_rig.npz"
+AVATAR_MESH = "avatar.ply"
+
+
+@dataclass
+class AnimateStageConfig:
+    name: str = "animate"
+    # The appearance stage's run directory (avatar_rig.npz + avatar.ply); empty: the body model's
+    # own mesh in the default shape, painted by body region.
+    avatar_dir: str = ""
+    # The motion: a motion stage's run directory or motion.npz, a .bvh file, or an AMASS .npz.
+    motion: str = ""
+    fps: float = 0.0  # playback / export rate; 0 = the motion's own
+    ground: bool = True  # shift the clip so the avatar's lowest point over the clip is at z = 0
+    video_size: int = 256
+    camera_distance: float = 3.2
+    camera_elevation_deg: float = 10.0
+    camera_azimuth_deg: float = 30.0  # animation.mp4's view (0 = the avatar's front)
+    strip_frames: int = 6  # frames in animation.png
+
+
+def read_any_motion(path: str | Path, key: str = "stage.motion") -> CanonicalMotion:
+    """A canonical motion from a motion-stage output, a BVH file or an AMASS/SMPL ``.npz``."""
+    if not str(path):
+        raise ValueError(
+            f"`{key}` is empty: give a motion stage's run directory (python train.py stage=motion ...), "
+            "its motion.npz, a .bvh file or an AMASS .npz"
+        )
+    p = Path(path).expanduser()
+    if p.is_dir() or p.name == MOTION_FILE:
+        return load_motion(p, key)[0]
+    if not p.is_file():
+        raise FileNotFoundError(f"`{key}`={str(p)!r} does not exist")
+    if p.suffix.lower() == ".bvh":
+        return retarget(read_bvh(p))
+    if p.suffix.lower() == ".npz":
+        with np.load(p) as data:
+            keys = set(data.files)
+        if "rotations" in keys:
+            return load_motion(p, key)[0]
+        return read_amass_npz(p, fps=None)
+    raise ValueError(f"`{key}`={str(p)!r}: unknown motion format (expected a run directory, .npz or .bvh)")
+
+
+@STAGES.register("animate")
+class AnimateStage(torch.nn.Module):
+    """A one-shot stage: load the rig and the motion, skin, export, render."""
+
+    trainable = False
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stage_cfg = cfg.stage
+        self.motion = read_any_motion(self.stage_cfg.motion)
+        if self.motion.num_frames == 0:
+            raise ValueError(f"stage.motion={self.stage_cfg.motion!r} has no frames")
+        if self.stage_cfg.fps > 0:
+            self.motion = CanonicalMotion(self.motion.rotations, self.motion.transl, float(self.stage_cfg.fps), self.motion.source)
+        self.rig, self.colors, self.avatar_source = self.load_avatar()
+
+    def load_avatar(self) -> tuple[Rig, torch.Tensor, str]:
+        """(rig, vertex colours (V, 3) in [0, 1], where they came from)."""
+        folder = self.stage_cfg.avatar_dir
+        if not folder:
+            body = build_body(self.cfg.body)
+            rig = rig_from_body(body)
+            return rig.to(torch.float32), region_colors(rig.weights.float()), f"{body.name} body, default shape"
+        folder = Path(folder).expanduser()
+        rig_file, mesh_file = folder / AVATAR_RIG, folder / AVATAR_MESH
+        if not rig_file.is_file():
+            raise FileNotFoundError(
+                f"stage.avatar_dir={str(folder)!r} has no {AVATAR_RIG}: give an appearance stage's run "
+                "directory (python train.py stage=appearance ...), or leave stage.avatar_dir empty to "
+                "animate the body model itself"
+            )
+        rig = Rig.load(rig_file).to(torch.float32)
+        colors = torch.full((rig.num_vertices, 3), 0.7)
+        if mesh_file.is_file():
+            mesh = trimesh.load(mesh_file, process=False)
+            rgb = np.asarray(mesh.visual.vertex_colors)[:, :3]
+            if len(rgb) == rig.num_vertices:
+                colors = torch.from_numpy(rgb.astype(np.float32) / 255.0)
+            else:
+                log.warning("%s has %d vertices, the rig %d: grey avatar", mesh_file, len(rgb), rig.num_vertices)
+        return rig, colors, str(folder)
+
+    @torch.no_grad()
+    def skinned(self, motion: CanonicalMotion, chunk: int = 32) -> torch.Tensor:
+        """(T, V, 3) avatar vertices in every frame."""
+        poses = motion.poses()
+        return torch.cat([self.rig.pose(poses[i : i + chunk]) for i in range(0, motion.num_frames, chunk)])
+
+    def grounded(self) -> tuple[CanonicalMotion, torch.Tensor]:
+        """The motion shifted so the avatar's lowest point over the clip is at z = 0, and its
+        skinned vertices."""
+        vertices = self.skinned(self.motion)
+        motion = self.motion
+        if self.stage_cfg.ground:
+            lift = -float(vertices[..., 2].min())
+            transl = motion.transl.clone()
+            transl[:, 2] += lift
+            motion = CanonicalMotion(motion.rotations, transl, motion.fps, motion.source)
+            vertices = vertices.clone()
+            vertices[..., 2] += lift
+        return motion, vertices
+
+    @torch.no_grad()
+    def render_videos(self, vertices: torch.Tensor, fps: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Frames of the followed view and of the turntable (one orbit over the clip)."""
+        sc = self.stage_cfg
+        renderer = MeshRenderer(MeshRenderConfig(height=sc.video_size, width=sc.video_size, background="white"))
+        faces, colors = self.rig.faces, self.colors
+        height = 0.5 * float(vertices[..., 2].max() + vertices[..., 2].min())
+        follow, orbit = [], []
+        n = len(vertices)
+        for t in range(n):
+            centre = vertices[t].mean(0)
+            target = torch.tensor([float(centre[0]), float(centre[1]), height])
+            cams = orbit_cameras(1, sc.camera_distance, sc.camera_elevation_deg, target, 45.0, start_azimuth_deg=sc.camera_azimuth_deg)
+            follow.append(to_uint8(renderer.render(vertices[t], faces, cams, colors=colors).rgb[0]))
+            cams = orbit_cameras(1, sc.camera_distance, sc.camera_elevation_deg, target, 45.0, start_azimuth_deg=360.0 * t / n)
+            orbit.append(to_uint8(renderer.render(vertices[t], faces, cams, colors=colors).rgb[0]))
+        return follow, orbit
+
+    def run(self, loggers=()) -> dict:
+        sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
+        motion, vertices = self.grounded()
+        fps = float(motion.fps)
+        files = {
+            "gltf": write_animated_gltf(run_dir / "avatar_animated.glb", self.rig, motion, self.colors),
+            "bvh": write_bvh(run_dir / "motion.bvh", motion, self.rig.rest_joints),
+            "smpl_npz": write_amass_npz(run_dir / "motion_smpl.npz", motion),
+        }
+        follow, orbit = self.render_videos(vertices, fps)
+        files["animation_mp4"] = save_video(run_dir / "animation.mp4", follow, fps=int(round(fps)))
+        files["turntable_mp4"] = save_video(run_dir / "turntable.mp4", orbit, fps=int(round(fps)))
+        picks = np.linspace(0, len(follow) - 1, min(int(sc.strip_frames), len(follow))).round().astype(int)
+        strip = image_grid([follow[i] for i in picks], ncols=len(picks))
+        files["strip_png"] = save_image(run_dir / "animation.png", strip)
+        from avatar.engine.trainer import log_image
+
+        log_image(loggers, "animate/frames", strip, step=0, wandb_images=self.cfg.logger.wandb.log_images)
+        travel = (vertices.mean(1)[-1] - vertices.mean(1)[0])[:2].norm()
+        result = {
+            "avatar": self.avatar_source,
+            "motion": str(sc.motion),
+            "frames": int(motion.num_frames),
+            "fps": fps,
+            "seconds": round(motion.num_frames / fps, 3),
+            "vertices": int(self.rig.num_vertices),
+            "horizontal_travel_m": round(float(travel), 4),
+            "files": {k: str(v) for k, v in files.items()},
+            "objective": 0.0,  # nothing is optimised here
+        }
+        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+        log.info("Animated %s with %d frames at %.1f fps -> %s", self.avatar_source, motion.num_frames, fps, run_dir)
+        return result
+

@@ -1,0 +1,437 @@
+"""Motion: candidate poses + a motion sentence -> a 60-frame clip (AvatarCLIP's motion stage,
+``python train.py stage=motion stage.pose_dir=<a pose run>``).
+
+Follows ``MotionOptimizer`` of AvatarCLIP (``AvatarAnimate/models/motion_generation.py``): the
+motion VAE's latent code ``z`` is optimised with Adam (lr 0.01, 5,000 steps in the paper) and
+decoded into ``num_frames`` frames; the loss is
+
+* ``lambda_reconstruction`` (1): every candidate pose of the pose stage (best first, top
+  ``num_candidates``) is matched to the decoded frame closest to it; the loss is the
+  ``rank_weights``-weighted *sum* over candidates (AvatarCLIP sums too) of that closest
+  distance. Distance: squared Frobenius norm of the difference of the 21 body joints' local
+  rotation matrices, mean over joints (AvatarCLIP compares joint rotations; matrices avoid the
+  axis-angle wrap-around). The root is not compared (candidates are upright);
+* ``lambda_guidance`` (0.001): ``guidance_frames`` decoded frames ``guidance_gap`` apart (a
+  random start each step) are posed on the body (default shape), rendered textureless from the
+  front (each frame framed to fill the view; soft-silhouette gradient straight-through when
+  ``guidance_silhouette``) and scored ``1 - cos`` against the prompt by the guidance model;
+  with ``guidance_later_weight`` a frame at index t weighs ``t + 1`` (normalised), so later
+  frames weigh more, as in the paper;
+* ``lambda_delta`` (0.01), *subtracted*: ``loss_delta = -mean |R[t+1] - R[t]|`` over the body
+  joints' rotation-matrix entries (the logged value is negative), rewarding livelier motion;
+  bounded, because rotation matrices are;
+* ``lambda_latent`` (0 = the paper): ``mean(z^2)``, a pull towards the VAE prior's centre.
+
+Generators (``stage.generator``): ``latent`` (the above), ``reconstruction`` (the paper's first
+baseline: the same optimisation with the guidance and delta terms forced off) and
+``interpolation`` (the second: each candidate is encoded as a static clip by the VAE encoder,
+the codes are placed at evenly spaced key times in rank order and interpolated linearly, and
+frame t is frame t of the clip decoded from the code at time t; no optimisation, the stage runs
+one-shot through the same output path).
+
+Root: the project's VAE is trained on heading-normalised windows, so it decodes a root
+orientation (upright, facing -Y at the start, with the capture's leaning and turning) but no
+translation. ``root=upright`` (default, as AvatarCLIP, which discards the decoded root) replaces
+it by ``skeleton.UPRIGHT``; ``root=decoded`` keeps it. Either way the clip is grounded on the
+body (one vertical offset so its lowest vertex touches z = 0) and the pelvis does not travel.
+
+Outputs in the run directory: ``motion.npz`` (``motion_files.save_motion``), ``motion.mp4``,
+``images/motion_step*.png`` (candidates on top, evenly spaced frames below; also logged),
+``metrics.json`` and ``result.json`` (``avatar.metrics.motion`` metrics; ``objective`` = minus
+the scorer's mean similarity of the prompt with renders of ``score_frames`` frames, or the
+rank-weighted reconstruction distance when ``scorer.enabled=false``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import roma
+import torch
+
+from avatar.body.base import build_body
+from avatar.body.skeleton import UPRIGHT, CanonicalPose
+from avatar.engine.schedules import is_always_zero
+from avatar.export.media import caption_tile, image_grid, save_image, to_uint8
+from avatar.metrics.motion import frame_indices, grounded_motion, motion_metrics, render_frames
+from avatar.mocap.retarget import CanonicalMotion
+from avatar.priors.data import body_joints
+from avatar.priors.motion_vae import canonical_to_features, rot6d_to_rotmat
+from avatar.render import MeshRenderConfig, MeshRenderer
+from avatar.stages.base import STAGES, StageModule
+from avatar.stages.motion_files import load_candidates, save_motion
+from avatar.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+GENERATORS = ("latent", "reconstruction", "interpolation")
+ROOTS = ("upright", "decoded")
+LATENT_INITS = ("normal", "zeros")
+
+
+@dataclass
+class MotionStageConfig:
+    name: str = "motion"
+    # The pose stage's run directory (or its poses.npz): the candidate poses. Required.
+    pose_dir: str = ""
+    generator: str = "latent"  # latent | reconstruction | interpolation
+    num_candidates: int = 5  # top candidates used (fewer if the file holds fewer)
+    rank_weights: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.6, 0.4, 0.2])
+    num_frames: int = 60  # frames decoded (the VAE's training clips are 60 frames)
+    fps: float = 30.0  # the VAE's training frame rate (train_motion_vae's stage.fps)
+    # Frames a candidate is matched over: 1 = the paper (the single closest frame, which the
+    # optimisation can satisfy with a one-frame spike); w > 1 = the closest run of w frames.
+    match_window: int = 1
+    lr: float = 0.01  # Adam on the latent code, constant (AvatarCLIP)
+    latent_init: str = "normal"  # normal: N(0, latent_init_std^2) from the seed | zeros
+    latent_init_std: float = 1.0
+    root: str = "upright"  # upright: discard the decoded root (AvatarCLIP) | decoded
+    # The guidance text: "" uses the candidates' prompt_text (the pose stage's templated text);
+    # otherwise this template (with "{}") is filled with the candidates' prompt.
+    template: str = ""
+    guidance_frames: int = 2  # frames rendered for the guidance each step
+    guidance_gap: int = 30  # frames between them
+    guidance_later_weight: bool = True  # a frame at index t weighs t + 1 (normalised)
+    guidance_azimuth_deg: float = 0.0  # 0 = front
+    guidance_azimuth_jitter_deg: float = 0.0  # per-step uniform jitter (seed, step)
+    guidance_silhouette: bool = True  # soft-silhouette gradient straight-through
+    lambda_reconstruction: Any = 1.0
+    lambda_guidance: Any = 0.001
+    lambda_delta: Any = 0.01  # the delta is subtracted: loss_delta = -mean |R[t+1] - R[t]|
+    lambda_latent: Any = 0.0  # mean(z^2); 0 = the paper
+    # ---- outputs -------------------------------------------------------------------------
+    preview_size: int = 192  # validation strips and motion.mp4
+    val_frames: int = 6  # frames in a validation strip
+    video_azimuth_deg: float = 30.0
+    score_frames: int = 8  # frames the scorer scores for the metrics (evenly spaced)
+    contact_threshold: float = 0.05  # foot contact for the foot-skating metric (metres)
+
+
+@STAGES.register("motion")
+class MotionStage(StageModule):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        sc = self.stage_cfg
+        self._validate(sc)
+        self.generator = sc.generator
+        self.trainable = sc.generator != "interpolation"
+        if sc.generator == "reconstruction":  # the paper's baseline: no guidance, no delta
+            self.loss_weights["guidance"] = 0.0
+            self.loss_weights["delta"] = 0.0
+
+        candidates = self._load_candidates(sc)
+        k = min(int(sc.num_candidates), len(candidates))
+        if k < sc.num_candidates:
+            log.warning("stage.num_candidates=%d but %s holds %d poses: using %d", sc.num_candidates, sc.pose_dir, len(candidates), k)
+        self.candidates = candidates
+        self.register_buffer("candidate_rotations", candidates.rotations[:k].clone(), persistent=False)
+        self.register_buffer("candidate_rotmats", roma.rotvec_to_rotmat(candidates.rotations[:k, 1:]), persistent=False)
+        self.register_buffer("rank_weights", torch.tensor(list(sc.rank_weights)[:k], dtype=torch.float32), persistent=False)
+        self.prompt = (candidates.prompt or str(self.cfg.prompt.motion)).strip()
+        self.prompt_text = self._prompt_text(sc, candidates)
+
+        from avatar.priors.loading import load_motion_prior
+
+        self.prior = load_motion_prior(cfg.prior)
+        self.freeze_component("prior")
+        self.body = build_body(cfg.body)
+        self.freeze_component("body")
+        self.renderer = MeshRenderer(cfg.render)
+        self.preview_renderer = MeshRenderer(MeshRenderConfig(height=int(sc.preview_size), width=int(sc.preview_size)))
+        self.guidance_renders = 0  # frames rendered for the guidance (0 when it is off)
+
+        terms = ("reconstruction", "guidance", "delta", "latent")
+        if self.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
+            raise ValueError(
+                f"stage.generator={sc.generator}: every loss weight (stage.lambda_{{{','.join(terms)}}}) is 0, "
+                "so there is nothing to optimise; set stage.lambda_reconstruction (default 1)"
+            )
+        self.guidance = None
+        if self.trainable and self.active("guidance"):
+            if not self.prompt_text:
+                raise ValueError(self._empty_prompt_message())
+            from avatar.guidance.base import build_guidance
+
+            self.guidance = build_guidance(cfg.guidance)
+            self.freeze_component("guidance")
+
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        dim = self.prior.config.latent_dim
+        init = torch.zeros(1, dim) if sc.latent_init == "zeros" else torch.randn(1, dim, generator=g) * float(sc.latent_init_std)
+        self.latent = torch.nn.Parameter(init)
+        self._interpolated: torch.Tensor | None = None
+        self._start = time.perf_counter()
+        self._result: dict | None = None
+
+    # ---- inputs ------------------------------------------------------------------------------
+    @staticmethod
+    def _validate(sc) -> None:
+        if sc.generator not in GENERATORS:
+            raise ValueError(f"stage.generator={sc.generator!r} is not one of {list(GENERATORS)}")
+        if sc.root not in ROOTS:
+            raise ValueError(f"stage.root={sc.root!r} is not one of {list(ROOTS)}")
+        if sc.latent_init not in LATENT_INITS:
+            raise ValueError(f"stage.latent_init={sc.latent_init!r} is not one of {list(LATENT_INITS)}")
+        if sc.num_candidates < 1:
+            raise ValueError(f"stage.num_candidates must be >= 1, got {sc.num_candidates}")
+        if len(sc.rank_weights) < sc.num_candidates:
+            raise ValueError(
+                f"stage.rank_weights has {len(sc.rank_weights)} weights for stage.num_candidates={sc.num_candidates}: "
+                "give one weight per candidate"
+            )
+        if not 1 <= sc.match_window <= sc.num_frames:
+            raise ValueError(f"stage.match_window={sc.match_window} must be in [1, stage.num_frames={sc.num_frames}]")
+        if sc.num_frames < 2:
+            raise ValueError(f"stage.num_frames must be >= 2, got {sc.num_frames}")
+        if sc.guidance_frames < 1 or (sc.guidance_frames - 1) * sc.guidance_gap >= sc.num_frames:
+            raise ValueError(
+                f"stage.guidance_frames={sc.guidance_frames} frames stage.guidance_gap={sc.guidance_gap} apart do not fit "
+                f"in stage.num_frames={sc.num_frames}"
+            )
+        if sc.template and "{}" not in sc.template:
+            raise ValueError(f"stage.template={sc.template!r} needs a '{{}}' where the prompt goes (or leave it empty)")
+
+    @staticmethod
+    def _load_candidates(sc):
+        if not str(sc.pose_dir).strip():
+            raise ValueError(
+                "stage.pose_dir is empty: the motion stage starts from the candidate poses of a pose-stage run. "
+                'Make one with `python train.py stage=pose prompt.motion="a person raising both arms"`, then pass '
+                "its run directory: `python train.py stage=motion stage.pose_dir=<that run directory>`"
+            )
+        try:
+            return load_candidates(sc.pose_dir, key="stage.pose_dir")
+        except ValueError as err:
+            raise ValueError(f"stage.pose_dir={sc.pose_dir!r} holds no usable candidate poses: {err}") from err
+
+    def _prompt_text(self, sc, candidates) -> str:
+        if sc.template:
+            return sc.template.format(self.prompt) if self.prompt else ""
+        return (candidates.prompt_text or self.prompt).strip()
+
+    def _empty_prompt_message(self) -> str:
+        return (
+            f"The motion prompt is empty: {self.stage_cfg.pose_dir} has no prompt/prompt_text and prompt.motion is "
+            f"{str(self.cfg.prompt.motion)!r}. Give the sentence, e.g. prompt.motion=\"a person raising both arms\", "
+            "or set lambda_guidance=0 and scorer.enabled=false"
+        )
+
+    # ---- the motion ----------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.prior.eval()  # frozen: never dropout, whatever Lightning asks
+        return self
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotations (T, 22, 3) axis-angle (root per ``stage.root``) and the body joints' local
+        rotation matrices (T, 21, 3, 3) of the clip decoded from one code z (1, D)."""
+        t = int(self.stage_cfg.num_frames)
+        features = self.prior.decode(z, t)[0]
+        rotmats = rot6d_to_rotmat(features.reshape(t, -1, 6)[:, :22])
+        return self._rotations(rotmats), rotmats[:, 1:]
+
+    def _rotations(self, rotmats: torch.Tensor) -> torch.Tensor:
+        rotations = roma.rotmat_to_rotvec(rotmats)
+        if self.stage_cfg.root == "upright":
+            root = torch.tensor(UPRIGHT, dtype=rotations.dtype, device=rotations.device).expand(len(rotations), 3)
+            rotations = torch.cat([root[:, None], rotations[:, 1:]], dim=1)
+        return rotations
+
+    @torch.no_grad()
+    def interpolate(self) -> torch.Tensor:
+        """The interpolation baseline's rotations (T, 22, 3) (see the module docstring)."""
+        sc, t = self.stage_cfg, int(self.stage_cfg.num_frames)
+        static = self.candidate_rotations[:, None].expand(-1, t, -1, -1)
+        codes, _ = self.prior.encode(canonical_to_features(static, self.prior.config.num_joints))  # (K, D)
+        k = len(codes)
+        if k == 1:
+            z = codes.expand(t, -1)
+        else:
+            key_times = torch.linspace(0, t - 1, k)
+            pos = torch.arange(t, dtype=torch.float32)
+            seg = torch.searchsorted(key_times, pos, right=True).clamp(1, k - 1) - 1
+            alpha = ((pos - key_times[seg]) / (key_times[seg + 1] - key_times[seg]))[:, None]
+            z = (1 - alpha) * codes[seg] + alpha * codes[seg + 1]
+        clips = self.prior.decode(z, t)  # (T, T, F): one clip per time
+        features = clips[torch.arange(t), torch.arange(t)]  # frame t of clip t
+        return self._rotations(rot6d_to_rotmat(features.reshape(t, -1, 6)[:, :22]))
+
+    @torch.no_grad()
+    def motion_rotations(self) -> torch.Tensor:
+        """The current clip's rotations (T, 22, 3), detached."""
+        if self.generator == "interpolation":
+            if self._interpolated is None:
+                self._interpolated = self.interpolate()
+            return self._interpolated
+        return self.decode(self.latent)[0].detach()
+
+    def reconstruction_distances(self, body_rotmats: torch.Tensor) -> torch.Tensor:
+        """Per candidate (K,): the distance to its closest frame (mean over the 21 body joints of
+        the squared Frobenius norm of the rotation-matrix difference)."""
+        diff = body_rotmats[None] - self.candidate_rotmats[:, None]  # (K, T, 21, 3, 3)
+        dist = (diff**2).sum((-1, -2)).mean(-1)  # (K, T)
+        window = int(self.stage_cfg.match_window)
+        if window > 1:  # the mean over `window` consecutive frames: a candidate is held, not flashed
+            dist = torch.nn.functional.avg_pool1d(dist[:, None], window, stride=1)[:, 0]
+        return dist.min(dim=1).values
+
+    @torch.no_grad()
+    def reconstruction_errors(self) -> dict[str, Any]:
+        """How close the clip comes to each candidate: rotation distance and template-skeleton
+        joint error (mm) to the closest frame, per candidate and rank-weighted."""
+        rotations = self.motion_rotations()
+        rotmats = roma.rotvec_to_rotmat(rotations[:, 1:])
+        dist = self.reconstruction_distances(rotmats)
+        frames, cands = body_joints(rotations), body_joints(self.candidate_rotations)
+        mm = (frames[None] - cands[:, None]).norm(dim=-1).mean(-1).min(dim=1).values * 1000.0
+        w = self.rank_weights
+        return {
+            "reconstruction_distance": float((w * dist).sum()),
+            "reconstruction_joint_error_mm": float((w * mm).sum() / w.sum()),
+            "candidate_joint_error_mm": [round(float(v), 2) for v in mm],
+        }
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def compute_losses(self, batch) -> dict[str, torch.Tensor]:
+        sc = self.stage_cfg
+        rotations, body_rotmats = self.decode(self.latent)
+        losses: dict[str, torch.Tensor] = {}
+        if self.active("reconstruction"):
+            losses["reconstruction"] = (self.rank_weights * self.reconstruction_distances(body_rotmats)).sum()
+        if self.active("delta"):
+            losses["delta"] = -(body_rotmats[1:] - body_rotmats[:-1]).abs().mean()
+        if self.active("latent"):
+            losses["latent"] = (self.latent**2).mean()
+        if self.guidance is not None and self.active("guidance"):
+            losses["guidance"] = self.guidance_loss(rotations)
+        if not losses:  # every weight is 0 at this step (a schedule): a zero loss, no update
+            losses["latent"] = (self.latent * 0.0).sum()
+        return losses
+
+    def guidance_loss(self, rotations: torch.Tensor) -> torch.Tensor:
+        sc = self.stage_cfg
+        g = self.step_generator()
+        span = (sc.guidance_frames - 1) * sc.guidance_gap
+        start = int(torch.randint(0, sc.num_frames - span, (1,), generator=g))
+        frames = torch.arange(sc.guidance_frames) * sc.guidance_gap + start
+        jitter = (float(torch.rand((), generator=g)) * 2 - 1) * sc.guidance_azimuth_jitter_deg
+        pose = CanonicalPose(rotations[frames], torch.zeros(len(frames), 3, dtype=rotations.dtype, device=rotations.device))
+        vertices = self.body(pose=pose).vertices
+        images = render_frames(
+            self.body, vertices, self.renderer, azimuth_deg=sc.guidance_azimuth_deg + jitter, silhouette=sc.guidance_silhouette
+        )
+        self.guidance_renders += len(frames)
+        per_frame = self.guidance.guidance_loss(images, self.prompt_text)
+        weights = (frames + 1).float() if sc.guidance_later_weight else torch.ones(len(frames))
+        weights = (weights / weights.sum()).to(per_frame)
+        return (weights * per_frame).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam([self.latent], lr=self.stage_cfg.lr)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.cfg.trainer.val_every_n_steps
+        if every > 0 and self.global_step % every == 0:
+            errors = self.reconstruction_errors()
+            self.log("metrics/reconstruction_joint_error_mm", errors["reconstruction_joint_error_mm"], on_step=True)
+            from avatar.metrics.motion import delta
+
+            self.log("metrics/delta", delta(self.motion_rotations()), on_step=True)
+            self.validation_image()
+
+    def on_train_end(self) -> None:
+        self.finish(self.loggers)
+
+    # ---- one-shot path (interpolation) ------------------------------------------------------------
+    def run(self, loggers=()) -> dict:
+        return self.finish(loggers)
+
+    # ---- outputs ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validation_image(self, loggers=None) -> np.ndarray:
+        """Candidates (top row) and ``val_frames`` evenly spaced frames of the clip (bottom)."""
+        sc = self.stage_cfg
+        rotations = self.motion_rotations()
+        index = frame_indices(len(rotations), int(sc.val_frames))
+        rows = [(self.candidate_rotations, [f"candidate {i + 1}" for i in range(len(self.candidate_rotations))]),
+                (rotations[index], [f"frame {i}" for i in index])]  # fmt: skip
+        ncols = max(len(rows[0][1]), len(rows[1][1]))
+        tiles = []
+        for rot, labels in rows:
+            pose = CanonicalPose(rot, torch.zeros(len(rot), 3))
+            vertices = self.body(pose=pose.to(self.body.device, self.body.dtype)).vertices
+            images = render_frames(self.body, vertices, self.preview_renderer, azimuth_deg=sc.video_azimuth_deg, elevation_deg=10.0)
+            row = [caption_tile(to_uint8(img), text) for img, text in zip(images, labels)]
+            row += [np.full_like(row[0], 255)] * (ncols - len(row))
+            tiles += row
+        grid = image_grid(tiles, ncols=ncols)
+        save_image(self.run_dir() / "images" / f"motion_step{self.global_step:06d}.png", grid)
+        if loggers is None:
+            self.log_image("val/motion", grid)
+        else:
+            from avatar.engine.trainer import log_image
+
+            log_image(loggers, "val/motion", grid, self.global_step, self.cfg.logger.wandb.log_images)
+        return grid
+
+    @torch.no_grad()
+    def finish(self, loggers=()) -> dict:
+        """Write motion.npz, motion.mp4, the last validation strip, metrics.json and result.json."""
+        from avatar.export.animation import render_motion_video
+        from avatar.guidance.base import build_scorer
+        from avatar.priors.loading import load_pose_prior
+
+        sc, run_dir = self.stage_cfg, self.run_dir()
+        self.eval()
+        rotations = self.motion_rotations().float().cpu()
+        motion = CanonicalMotion(rotations, torch.zeros(len(rotations), 3), float(sc.fps), source=f"motion stage ({self.generator})")
+        motion = grounded_motion(motion, self.body)
+        save_motion(run_dir / "motion.npz", motion, self.prompt, self.generator)
+        render_motion_video(self.body, motion.poses(), run_dir / "motion.mp4", motion.fps, self.preview_renderer,
+                            azimuth_deg=sc.video_azimuth_deg)  # fmt: skip
+        self.validation_image(loggers=list(loggers))
+
+        scorer = build_scorer(self.cfg)
+        if scorer is not None and not self.prompt_text:
+            raise ValueError(self._empty_prompt_message())
+        metrics = motion_metrics(
+            motion, self.body, pose_prior=load_pose_prior(self.cfg.prior), scorer=scorer, prompt_text=self.prompt_text,
+            score_frames=int(sc.score_frames), renderer=self.renderer, contact_threshold=float(sc.contact_threshold),
+        )  # fmt: skip
+        metrics.update(self.reconstruction_errors())
+        if scorer is not None:  # reference: the scorer's view of the candidate poses themselves
+            from avatar.metrics.motion import scorer_scores
+
+            still = CanonicalMotion(self.candidate_rotations.cpu(), torch.zeros(len(self.candidate_rotations), 3), motion.fps)
+            metrics["candidates_scorer_score"] = float(scorer_scores(scorer, self.body, still, self.prompt_text, None, self.renderer).mean())
+        objective = -metrics["scorer_score"] if scorer is not None else metrics["reconstruction_distance"]
+        result = {
+            "generator": self.generator,
+            "prompt": self.prompt,
+            "prompt_text": self.prompt_text,
+            "pose_dir": str(sc.pose_dir),
+            "num_candidates": len(self.candidate_rotations),
+            "num_frames": motion.num_frames,
+            "fps": motion.fps,
+            "steps": int(self.global_step),
+            "guidance_renders": self.guidance_renders,
+            "seconds": round(time.perf_counter() - self._start, 1),
+            **metrics,
+            "objective": objective,
+        }
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+        numeric = {f"motion/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        for logger in loggers:
+            logger.log_metrics(numeric, step=int(self.global_step))
+        log.info("Motion (%s, %d frames): %s", self.generator, motion.num_frames, {k: v for k, v in result.items() if k in numeric or k == "objective"})
+        self._result = result
+        return result
+
+    def result(self) -> dict:
+        return self._result if self._result is not None else self.finish(self.loggers)

@@ -76,7 +76,7 @@ def read_any_motion(path: str | Path, key: str = "stage.motion") -> CanonicalMot
     if not p.is_file():
         raise FileNotFoundError(f"`{key}`={str(p)!r} does not exist")
     if p.suffix.lower() == ".bvh":
-        return retarget(read_bvh(p))
+        return retarget(read_bvh(p), fps=None)  # the clip at its own rate
     if p.suffix.lower() == ".npz":
         with np.load(p) as data:
             keys = set(data.files)

@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:
-#   make demo   install everything, then run the main job on the default (free, offline) stack
+#   make demo   install everything, then run the whole pipeline (three sentences -> animated avatar)
+#               on the default (free, offline) stack with the cpu preset
 #   make test   install everything, then run the test suite
 #
 # torch and torchvision must be a matched pair. The default pair is the one verified here; on
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: install
-	$(PY) train.py $(DEMO_ARGS)
+	$(PY) train.py pipeline=full $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest tests -q

@@ -190,3 +190,46 @@ def test_pipeline_runs_every_stage_and_reuses_or_redoes_them(tmp_path, small_cod
 def test_pipeline_rejects_unknown_stages(tmp_path):
     with pytest.raises(ValueError, match="pipeline.stages"):
         run_pipeline_in_process(tmp_path, ["pipeline=full", "pipeline.stages=[shape,texture]"])
+
+
+def captured_walk(tmp_path) -> CanonicalMotion:
+    """CMU subject 7, trial 1 (a straight walk) from the shared corpus beside the repository."""
+    import tarfile
+    from pathlib import Path
+
+    from avatar.mocap.bvh import read_bvh
+    from avatar.mocap.retarget import retarget
+
+    archive = Path(__file__).resolve().parents[2] / "shared" / "mocap" / "cgspeed_daz.tar.xz"
+    if not archive.is_file():
+        pytest.skip(f"no mocap corpus at {archive.parent}")
+    with tarfile.open(archive, "r:xz") as tar:
+        member = next(m for m in tar if m.name.endswith("Przestr__motion-capture/07_01.bvh"))
+        (tmp_path / "walk.bvh").write_bytes(tar.extractfile(member).read())
+    return retarget(read_bvh(tmp_path / "walk.bvh"))
+
+
+def test_an_in_place_walk_travels_with_planted_feet(tmp_path):
+    """A captured walk with its translation removed (as the motion VAE decodes clips) gets its
+    travel back from the foot contacts: most of the captured distance, and far less foot
+    skating than in place."""
+    from avatar.body.skeleton import CanonicalPose, forward_kinematics
+    from avatar.metrics.motion import foot_skating
+    from avatar.mocap.contact import travel_from_foot_contacts
+
+    walk = captured_walk(tmp_path)
+    in_place = walk.transl.clone()
+    in_place[:, :2] = in_place[:1, :2]
+    travel = travel_from_foot_contacts(walk.rotations, in_place)
+
+    def skate(transl):
+        return foot_skating(forward_kinematics(CanonicalPose(walk.rotations, transl)), walk.fps)["skate_speed"]
+
+    true_distance = float((walk.transl[-1, :2] - walk.transl[0, :2]).norm())
+    distance = float((travel[-1, :2] - travel[0, :2]).norm())
+    assert 0.6 * true_distance < distance < 1.4 * true_distance
+    assert skate(travel) < 0.5 * skate(in_place)
+    # The animate stage applies it to in-place clips only (stage.travel=auto).
+    save_motion(tmp_path / "motion.npz", CanonicalMotion(walk.rotations, in_place, walk.fps))
+    stage = AnimateStage(compose_cfg(tmp_path / "run", *ANIMATE, f"stage.motion={tmp_path / 'motion.npz'}"))
+    assert stage.travelled() is not stage.motion and stage.travel_used == "feet"

@@ -12,8 +12,10 @@ by linear blend skinning, and everything is written in formats other tools open:
   once while the motion plays), ``animation.png`` (a strip of frames).
 
 The motion is any canonical motion: a motion stage's run directory or ``motion.npz``, a BVH
-file, or an AMASS ``.npz``, so captured clips animate the avatar too. The clip is shifted
-vertically (one offset for the whole clip) so the avatar's lowest point touches the floor.
+file, or an AMASS ``.npz``, so captured clips animate the avatar too. A clip decoded in place
+(the motion VAE has no translation) gets root travel from its foot contacts
+(``avatar.mocap.contact``: a generated walk walks); the clip is then shifted vertically (one
+offset for the whole clip) so the avatar's lowest point touches the floor.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from avatar.export.gltf import write_animated_gltf
 from avatar.export.media import image_grid, save_image, save_video, to_uint8
 from avatar.mocap.amass import read_amass_npz, write_amass_npz
 from avatar.mocap.bvh import read_bvh, write_bvh
+from avatar.mocap.contact import travel_from_foot_contacts
 from avatar.mocap.retarget import CanonicalMotion, retarget
 from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
 from avatar.stages.base import STAGES
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 AVATAR_RIG = "avatar_rig.npz"
 AVATAR_MESH = "avatar.ply"
+TRAVEL = ("auto", "feet", "keep")
 
 
 @dataclass
@@ -56,6 +60,10 @@ class AnimateStageConfig:
     motion: str = ""
     fps: float = 0.0  # playback / export rate; 0 = the motion's own
     ground: bool = True  # shift the clip so the avatar's lowest point over the clip is at z = 0
+    # Root travel: "feet" moves the pelvis so the stance foot stays planted (a generated walk,
+    # decoded in place, then travels); "keep" uses the motion's own translation; "auto" is
+    # "feet" for clips whose pelvis never moves horizontally (the motion stage's) and "keep" otherwise.
+    travel: str = "auto"
     video_size: int = 256
     camera_distance: float = 3.2
     camera_elevation_deg: float = 10.0
@@ -99,6 +107,8 @@ class AnimateStage(torch.nn.Module):
         self.motion = read_any_motion(self.stage_cfg.motion)
         if self.motion.num_frames == 0:
             raise ValueError(f"stage.motion={self.stage_cfg.motion!r} has no frames")
+        if self.stage_cfg.travel not in TRAVEL:
+            raise ValueError(f"stage.travel={self.stage_cfg.travel!r} is not one of {list(TRAVEL)}")
         if self.stage_cfg.fps > 0:
             self.motion = CanonicalMotion(self.motion.rotations, self.motion.transl, float(self.stage_cfg.fps), self.motion.source)
         self.rig, self.colors, self.avatar_source = self.load_avatar()
@@ -135,11 +145,21 @@ class AnimateStage(torch.nn.Module):
         poses = motion.poses()
         return torch.cat([self.rig.pose(poses[i : i + chunk]) for i in range(0, motion.num_frames, chunk)])
 
+    def travelled(self) -> CanonicalMotion:
+        """The motion with the root travel of ``stage.travel`` (on the avatar's own skeleton)."""
+        motion, mode = self.motion, self.stage_cfg.travel
+        in_place = bool((motion.transl[:, :2] - motion.transl[:1, :2]).abs().max() < 1e-6)
+        self.travel_used = "feet" if mode == "feet" or (mode == "auto" and in_place) else "keep"
+        if self.travel_used == "feet":
+            transl = travel_from_foot_contacts(motion.rotations, motion.transl, self.rig.rest_joints)
+            return CanonicalMotion(motion.rotations, transl, motion.fps, motion.source)
+        return motion
+
     def grounded(self) -> tuple[CanonicalMotion, torch.Tensor]:
-        """The motion shifted so the avatar's lowest point over the clip is at z = 0, and its
-        skinned vertices."""
-        vertices = self.skinned(self.motion)
-        motion = self.motion
+        """The motion (with its root travel) shifted so the avatar's lowest point over the clip
+        is at z = 0, and its skinned vertices."""
+        motion = self.travelled()
+        vertices = self.skinned(motion)
         if self.stage_cfg.ground:
             lift = -float(vertices[..., 2].min())
             transl = motion.transl.clone()
@@ -194,6 +214,7 @@ class AnimateStage(torch.nn.Module):
             "seconds": round(motion.num_frames / fps, 3),
             "vertices": int(self.rig.num_vertices),
             "horizontal_travel_m": round(float(travel), 4),
+            "travel": self.travel_used,
             "files": {k: str(v) for k, v in files.items()},
             "objective": 0.0,  # nothing is optimised here
         }

@@ -6,6 +6,7 @@ from avatar.metrics.motion import (
     delta,
     diversity,
     foot_skating,
+    frame_indices,
     grounded_motion,
     jerk,
     motion_joints,
@@ -13,6 +14,7 @@ from avatar.metrics.motion import (
     pose_prior_nll,
     render_frames,
     scorer_scores,
+    static_motion,
 )
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "delta",
     "diversity",
     "foot_skating",
+    "frame_indices",
     "grounded_motion",
     "jerk",
     "motion_joints",
@@ -27,4 +30,5 @@ __all__ = [
     "pose_prior_nll",
     "render_frames",
     "scorer_scores",
+    "static_motion",
 ]

@@ -71,7 +71,9 @@ def grounded_motion(motion: CanonicalMotion, body=None, shape: torch.Tensor | No
 
 # ---- kinematic metrics ---------------------------------------------------------------------
 def _check_joints(joints: torch.Tensor, min_frames: int, what: str) -> torch.Tensor:
-    joints = torch.as_tensor(joints).float()
+    joints = torch.as_tensor(joints)
+    if not joints.is_floating_point():
+        joints = joints.float()
     if joints.ndim != 3 or joints.shape[-1] != 3:
         raise ValueError(f"{what}: joints must be (T, J, 3), got {tuple(joints.shape)}")
     if joints.shape[0] < min_frames:

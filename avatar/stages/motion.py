@@ -58,7 +58,12 @@ from avatar.body.base import build_body
 from avatar.body.skeleton import UPRIGHT, CanonicalPose
 from avatar.engine.schedules import is_always_zero
 from avatar.export.media import caption_tile, image_grid, save_image, to_uint8
-from avatar.metrics.motion import frame_indices, grounded_motion, motion_metrics, render_frames
+from avatar.metrics.motion import (
+    frame_indices,
+    grounded_motion,
+    motion_metrics,
+    render_frames,
+)
 from avatar.mocap.retarget import CanonicalMotion
 from avatar.priors.data import body_joints
 from avatar.priors.motion_vae import canonical_to_features, rot6d_to_rotmat
@@ -151,10 +156,11 @@ class MotionStage(StageModule):
                 f"stage.generator={sc.generator}: every loss weight (stage.lambda_{{{','.join(terms)}}}) is 0, "
                 "so there is nothing to optimise; set stage.lambda_reconstruction (default 1)"
             )
+        uses_guidance = self.trainable and self.active("guidance")
+        if not self.prompt_text and (uses_guidance or cfg.scorer.enabled):  # fail now, not after the run
+            raise ValueError(self._empty_prompt_message())
         self.guidance = None
-        if self.trainable and self.active("guidance"):
-            if not self.prompt_text:
-                raise ValueError(self._empty_prompt_message())
+        if uses_guidance:
             from avatar.guidance.base import build_guidance
 
             self.guidance = build_guidance(cfg.guidance)
@@ -245,20 +251,21 @@ class MotionStage(StageModule):
     @torch.no_grad()
     def interpolate(self) -> torch.Tensor:
         """The interpolation baseline's rotations (T, 22, 3) (see the module docstring)."""
-        sc, t = self.stage_cfg, int(self.stage_cfg.num_frames)
+        t = int(self.stage_cfg.num_frames)
         static = self.candidate_rotations[:, None].expand(-1, t, -1, -1)
         codes, _ = self.prior.encode(canonical_to_features(static, self.prior.config.num_joints))  # (K, D)
         k = len(codes)
         if k == 1:
             z = codes.expand(t, -1)
         else:
-            key_times = torch.linspace(0, t - 1, k)
-            pos = torch.arange(t, dtype=torch.float32)
+            key_times = torch.linspace(0, t - 1, k, device=codes.device)
+            pos = torch.arange(t, dtype=torch.float32, device=codes.device)
             seg = torch.searchsorted(key_times, pos, right=True).clamp(1, k - 1) - 1
             alpha = ((pos - key_times[seg]) / (key_times[seg + 1] - key_times[seg]))[:, None]
             z = (1 - alpha) * codes[seg] + alpha * codes[seg + 1]
         clips = self.prior.decode(z, t)  # (T, T, F): one clip per time
-        features = clips[torch.arange(t), torch.arange(t)]  # frame t of clip t
+        diagonal = torch.arange(t, device=clips.device)
+        features = clips[diagonal, diagonal]  # frame t of clip t
         return self._rotations(rot6d_to_rotmat(features.reshape(t, -1, 6)[:, :22]))
 
     @torch.no_grad()
@@ -298,7 +305,6 @@ class MotionStage(StageModule):
 
     # ---- optimisation ------------------------------------------------------------------------
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:
-        sc = self.stage_cfg
         rotations, body_rotmats = self.decode(self.latent)
         losses: dict[str, torch.Tensor] = {}
         if self.active("reconstruction"):

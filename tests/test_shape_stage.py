@@ -195,3 +195,13 @@ def test_appearance_stage_starts_from_a_shape_run(tmp_path):
     world = stage.world_from_object(stage.coarse_vertices)
     assert torch.allclose(world - world.mean(0), rest - rest.mean(0), atol=1e-4)
     assert stage.coarse_vertices.norm(dim=-1).max() <= stage.stage_cfg.object_radius + 1e-5
+
+
+def test_the_neutral_prompt_keeps_the_neutral_body(tmp_path):
+    """"a person" in the template is the neutral text itself: no direction, so the neutral body
+    (entry 0), not whichever entry a tie of zero scores lands on."""
+    from avatar.engine.runner import run
+
+    result = run(compose_cfg(tmp_path / "run", *FAST_SHAPE, "stage.refine_steps=0", "prompt.shape=a person",
+                             f"stage.cache_dir={tmp_path / 'cache'}", "logger=none"))
+    assert result["codebook_index"] == 0

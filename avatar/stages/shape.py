@@ -418,6 +418,12 @@ class ShapeStage(torch.nn.Module):
         scores = score_codebook(guidance, embeddings, neutral_emb, self.prompt_text, sc.neutral_text, sc.scoring)
         k = min(int(sc.top_k), len(scores))
         top_scores, top_idx = scores.topk(k)
+        if sc.scoring == "direction" and self.prompt_text.strip().lower() == sc.neutral_text.strip().lower():
+            # "a person": the prompt adds nothing to the neutral text, so there is no direction
+            # to follow (every score is 0) and the answer is the neutral body, entry 0.
+            log.info("Shape prompt %r is the neutral text: keeping the neutral body", self.prompt)
+            top_idx = torch.cat([torch.zeros(1, dtype=top_idx.dtype), top_idx[top_idx != 0]])[:k]
+            top_scores = scores[top_idx]
         names = list(self.body.shape_names)
         log.info("Shape prompt %r -> %r (%s scoring, %d entries)", self.prompt, self.prompt_text, sc.scoring, len(scores))
         for rank, (i, s) in enumerate(zip(top_idx.tolist(), top_scores.tolist())):

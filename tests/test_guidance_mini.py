@@ -48,6 +48,8 @@ def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
     assert result["steps"] == 2 and 0.0 <= result["retrieval_top1"] <= 1.0 and 0.0 <= result["binding_accuracy"] <= 1.0
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=str(tmp_path / "mini.pt")))
     assert guidance.encode_image(torch.rand(1, 3, 64, 64)).shape == (1, 32)
+    # Trained without the held-out attribute combinations (the default), recorded in the weights.
+    assert torch.load(tmp_path / "mini.pt", weights_only=True)["meta"]["combinations"] == "train"
 
 
 @pytest.mark.skipif(not Path(MINI_CHECKPOINT).is_file(), reason="the mini guidance model is not trained yet")

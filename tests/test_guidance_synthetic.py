@@ -1,5 +1,6 @@
 """Synthetic image-caption data: colour vocabulary, garment colours in renders, pose words,
-caption grammar and hard negatives, reproducibility (low-poly Anny)."""
+caption grammar and hard negatives, reproducibility, held-out attribute combinations
+(low-poly Anny)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,24 @@ import torch
 from avatar.body.skeleton import CanonicalPose, forward_kinematics, named_pose, pose_names
 from avatar.guidance.synthetic import (
     COLORS,
+    HELD_OUT_COLOR_PAIRS,
+    HELD_OUT_KIND_PATTERNS,
     BodyParts,
     SyntheticConfig,
     SyntheticRenderer,
     caption,
     change_negative,
+    color_family,
+    held_out_combinations,
+    is_held_out,
     pose_words,
     sample_appearance,
+    sample_outfit,
     swap_negative,
     vertex_colors,
 )
+from avatar.guidance.synthetic.appearance import TOP_KINDS
+from avatar.guidance.synthetic.captions import PATTERN_WORDS
 from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
 
 LOW_POLY = "notoes_collapse5pc"
@@ -125,3 +134,83 @@ def test_generation_is_reproducible(synth):
     a = synth.generate(4, torch.Generator().manual_seed(7))
     b = synth.generate(4, torch.Generator().manual_seed(7))
     assert torch.equal(a.images, b.images) and a.captions == b.captions
+
+
+# ---- held-out attribute combinations -------------------------------------------------------
+@pytest.fixture(scope="module")
+def split(anny_low):
+    """64 renders (16 px) of training and of held-out combinations."""
+    out = {}
+    for mode in ("train", "held_out"):
+        renderer = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, combinations=mode), body=anny_low)
+        out[mode] = renderer.generate(64, torch.Generator().manual_seed(11))
+    return out
+
+
+def test_colour_families_of_everyday_colours():
+    expected = {
+        "red": "red", "crimson": "red", "maroon": "red", "pink": "pink", "orange": "orange",
+        "yellow": "yellow", "gold": "yellow", "green": "green", "dark green": "green", "teal": "cyan",
+        "blue": "blue", "navy": "blue", "sky blue": "blue", "purple": "purple", "black": "neutral",
+        "white": "neutral", "grey": "neutral",
+    }  # fmt: skip
+    assert {n: color_family(n) for n in expected} == expected
+
+
+def test_train_mode_never_and_held_out_mode_always_shows_a_held_out_combination(split):
+    assert not any(is_held_out(a) for a in split["train"].attributes)
+    assert all(is_held_out(a) and not a["textureless"] for a in split["held_out"].attributes)
+    colour_pair = {" + " in c for a in split["held_out"].attributes for c in held_out_combinations(a)}
+    assert colour_pair == {True, False}  # colour pairs and kind-pattern pairs both occur
+    textureless = sample_appearance(random.Random(0), 0.5)
+    textureless.update(textureless=True, top={"kind": "sleeveless", "color": "green", "pattern": "checks"})
+    assert not is_held_out(textureless)  # a grey render shows no combination
+
+
+def test_held_out_values_occur_in_training_only_the_combination_is_new(split):
+    """Every colour family, garment kind and pattern of a held-out combination is drawn in
+    ``train`` mode on the same garment; only the pair is missing."""
+    rng = random.Random(0)
+    train = [*split["train"].attributes, *(sample_outfit(rng, rng.random(), combinations="train") for _ in range(2000))]
+    train = [a for a in train if not a["textureless"]]
+    families = {g: {color_family(a[g]["color"]) for a in train} for g in ("top", "bottom")}
+    kinds = {(g, a[g]["kind"]) for a in train for g in ("top", "bottom")}
+    patterns = {(g, a[g]["pattern"]) for a in train for g in ("top", "bottom")}
+    for top, bottom in HELD_OUT_COLOR_PAIRS:
+        assert top in families["top"] and bottom in families["bottom"]
+        assert not any((color_family(a["top"]["color"]), color_family(a["bottom"]["color"])) == (top, bottom) for a in train)
+    for kind, pattern in HELD_OUT_KIND_PATTERNS:
+        garment = "top" if kind in TOP_KINDS else "bottom"
+        assert (garment, kind) in kinds and (garment, pattern) in patterns
+        assert not any((a[garment]["kind"], a[garment]["pattern"]) == (kind, pattern) for a in train)
+    # The colour names of held-out renders are drawn in training too (with another partner).
+    names = {g: {a[g]["color"] for a in train} for g in ("top", "bottom")}
+    held = split["held_out"].attributes
+    assert sum(a["top"]["color"] in names["top"] and a["bottom"]["color"] in names["bottom"] for a in held) > len(held) // 2
+
+
+def test_combination_modes_are_deterministic_and_all_is_the_plain_sampler(anny_low, split):
+    for mode, batch in split.items():
+        renderer = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, combinations=mode), body=anny_low)
+        again = renderer.generate(64, torch.Generator().manual_seed(11))
+        assert torch.equal(again.images, batch.images) and again.captions == batch.captions
+        assert again.attributes == batch.attributes
+    for seed in range(20):
+        assert sample_outfit(random.Random(seed), 0.6, combinations="all") == sample_appearance(random.Random(seed), 0.6)
+    with pytest.raises(ValueError, match="combinations"):
+        SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, combinations="unseen"), body=anny_low)
+
+
+def test_captions_of_held_out_renders_mention_their_attributes(split):
+    rng, both = random.Random(2), 0
+    for attrs, text, plan in zip(split["held_out"].attributes, split["held_out"].captions, split["held_out"].plans):
+        for g in plan.garments:
+            assert attrs[g]["color"] in text
+            if attrs[g]["pattern"] != "solid":
+                assert plan.pattern_words[g] in PATTERN_WORDS[attrs[g]["pattern"]] and plan.pattern_words[g] in text
+        for _ in range(5):
+            text, plan = caption(attrs, rng)
+            if "top" in plan.garments and "bottom" in plan.garments:
+                both += 1
+                assert attrs["top"]["color"] in text and attrs["bottom"]["color"] in text
+    assert both > 0

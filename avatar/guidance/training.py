@@ -6,6 +6,13 @@
 Every step renders a fresh batch (avatar/guidance/synthetic) with captions, and optimises a
 symmetric contrastive loss where identical captions count as positives; each image's caption
 with two regions' colours swapped is an extra negative (the binding the prototype lacked).
+
+Outfits are drawn with ``stage.combinations=train`` by default: the held-out attribute
+combinations of avatar/guidance/synthetic/holdout.py (e.g. a green top with a red bottom,
+polka-dot shorts) are never rendered, so ``scripts/eval_guidance.py`` can measure retrieval on
+them honestly. The weights shipped in avatar/guidance/weights/ (mini.pt, mini_scorer.pt) were
+trained before this switch existed, i.e. with every combination (``combinations=all``): their
+held-out-combination numbers are an upper bound, not a generalisation measurement.
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ class GuidanceTrainStageConfig:
     image_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 256])
     text_trainable_layers: int = 2
     eval_samples: int = 256
+    # Outfit combinations rendered for training and validation: "train" (no held-out
+    # combination; see the module docstring), "all" (how the shipped weights were trained) or
+    # "held_out" (only held-out combinations: for experiments).
+    combinations: str = "train"
     publish: bool = False
     lambda_contrastive: Any = 1.0
     lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
@@ -63,7 +74,9 @@ class GuidanceTrainStage(StageModule):
             embed_dim=sc.embed_dim, image_channels=tuple(sc.image_channels),
             text_trainable_layers=sc.text_trainable_layers,
         ))  # fmt: skip
-        self.synthetic = SyntheticRenderer(SyntheticConfig(topology=sc.topology, image_size=self.model.cfg.image_size))
+        self.synthetic = SyntheticRenderer(SyntheticConfig(
+            topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
+        ))  # fmt: skip
         self._start = time.perf_counter()
         self._eval = None
 
@@ -123,7 +136,8 @@ class GuidanceTrainStage(StageModule):
 
     def result(self) -> dict:
         metrics = {**self.evaluate(), "train_seconds": round(time.perf_counter() - self._start, 1), "steps": int(self.global_step)}
-        payload = self.model.checkpoint({**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed)})
+        meta = {**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed), "combinations": self.stage_cfg.combinations}
+        payload = self.model.checkpoint(meta)
         out = self.run_dir() / f"{self.stage_cfg.output_name}.pt"
         with atomic_path(out) as tmp:
             torch.save(payload, tmp)

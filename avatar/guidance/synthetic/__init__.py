@@ -23,13 +23,22 @@ from avatar.guidance.synthetic.captions import (
     render_caption,
     swap_negative,
 )
+from avatar.guidance.synthetic.holdout import (
+    HELD_OUT_COLOR_PAIRS,
+    HELD_OUT_KIND_PATTERNS,
+    color_family,
+    held_out_combinations,
+    is_held_out,
+    sample_outfit,
+)
 from avatar.guidance.synthetic.generator import SyntheticBatch, SyntheticConfig, SyntheticRenderer, generate_batch
 from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS, pose_features, pose_words
 
 __all__ = [
     "ARM_WORDS", "BACK_TEMPLATE", "BASIC_COLORS", "BODY_WORDS", "COLORS", "FACE_TEMPLATE", "HAIR_COLORS",
-    "HELD_OUT_TEMPLATES", "PATTERNS", "TRAIN_TEMPLATES", "AppearanceConfig", "BodyParts", "CaptionPlan",
-    "SyntheticBatch", "SyntheticConfig", "SyntheticRenderer", "caption", "change_negative", "generate_batch",
-    "plan_caption", "pose_features", "pose_words", "render_caption", "sample_appearance", "swap_negative",
-    "vertex_colors",
+    "HELD_OUT_COLOR_PAIRS", "HELD_OUT_KIND_PATTERNS", "HELD_OUT_TEMPLATES", "PATTERNS", "TRAIN_TEMPLATES",
+    "AppearanceConfig", "BodyParts", "CaptionPlan", "SyntheticBatch", "SyntheticConfig", "SyntheticRenderer",
+    "caption", "change_negative", "color_family", "generate_batch", "held_out_combinations", "is_held_out",
+    "plan_caption", "pose_features", "pose_words", "render_caption", "sample_appearance", "sample_outfit",
+    "swap_negative", "vertex_colors",
 ]  # fmt: skip

@@ -4,7 +4,8 @@ One batch = one Anny forward (random phenotypes, codebook mocap or named poses),
 cameras (full-body views sized to fit the body from AvatarCLIP's view distribution with a wider
 polar spread, or face close-ups), one batched render at ``supersample`` x the image size, average
 pooled. Captions follow the view: AvatarCLIP's face template for close-ups, its back template for
-back views, paraphrases otherwise.
+back views, paraphrases otherwise. ``combinations`` restricts outfits to the training or the
+held-out attribute combinations of :mod:`avatar.guidance.synthetic.holdout`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 
 from avatar.body.anny_body import PHENOTYPES, AnnyBody, AnnyBodyConfig
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose, pose_names
-from avatar.guidance.synthetic.appearance import AppearanceConfig, BodyParts, sample_appearance, vertex_colors
+from avatar.guidance.synthetic.appearance import AppearanceConfig, BodyParts, vertex_colors
 from avatar.guidance.synthetic.captions import caption
+from avatar.guidance.synthetic.holdout import COMBINATIONS, sample_outfit
 from avatar.guidance.synthetic.poses import pose_words
 from avatar.priors.loading import load_codebook
 from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, ViewSamplingConfig, make_background, sample_views
@@ -46,6 +48,9 @@ class SyntheticConfig:
     )
     backgrounds: tuple[str, ...] = BACKGROUNDS
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+    # Outfits: "all" (every combination), "train" (never a held-out combination of
+    # avatar/guidance/synthetic/holdout.py) or "held_out" (always one; textureless never).
+    combinations: str = "all"
 
 
 @dataclass
@@ -61,6 +66,8 @@ class SyntheticRenderer:
 
     def __init__(self, cfg: SyntheticConfig | None = None, body=None, codebook=None) -> None:
         self.cfg = cfg or SyntheticConfig()
+        if self.cfg.combinations not in COMBINATIONS:
+            raise ValueError(f"combinations={self.cfg.combinations!r}; choose one of {COMBINATIONS}")
         self.body = body or AnnyBody(AnnyBodyConfig(topology=self.cfg.topology))
         self.parts = BodyParts.from_body(self.body)
         self.codebook_poses = (codebook or load_codebook()).poses()
@@ -115,7 +122,7 @@ class SyntheticRenderer:
         kinds = [rng.choice(cfg.backgrounds) for _ in range(n)]
         for i in range(n):
             phenotype = dict(zip(PHENOTYPES, shape[i].tolist()))
-            attrs = sample_appearance(rng, phenotype["gender"], cfg.appearance)
+            attrs = sample_outfit(rng, phenotype["gender"], cfg.appearance, cfg.combinations)
             view = "face" if info["is_face"][i] else ("back" if info["is_back"][i] else "body")
             attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i])
             attributes.append(attrs)

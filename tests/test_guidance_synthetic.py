@@ -15,7 +15,6 @@ from avatar.guidance.synthetic import (
     COLORS,
     HELD_OUT_COLOR_PAIRS,
     HELD_OUT_KIND_PATTERNS,
-    BodyParts,
     SyntheticConfig,
     SyntheticRenderer,
     caption,

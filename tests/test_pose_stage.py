@@ -13,7 +13,6 @@ import math
 import shutil
 
 import imageio.v2 as imageio
-import numpy as np
 import pytest
 import torch
 from helpers import LOW_POLY, compose_cfg, run_train

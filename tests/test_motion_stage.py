@@ -159,6 +159,21 @@ def test_subtracted_delta_makes_the_motion_livelier(tmp_path, standing_file, see
     assert livelier[50.0] > 1.5 * livelier[0.0]
 
 
+def test_smoothness_term_removes_the_spikes_and_keeps_the_candidates(tmp_path, standing_file):
+    """The closest-frame reconstruction is met by brief spikes (jerky clips); the smoothness
+    term (not in the paper) makes the clip far smoother at a small cost in reconstruction."""
+    from avatar.metrics.motion import jerk
+    from avatar.priors.data import body_joints
+
+    out = {}
+    for weight in (0.0, 1.0):
+        stage = make_stage(tmp_path, standing_file, "stage.lambda_guidance=0", f"stage.lambda_smoothness={weight}")
+        optimise(stage, 150)
+        out[weight] = (jerk(body_joints(stage.motion_rotations()), 30.0), stage.reconstruction_errors())
+    assert out[1.0][0] < 0.5 * out[0.0][0], out
+    assert out[1.0][1]["reconstruction_joint_error_mm"] < 1.5 * out[0.0][1]["reconstruction_joint_error_mm"] + 10
+
+
 def test_guidance_term_renders_and_moves_the_code_and_lambda_zero_skips_it(tmp_path, poses_file, monkeypatch):
     guided = make_stage(tmp_path, poses_file, "stage.lambda_reconstruction=0", "stage.lambda_delta=0")
     losses = guided.compute_losses(None)

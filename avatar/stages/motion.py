@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 
 GENERATORS = ("latent", "reconstruction", "interpolation")
 ROOTS = ("upright", "decoded")
-LATENT_INITS = ("normal", "zeros")
+LATENT_INITS = ("normal", "zeros", "interpolation")
 
 
 @dataclass
@@ -93,7 +93,10 @@ class MotionStageConfig:
     # optimisation can satisfy with a one-frame spike); w > 1 = the closest run of w frames.
     match_window: int = 1
     lr: float = 0.01  # Adam on the latent code, constant (AvatarCLIP)
-    latent_init: str = "normal"  # normal: N(0, latent_init_std^2) from the seed | zeros
+    # normal: N(0, latent_init_std^2) from the seed (AvatarCLIP) | zeros | interpolation: the
+    # code of the interpolation baseline's clip (encoded by the VAE), a start that already
+    # passes near every candidate
+    latent_init: str = "normal"
     latent_init_std: float = 1.0
     root: str = "upright"  # upright: discard the decoded root (AvatarCLIP) | decoded
     # The guidance text: "" uses the candidates' prompt_text (the pose stage's templated text);
@@ -108,6 +111,9 @@ class MotionStageConfig:
     lambda_reconstruction: Any = 1.0
     lambda_guidance: Any = 0.001
     lambda_delta: Any = 0.01  # the delta is subtracted: loss_delta = -mean |R[t+1] - R[t]|
+    # Not in the paper: mean squared acceleration of the template skeleton's joints (m/frame^2,
+    # x 1e4), against the one-frame spikes the closest-frame reconstruction otherwise favours.
+    lambda_smoothness: Any = 0.0
     lambda_latent: Any = 0.0  # mean(z^2); 0 = the paper
     # ---- outputs -------------------------------------------------------------------------
     preview_size: int = 192  # validation strips and motion.mp4
@@ -150,7 +156,7 @@ class MotionStage(StageModule):
         self.preview_renderer = MeshRenderer(MeshRenderConfig(height=int(sc.preview_size), width=int(sc.preview_size)))
         self.guidance_renders = 0  # frames rendered for the guidance (0 when it is off)
 
-        terms = ("reconstruction", "guidance", "delta", "latent")
+        terms = ("reconstruction", "guidance", "delta", "latent", "smoothness")
         if self.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
             raise ValueError(
                 f"stage.generator={sc.generator}: every loss weight (stage.lambda_{{{','.join(terms)}}}) is 0, "
@@ -168,7 +174,14 @@ class MotionStage(StageModule):
 
         g = torch.Generator().manual_seed(int(cfg.seed))
         dim = self.prior.config.latent_dim
-        init = torch.zeros(1, dim) if sc.latent_init == "zeros" else torch.randn(1, dim, generator=g) * float(sc.latent_init_std)
+        if sc.latent_init == "zeros":
+            init = torch.zeros(1, dim)
+        elif sc.latent_init == "interpolation":
+            with torch.no_grad():
+                clip = canonical_to_features(self.interpolate()[None], self.prior.config.num_joints)
+                init = self.prior.encode(clip)[0].reshape(1, dim).float()
+        else:
+            init = torch.randn(1, dim, generator=g) * float(sc.latent_init_std)
         self.latent = torch.nn.Parameter(init)
         self._interpolated: torch.Tensor | None = None
         self._start = time.perf_counter()
@@ -313,6 +326,9 @@ class MotionStage(StageModule):
             losses["delta"] = -(body_rotmats[1:] - body_rotmats[:-1]).abs().mean()
         if self.active("latent"):
             losses["latent"] = (self.latent**2).mean()
+        if self.active("smoothness"):
+            joints = body_joints(rotations)  # (T, 22, 3), template skeleton, root at the origin
+            losses["smoothness"] = 1e4 * ((joints[2:] - 2 * joints[1:-1] + joints[:-2]) ** 2).sum(-1).mean()
         if self.guidance is not None and self.active("guidance"):
             losses["guidance"] = self.guidance_loss(rotations)
         if not losses:  # every weight is 0 at this step (a schedule): a zero loss, no update

@@ -174,6 +174,13 @@ def test_pipeline_runs_every_stage_and_reuses_or_redoes_them(tmp_path, small_cod
     assert all(s["reused"] for s in again["stages"].values())
     assert (folders["animate"] / "avatar_animated.glb").stat().st_mtime_ns == mtime
 
+    # A copied pipeline directory is still the same pipeline: reused, not recomputed.
+    import shutil
+
+    copy = tmp_path / "pipe_copy"
+    shutil.copytree(run_dir, copy)
+    assert all(s["reused"] for s in run_pipeline_in_process(copy, overrides)["stages"].values())
+
     # A new motion prompt: the avatar is still valid, the pose run is not. Without
     # redo_changed it is an error naming what changed; with it, pose, motion and animate run
     # again and the old folders are kept.

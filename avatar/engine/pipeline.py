@@ -68,11 +68,25 @@ STAGE_PROMPT = {"shape": "shape", "appearance": "appearance", "pose": "motion", 
 
 
 def _comparable(cfg: DictConfig, stage: str) -> dict:
+    """What a stage's output depends on: its config without where it ran, the prompts other
+    stages read, and with paths inside the pipeline's run directory made relative to it (so a
+    moved or copied pipeline directory is still reused)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
+    root = str(Path(plain["run_dir"]).parent) if plain.get("run_dir") else None
     for key in ("run_dir", "resume", "pipeline"):
         plain.pop(key, None)
     plain["prompt"] = {k: v for k, v in plain.get("prompt", {}).items() if k == STAGE_PROMPT.get(stage)}
-    return plain
+
+    def relative(value):
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if root and isinstance(value, str) and (value == root or value.startswith(root + "/")):
+            return "<pipeline>" + value[len(root):]
+        return value
+
+    return relative(plain)
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:

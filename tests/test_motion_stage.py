@@ -43,6 +43,7 @@ FAST = [
     "stage.val_frames=3",
     "stage.score_frames=2",
     "trainer.enable_progress_bar=false",
+    "stage.lambda_smoothness=0",  # the paper's terms only (the cpu preset adds smoothness)
 ]
 
 

@@ -272,3 +272,18 @@ def test_bad_settings_name_the_config_key(tmp_path, overrides, pattern):
     cfg = compose_cfg(tmp_path, *pose_base(tmp_path), *overrides)
     with pytest.raises(ValueError, match=pattern):
         PoseStage(cfg)
+
+
+def test_direct_pose_optimisation_raises_the_arms_for_the_prompt(tmp_path):
+    """The guidance model's gradient moves a pose the way the prompt says (the issue's pose
+    check): from the T-pose (plus seeded noise), "a person raising both arms" ends with every
+    candidate's wrists above its head (measured: 3/3 after 120 steps)."""
+    from avatar.engine.runner import run
+
+    overrides = [
+        *pose_base(tmp_path, size=96), "stage.generator=direct", "stage.num_candidates=3", "stage.lr=0.03",
+        "trainer.max_steps=120", "trainer.val_every_n_steps=0", "stage.azimuths=[-30,0,30]",
+        "prompt.motion=a person raising both arms",
+    ]  # fmt: skip
+    result = run(compose_cfg(tmp_path / "run", *overrides))
+    assert [c["pose_words"]["arms"] for c in result["candidates"]] == ["arms raised"] * 3

@@ -36,20 +36,38 @@ def render_motion_video(
     azimuth_deg: float = 30.0,
     distance: float = 3.0,
 ) -> Path:
-    """An mp4 of the body performing ``poses``; the camera follows the body's horizontal
-    position at a fixed height and angle, so travel (walking) stays visible in the floor-fixed
-    lighting and the feet's contact with z = 0 can be judged."""
-    vertices = posed_vertices(body, poses)
+    """An mp4 of the body performing ``poses`` (see :func:`render_vertices_video`)."""
     colors = region_colors(body.skinning_weights) if colors is None else colors
+    frames = render_vertices_video(posed_vertices(body, poses), body.faces, colors, renderer, azimuth_deg, distance)
+    return save_video(path, frames, fps=int(round(fps)))
+
+
+@torch.no_grad()
+def render_vertices_video(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    colors: torch.Tensor,
+    renderer: MeshRenderer,
+    azimuth_deg: float = 30.0,
+    distance: float = 3.0,
+    orbit: bool = False,
+    elevation_deg: float = 10.0,
+    fov_deg: float = 60.0,
+) -> list[np.ndarray]:
+    """Frames of a mesh sequence (T, V, 3): the camera follows the body's horizontal position
+    at a fixed height, so travel (walking) stays visible in the floor-fixed lighting and the
+    feet's contact with z = 0 (a grey floor line) can be judged; ``orbit`` also turns it once
+    around the body over the clip (a turntable of the moving body)."""
     centre_xy = vertices.mean(1)[:, :2]
     height = 0.5 * (vertices[..., 2].max() + vertices[..., 2].min())
     frames = []
     for t in range(len(vertices)):
         target = torch.tensor([centre_xy[t, 0], centre_xy[t, 1], height])
-        cams = orbit_cameras(1, distance, 10.0, target, 60.0, start_azimuth_deg=azimuth_deg)
-        rgb = renderer.render(vertices[t], body.faces, cams, colors=colors).rgb[0]
+        azimuth = azimuth_deg + (360.0 * t / len(vertices) if orbit else 0.0)
+        cams = orbit_cameras(1, distance, elevation_deg, target, fov_deg, start_azimuth_deg=azimuth)
+        rgb = renderer.render(vertices[t], faces, cams, colors=colors).rgb[0]
         frames.append(_draw_floor_line(to_uint8(rgb), renderer, cams, target))
-    return save_video(path, frames, fps=int(round(fps)))
+    return frames
 
 
 def _draw_floor_line(image: np.ndarray, renderer: MeshRenderer, cams, target: torch.Tensor) -> np.ndarray:

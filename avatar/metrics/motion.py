@@ -158,15 +158,9 @@ def render_frames(
     ``silhouette``: add a soft silhouette's gradient straight-through (the values are the
     ray-cast render's), so gradients also move the outline, not only the shading (as
     ``avatar.render.silhouette``)."""
-    from avatar.render import Cameras, orbit_cameras
+    from avatar.render import framing_cameras
 
-    half = math.radians(fov_deg) / 2
-    cams = []
-    for verts in vertices.detach():
-        centre = 0.5 * (verts.amax(0) + verts.amin(0))
-        distance = float((verts - centre).norm(dim=-1).max()) / math.sin(half) * margin
-        cams.append(orbit_cameras(1, distance, elevation_deg, centre, fov_deg, start_azimuth_deg=azimuth_deg))
-    cameras = Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
+    cameras = framing_cameras(vertices, [azimuth_deg], elevation_deg, fov_deg, margin)
     out = renderer.render(vertices, body.faces, cameras)
     rgb = out.rgb.clamp(0.0, 1.0)
     if silhouette and vertices.requires_grad:

@@ -180,6 +180,26 @@ def orbit_cameras(
     return Cameras(look_at(eye, target_t), torch.full((n,), fov_deg, dtype=dt, device=dev))
 
 
+def framing_cameras(
+    bodies: Tensor,
+    azimuths_deg,
+    elevation_deg: float = 0.0,
+    fov_deg: float = 60.0,
+    margin: float = 1.15,
+) -> Cameras:
+    """Cameras that frame each body (B, V, 3) to fill the view, one per (body, azimuth),
+    body-major: aimed at the centre of its bounding box, at the distance where its bounding
+    sphere fills the field of view, times ``margin``. How the guidance models saw their
+    training renders, so every stage that scores a body frames it this way."""
+    half = math.radians(fov_deg) / 2
+    cams = []
+    for verts in bodies.detach():
+        centre = 0.5 * (verts.amax(0) + verts.amin(0))
+        distance = float((verts - centre).norm(dim=-1).max()) / math.sin(half) * margin
+        cams += [orbit_cameras(1, distance, elevation_deg, centre, fov_deg, start_azimuth_deg=float(a)) for a in azimuths_deg]
+    return Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
+
+
 @dataclass
 class ViewSamplingConfig:
     """AvatarCLIP's random training views; every default is AvatarCLIP's value.

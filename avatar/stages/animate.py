@@ -32,13 +32,14 @@ import trimesh
 from avatar.body.base import build_body
 from avatar.body.regions import region_colors
 from avatar.body.skinning import Rig, rig_from_body
+from avatar.export.animation import render_vertices_video
 from avatar.export.gltf import write_animated_gltf
-from avatar.export.media import image_grid, save_image, save_video, to_uint8
+from avatar.export.media import image_grid, save_image, save_video
 from avatar.mocap.amass import read_amass_npz, write_amass_npz
 from avatar.mocap.bvh import read_bvh, write_bvh
 from avatar.mocap.contact import travel_from_foot_contacts
 from avatar.mocap.retarget import CanonicalMotion, retarget
-from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
+from avatar.render import MeshRenderConfig, MeshRenderer
 from avatar.stages.base import STAGES
 from avatar.stages.motion_files import MOTION_FILE, load_motion
 from avatar.utils.io import atomic_write_text
@@ -170,21 +171,13 @@ class AnimateStage(torch.nn.Module):
         return motion, vertices
 
     @torch.no_grad()
-    def render_videos(self, vertices: torch.Tensor, fps: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def render_videos(self, vertices: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Frames of the followed view and of the turntable (one orbit over the clip)."""
         sc = self.stage_cfg
         renderer = MeshRenderer(MeshRenderConfig(height=sc.video_size, width=sc.video_size, background="white"))
-        faces, colors = self.rig.faces, self.colors
-        height = 0.5 * float(vertices[..., 2].max() + vertices[..., 2].min())
-        follow, orbit = [], []
-        n = len(vertices)
-        for t in range(n):
-            centre = vertices[t].mean(0)
-            target = torch.tensor([float(centre[0]), float(centre[1]), height])
-            cams = orbit_cameras(1, sc.camera_distance, sc.camera_elevation_deg, target, 45.0, start_azimuth_deg=sc.camera_azimuth_deg)
-            follow.append(to_uint8(renderer.render(vertices[t], faces, cams, colors=colors).rgb[0]))
-            cams = orbit_cameras(1, sc.camera_distance, sc.camera_elevation_deg, target, 45.0, start_azimuth_deg=360.0 * t / n)
-            orbit.append(to_uint8(renderer.render(vertices[t], faces, cams, colors=colors).rgb[0]))
+        view = dict(distance=sc.camera_distance, elevation_deg=sc.camera_elevation_deg, fov_deg=45.0)
+        follow = render_vertices_video(vertices, self.rig.faces, self.colors, renderer, sc.camera_azimuth_deg, **view)
+        orbit = render_vertices_video(vertices, self.rig.faces, self.colors, renderer, 0.0, orbit=True, **view)
         return follow, orbit
 
     def run(self, loggers=()) -> dict:
@@ -196,7 +189,7 @@ class AnimateStage(torch.nn.Module):
             "bvh": write_bvh(run_dir / "motion.bvh", motion, self.rig.rest_joints),
             "smpl_npz": write_amass_npz(run_dir / "motion_smpl.npz", motion),
         }
-        follow, orbit = self.render_videos(vertices, fps)
+        follow, orbit = self.render_videos(vertices)
         files["animation_mp4"] = save_video(run_dir / "animation.mp4", follow, fps=int(round(fps)))
         files["turntable_mp4"] = save_video(run_dir / "turntable.mp4", orbit, fps=int(round(fps)))
         picks = np.linspace(0, len(follow) - 1, min(int(sc.strip_frames), len(follow))).round().astype(int)

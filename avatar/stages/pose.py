@@ -46,7 +46,7 @@ from avatar.body.skeleton import UPRIGHT, CanonicalPose
 from avatar.engine.trainer import log_image
 from avatar.export.media import caption_tile, image_grid, save_image, to_uint8
 from avatar.guidance.synthetic.poses import pose_words
-from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, orbit_cameras
+from avatar.render import MeshRenderConfig, MeshRenderer, framing_cameras
 from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.stages.motion_files import POSES_FILE, CandidatePoses
@@ -170,22 +170,13 @@ class PoseStage(StageModule):
         pose = CanonicalPose(rotations.to(self.body.dtype), torch.zeros(len(rotations), 3, dtype=self.body.dtype))
         return self.body(pose=pose).vertices
 
-    def cameras(self, vertices: torch.Tensor, azimuths) -> Cameras:
-        """Cameras around one posed body (V, 3), framed to fit it, at azimuths (0 = front)."""
-        sc = self.stage_cfg
-        ref = vertices.detach()
-        centre = 0.5 * (ref.amax(0) + ref.amin(0))
-        distance = float((ref - centre).norm(dim=-1).max()) / math.sin(math.radians(sc.fov_deg) / 2) * sc.fit_margin
-        cams = [orbit_cameras(1, distance, sc.elevation_deg, centre, sc.fov_deg, start_azimuth_deg=float(a)) for a in azimuths]
-        return Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
-
     def render(self, vertices: torch.Tensor, azimuths, renderer: MeshRenderer | None = None,
                silhouette: bool = False, colors: torch.Tensor | None = None) -> torch.Tensor:
         """Renders (B * len(azimuths), 3, H, W) of bodies (B, V, 3), body-major; textureless
         grey unless ``colors``."""
+        sc = self.stage_cfg
         renderer = renderer or self.renderer
-        cams = [self.cameras(v, azimuths) for v in vertices]
-        cameras = Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
+        cameras = framing_cameras(vertices, azimuths, sc.elevation_deg, sc.fov_deg, sc.fit_margin)
         per_view = vertices.repeat_interleave(len(azimuths), dim=0)
         out = renderer.render(per_view, self.body.faces, cameras, colors=colors)
         rgb = out.rgb.clamp(0.0, 1.0)
@@ -196,13 +187,14 @@ class PoseStage(StageModule):
         """Normalised image embeddings (N, E) of poses: the mean over ``stage.azimuths``."""
         azimuths = list(self.stage_cfg.azimuths)
         out = []
-        for start in range(0, len(rotations), int(self.stage_cfg.codebook_chunk)):
-            part = rotations[start : start + int(self.stage_cfg.codebook_chunk)]
+        chunk = int(self.stage_cfg.codebook_chunk)
+        for start in range(0, len(rotations), chunk):
+            part = rotations[start : start + chunk]
             images = self.render(self.posed_vertices(part), azimuths)
             emb = guidance.encode_image(images).float().cpu().view(len(part), len(azimuths), -1)
             out.append(F.normalize(emb.mean(1), dim=-1))
             self.codebook_renders += len(part)
-            if (start // len(part)) % 16 == 0:
+            if (start // chunk) % 16 == 0:
                 log.info("Pose codebook: embedded %d / %d poses", start + len(part), len(rotations))
         return torch.cat(out)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from avatar.body.skeleton import JOINT_NAMES, PARENTS, named_pose
 from avatar.engine.schedules import is_always_zero, validate_weight, weight_at
 from avatar.engine.trainer import log_image
 from avatar.export.media import caption_tile, image_grid, save_image, save_mesh, to_uint8
-from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, orbit_cameras
+from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, framing_cameras
 from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES
 from avatar.utils.fingerprint import config_identity, tensor_fingerprint
@@ -117,11 +116,16 @@ def direction_scores(
     """AvatarCLIP's shape score of every codebook entry, (N,):
     ``cos(codebook_emb - neutral_image_emb, text_emb - neutral_text_emb)``.
 
-    An entry equal to the neutral image (no direction) scores 0.
+    An entry equal to the neutral image (no direction) scores 0. A prompt with no text
+    direction (the neutral text itself) ranks entries by closeness to the neutral image.
     """
-    image_dir = F.normalize(codebook_emb - neutral_image_emb.reshape(1, -1), dim=-1)
-    text_dir = F.normalize((text_emb - neutral_text_emb).reshape(-1), dim=0)
-    return image_dir @ text_dir
+    offset = codebook_emb - neutral_image_emb.reshape(1, -1)
+    text_offset = (text_emb - neutral_text_emb).reshape(-1)
+    if float(text_offset.norm()) < 1e-6:
+        # The prompt says nothing beyond the neutral text ("a person"): no direction to follow,
+        # so the closer to the neutral body the better (the neutral entry itself scores 0).
+        return -offset.norm(dim=-1)
+    return F.normalize(offset, dim=-1) @ F.normalize(text_offset, dim=0)
 
 
 def similarity_scores(codebook_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -232,15 +236,9 @@ class ShapeStage(torch.nn.Module):
         """Cameras for one body (V, 3) at the given azimuths (degrees, 0 = front)."""
         sc = self.stage_cfg
         framing = framing or sc.framing
-        half = math.radians(sc.fov_deg) / 2
         ref = vertices if framing == "fit" else self._neutral_vertices
-        ref = ref.detach()
-        centre = 0.5 * (ref.amax(0) + ref.amin(0))
-        distance = float((ref - centre).norm(dim=-1).max()) / math.sin(half) * sc.fit_margin
-        if framing == "fixed":
-            distance *= sc.fixed_zoom_out
-        cams = [orbit_cameras(1, distance, sc.elevation_deg, centre, sc.fov_deg, start_azimuth_deg=float(a)) for a in azimuths]
-        return Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
+        margin = sc.fit_margin * (sc.fixed_zoom_out if framing == "fixed" else 1.0)
+        return framing_cameras(ref[None], azimuths, sc.elevation_deg, sc.fov_deg, margin)
 
     def render_bodies(
         self, vertices: torch.Tensor, azimuths, renderer: MeshRenderer | None = None, silhouette: bool = False,
@@ -418,12 +416,6 @@ class ShapeStage(torch.nn.Module):
         scores = score_codebook(guidance, embeddings, neutral_emb, self.prompt_text, sc.neutral_text, sc.scoring)
         k = min(int(sc.top_k), len(scores))
         top_scores, top_idx = scores.topk(k)
-        if sc.scoring == "direction" and self.prompt_text.strip().lower() == sc.neutral_text.strip().lower():
-            # "a person": the prompt adds nothing to the neutral text, so there is no direction
-            # to follow (every score is 0) and the answer is the neutral body, entry 0.
-            log.info("Shape prompt %r is the neutral text: keeping the neutral body", self.prompt)
-            top_idx = torch.cat([torch.zeros(1, dtype=top_idx.dtype), top_idx[top_idx != 0]])[:k]
-            top_scores = scores[top_idx]
         names = list(self.body.shape_names)
         log.info("Shape prompt %r -> %r (%s scoring, %d entries)", self.prompt, self.prompt_text, sc.scoring, len(scores))
         for rank, (i, s) in enumerate(zip(top_idx.tolist(), top_scores.tolist())):

@@ -6,7 +6,12 @@ time and sample diversity, with the held-out data's own diversity as the yardsti
 
 Held-out = the subjects the training stages never saw (MotionCorpus.split, ~10% of frames). Errors are
 mean per-joint position errors (MPJPE, mm) on the canonical template skeleton, root upright.
-Diversity is the average pairwise distance (APD, mm) between samples' joints.
+Diversity is the average pairwise distance (APD, mm) between samples' joints. Locomotion: on
+held-out windows whose feet carry the body >= 0.5 m (walks, runs), the ground the motion VAE's
+reconstructions cover over the ground the data covers (avatar.mocap.contact), and the share of
+the VAE's random samples that travel that far next to the held-out windows' share.
+
+    .venv/bin/python scripts/report_priors.py --motion-prior outputs/<run>/motion_vae.pt   # before publishing
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import torch
 
 from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import body_joints, load_corpus, sequence_joints
-from avatar.priors.loading import load_codebook, load_motion_prior, load_pose_prior
+from avatar.mocap.contact import contact_travel_distance
+from avatar.priors.loading import PriorConfig, load_codebook, load_motion_prior, load_pose_prior
 from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
-from avatar.priors.training import HeadingNormalisedWindows, mpjpe_mm
+from avatar.priors.training import LOCOMOTION_MIN_TRAVEL, HeadingNormalisedWindows, mpjpe_mm
 from avatar.priors.vposer import canonical_to_vposer, vposer_to_canonical
 
 
@@ -39,6 +45,7 @@ def main() -> None:
     parser.add_argument("--mocap-root", default=None)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--motion-prior", default="", help="motion VAE weights to report (default: the shipped ones)")
     args = parser.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
     _, test = load_corpus(args.mocap_root).split()
@@ -61,24 +68,33 @@ def main() -> None:
     rows.append((f"pose codebook ({len(codebook)} poses)", f"{q_err.mean() * 1000:.1f}",
                  f"{codebook.meta['build_seconds']:.0f}", f"{apd_mm(codebook.joints[idx]):.0f}", "nearest-entry error"))  # fmt: skip
 
-    motion = load_motion_prior()
+    motion_file = args.motion_prior or str(WEIGHTS_DIR / "motion_vae.pt")
+    motion = load_motion_prior(PriorConfig(motion_prior=motion_file))
     n_joints = motion.config.num_joints
     windows = HeadingNormalisedWindows(test, motion.config.num_frames, stride=motion.config.num_frames, mirror_prob=0.0)
     clips = torch.stack([windows[i][0] for i in range(len(windows))])
-    errs = []
+    errs, decoded = [], []
     for chunk in clips.split(64):
         mu, _ = motion.encode(canonical_to_features(chunk, n_joints))
-        decoded = features_to_canonical(motion.decode(mu, chunk.shape[1]))
-        errs.append((sequence_joints(decoded) - sequence_joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
+        decoded.append(features_to_canonical(motion.decode(mu, chunk.shape[1])))
+        errs.append((sequence_joints(decoded[-1]) - sequence_joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
     motion_err = float(torch.cat(errs).mean() * 1000)
     n_motion = min(args.samples, 200)
     z = torch.randn(n_motion, motion.config.latent_dim, generator=gen)
     sampled = features_to_canonical(motion.decode(z))
-    meta = torch.load(WEIGHTS_DIR / "motion_vae.pt", weights_only=True)["meta"]
+    meta = torch.load(motion_file, weights_only=True)["meta"]
     data_motion_apd = apd_mm(sequence_joints(clips[:n_motion]))
-    rows.append(("motion VAE (AvatarCLIP arch)", f"{motion_err:.1f}", f"{meta['train_seconds']:.0f}",
-                 f"{apd_mm(sequence_joints(sampled)):.0f} (data {data_motion_apd:.0f})",
-                 f"{len(clips)} held-out 60-frame windows, {meta['steps']} steps"))  # fmt: skip
+    travel = torch.tensor([contact_travel_distance(c) for c in clips])
+    moving = travel >= LOCOMOTION_MIN_TRAVEL
+    recon_travel = torch.tensor([contact_travel_distance(c) for c in torch.cat(decoded)[moving]])
+    sample_moving = torch.tensor([contact_travel_distance(c) for c in sampled]) >= LOCOMOTION_MIN_TRAVEL
+    c = motion.config
+    rows.append((f"motion VAE (d={c.latent_dim}, {c.num_layers}+{c.num_layers} layers)", f"{motion_err:.1f}",
+                 f"{meta['train_seconds']:.0f}", f"{apd_mm(sequence_joints(sampled)):.0f} (data {data_motion_apd:.0f})",
+                 f"{len(clips)} held-out 60-frame windows, {meta['steps']} steps; locomotion travel ratio "
+                 f"{float(recon_travel.sum() / travel[moving].sum()):.2f} ({int(moving.sum())} windows); samples "
+                 f"travelling >= {LOCOMOTION_MIN_TRAVEL} m: {float(sample_moving.float().mean()):.0%} "
+                 f"(data {float(moving.float().mean()):.0%})"))  # fmt: skip
 
     header = ("model", "held-out MPJPE (mm)", "train time (s)", "sample APD (mm)", "notes")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

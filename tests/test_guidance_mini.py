@@ -12,6 +12,7 @@ from avatar.guidance import build_guidance
 from avatar.guidance.evaluation import optimise_body_colours
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
+from avatar.stages.base import STAGES
 from helpers import LOW_POLY, compose_cfg
 
 SMALL = MiniModelConfig(embed_dim=32, image_channels=(8, 16, 16, 16, 16), image_hidden=32, text_trainable_layers=1)
@@ -40,16 +41,29 @@ def test_checkpoint_round_trip_through_the_backend(tmp_path):
 
 
 def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
-    cfg = compose_cfg(tmp_path, "stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16",
-                      "stage.eval_samples=32", "stage.embed_dim=32", "stage.image_channels=[8,16,16,16,16]",
-                      "stage.text_trainable_layers=1", "trainer.max_steps=2", "trainer.val_every_n_steps=0",
-                      "trainer.enable_progress_bar=false", "logger=csv")  # fmt: skip
+    cfg_overrides = ["stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.eval_samples=32",
+                     "stage.embed_dim=32", "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1",
+                     "trainer.val_every_n_steps=0", "trainer.enable_progress_bar=false", "logger=csv"]  # fmt: skip
+    cfg = compose_cfg(tmp_path, *cfg_overrides, "trainer.max_steps=2")
     result = run(cfg)
     assert result["steps"] == 2 and 0.0 <= result["retrieval_top1"] <= 1.0 and 0.0 <= result["binding_accuracy"] <= 1.0
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=str(tmp_path / "mini.pt")))
     assert guidance.encode_image(torch.rand(1, 3, 64, 64)).shape == (1, 32)
     # Trained without the held-out attribute combinations (the default), recorded in the weights.
     assert torch.load(tmp_path / "mini.pt", weights_only=True)["meta"]["combinations"] == "train"
+    assert 0.0 <= result["pose_accuracy"] <= 1.0
+
+    # Fine-tuning: the next run starts from those weights (same architecture) ...
+    first = torch.load(tmp_path / "mini.pt", weights_only=True)["state_dict"]
+    tuned_dir = tmp_path / "tuned"
+    tuned = compose_cfg(tuned_dir, *cfg_overrides, "trainer.max_steps=1", f"stage.init_weights={tmp_path / 'mini.pt'}")
+    stage = STAGES.get("train_guidance")(tuned)
+    for key, value in stage.model.trained_state_dict().items():
+        assert torch.equal(value, first[key].float()), key
+    # ... and refuses weights of another architecture, naming the sizes to set.
+    other = compose_cfg(tmp_path / "other", *cfg_overrides, "stage.embed_dim=64", f"stage.init_weights={tmp_path / 'mini.pt'}")
+    with pytest.raises(ValueError, match="embed_dim"):
+        STAGES.get("train_guidance")(other)
 
 
 @pytest.mark.skipif(not Path(MINI_CHECKPOINT).is_file(), reason="the mini guidance model is not trained yet")

@@ -12,6 +12,8 @@ import torch
 
 from avatar.body.skeleton import CanonicalPose, forward_kinematics, named_pose, pose_names
 from avatar.guidance.synthetic import (
+    ARM_WORDS,
+    BODY_WORDS,
     COLORS,
     HELD_OUT_COLOR_PAIRS,
     HELD_OUT_KIND_PATTERNS,
@@ -22,6 +24,7 @@ from avatar.guidance.synthetic import (
     color_family,
     held_out_combinations,
     is_held_out,
+    pose_negative,
     pose_words,
     sample_appearance,
     sample_outfit,
@@ -127,6 +130,24 @@ def test_hard_negatives_differ_by_the_swap_only(synth):
         if changed is not None:
             assert changed != text and len(changed.split()) >= len(text.split()) - 2
     assert swaps > 0
+
+
+def test_pose_negative_changes_one_pose_word_within_its_group(synth):
+    batch = synth.generate(24, torch.Generator().manual_seed(5))
+    rng, changed = random.Random(2), 0
+    for attrs in batch.attributes:
+        text, plan = caption(attrs, rng)
+        negative = pose_negative(plan, attrs, rng)
+        if not plan.pose:
+            assert negative is None
+            continue
+        changed += 1
+        said = {attrs["pose"][k] for k in plan.pose}
+        removed = [w for w in said if w not in negative]
+        new = [w for w in (*BODY_WORDS, *ARM_WORDS) if w in negative and w not in text]
+        assert len(removed) == 1 and len(new) == 1, (text, negative)
+        assert (new[0] in BODY_WORDS) == (removed[0] in BODY_WORDS), (text, negative)  # same group
+    assert changed > 0
 
 
 def test_generation_is_reproducible(synth):

@@ -160,6 +160,14 @@ def test_subtracted_delta_makes_the_motion_livelier(tmp_path, standing_file, see
     assert livelier[50.0] > 1.5 * livelier[0.0]
 
 
+def test_search_init_starts_from_the_prior_sample_closest_to_the_candidates(tmp_path, standing_file):
+    normal = [make_stage(tmp_path, standing_file, f"seed={s}").reconstruction_errors()["reconstruction_distance"] for s in range(3)]
+    stage = make_stage(tmp_path, standing_file, "stage.latent_init=search", "stage.search_samples=64")
+    start = stage.reconstruction_errors()["reconstruction_distance"]
+    assert start == pytest.approx(stage.search_info["search_best_reconstruction"], rel=1e-4)
+    assert stage.search_info["search_samples"] == 64 and start < min(normal), (start, normal)
+
+
 def test_smoothness_term_removes_the_spikes_and_keeps_the_candidates(tmp_path, standing_file):
     """The closest-frame reconstruction is met by brief spikes (jerky clips); the smoothness
     term (not in the paper) makes the clip far smoother at a small cost in reconstruction."""
@@ -254,6 +262,8 @@ def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
                           ("stage.template=no_slot", "stage.template")]:  # fmt: skip
         with pytest.raises(ValueError, match=key.replace(".", r"\.")):
             make_stage(tmp_path, poses_file, override)
+    with pytest.raises(ValueError, match=r"stage\.search_samples"):
+        make_stage(tmp_path, poses_file, "stage.latent_init=search", "stage.search_samples=0")
     with pytest.raises(ValueError, match="nothing to optimise"):
         make_stage(tmp_path, poses_file, "stage.lambda_reconstruction=0", "stage.lambda_guidance=0", "stage.lambda_delta=0")
 

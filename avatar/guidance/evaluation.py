@@ -81,9 +81,13 @@ def optimise_body_colours(
 
 
 @torch.no_grad()
-def retrieval_and_binding(guidance: Guidance, images: torch.Tensor, captions: list[str], swapped: list[str | None], group: int = 32) -> dict[str, float]:
-    """Top-1 text->image and image->text retrieval in groups of ``group``, and binding accuracy
-    (an image's caption scores above the same caption with two regions' colours swapped)."""
+def retrieval_and_binding(
+    guidance: Guidance, images: torch.Tensor, captions: list[str], swapped: list[str | None], group: int = 32,
+    pose_changed: list[str | None] | None = None,
+) -> dict[str, float]:
+    """Top-1 text->image and image->text retrieval in groups of ``group``, binding accuracy (an
+    image's caption scores above the same caption with two regions' colours swapped) and, given
+    ``pose_changed``, pose accuracy (above the caption with a pose word changed)."""
     image = guidance.encode_image(images)
     text = guidance.encode_text(captions)
     t2i, i2t = [], []
@@ -92,15 +96,23 @@ def retrieval_and_binding(guidance: Guidance, images: torch.Tensor, captions: li
         caps = captions[s : s + group]
         t2i += [caps[int(j)] == caps[k] for k, j in enumerate(sim.argmax(1))]
         i2t += [caps[int(j)] == caps[k] for k, j in enumerate(sim.argmax(0))]
-    pairs = [(i, t) for i, t in enumerate(swapped) if t]
-    wins = []
-    if pairs:
-        neg = guidance.encode_text([t for _, t in pairs])
-        for (i, _), n in zip(pairs, neg):
-            wins.append(float(image[i] @ text[i]) > float(image[i] @ n))
-    return {
+    out = {
         "text_to_image_top1": float(np.mean(t2i)) if t2i else float("nan"),
         "image_to_text_top1": float(np.mean(i2t)) if i2t else float("nan"),
-        "binding_accuracy": float(np.mean(wins)) if wins else float("nan"),
-        "binding_pairs": len(wins),
     }
+    for name, negatives in (("binding", swapped), ("pose", pose_changed)):
+        if negatives is None:
+            continue
+        wins = _hard_negative_wins(guidance, image, text, negatives)
+        out[f"{name}_accuracy"] = float(np.mean(wins)) if wins else float("nan")
+        out[f"{name}_pairs"] = len(wins)
+    return out
+
+
+def _hard_negative_wins(guidance: Guidance, image: torch.Tensor, text: torch.Tensor, negatives: list[str | None]) -> list[bool]:
+    """Per image with a negative: does its caption score above the negative?"""
+    pairs = [(i, t) for i, t in enumerate(negatives) if t]
+    if not pairs:
+        return []
+    neg = guidance.encode_text([t for _, t in pairs])
+    return [float(image[i] @ text[i]) > float(image[i] @ n) for (i, _), n in zip(pairs, neg)]

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ from avatar.engine.run_info import git_revision
 from avatar.guidance.evaluation import retrieval_and_binding
 from avatar.guidance.mini import WEIGHTS_DIR
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
-from avatar.guidance.synthetic.captions import swap_negative
+from avatar.guidance.synthetic.captions import pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.utils.io import atomic_path, atomic_write_text, publish_file
@@ -55,8 +56,12 @@ class GuidanceTrainStageConfig:
     # "held_out" (only held-out combinations: for experiments).
     combinations: str = "train"
     publish: bool = False
+    # A mini checkpoint to start from (fine-tuning; its architecture is used, the sizes above
+    # must match it); empty: from scratch (MiniLM's pretrained text tower, a fresh image tower).
+    init_weights: str = ""
     lambda_contrastive: Any = 1.0
     lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
+    lambda_pose: Any = 1.0  # image vs its caption and the caption with a pose word changed
 
 
 def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -65,15 +70,34 @@ def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.T
     return -(log_prob.masked_fill(~positives, float("-inf")).logsumexp(dim=1)).mean()
 
 
+def load_initial_model(path: str, expected: MiniModelConfig) -> MiniImageTextModel:
+    """The model in a mini checkpoint, to fine-tune; its architecture must be ``expected``'s."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"stage.init_weights={path!r} does not exist: give a mini checkpoint, e.g. avatar/guidance/weights/mini.pt")
+    payload = torch.load(file, map_location="cpu", weights_only=True)
+    if not {"config", "state_dict"} <= set(payload):
+        raise ValueError(f"stage.init_weights={path!r} is not a mini guidance checkpoint (needs 'config' and 'state_dict')")
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()}
+    differ = {k: (saved.get(k), v) for k, v in asdict(expected).items() if saved.get(k) != v}
+    if differ:
+        raise ValueError(
+            f"stage.init_weights={path!r} has another architecture than the stage config: {differ} (saved, configured). "
+            "Set the stage's sizes to the checkpoint's (e.g. stage.embed_dim, stage.image_channels, stage.text_trainable_layers)"
+        )
+    return MiniImageTextModel.from_checkpoint(payload)
+
+
 @STAGES.register("train_guidance")
 class GuidanceTrainStage(StageModule):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         sc = self.stage_cfg
-        self.model = MiniImageTextModel(MiniModelConfig(
+        model_cfg = MiniModelConfig(
             embed_dim=sc.embed_dim, image_channels=tuple(sc.image_channels),
             text_trainable_layers=sc.text_trainable_layers,
-        ))  # fmt: skip
+        )  # fmt: skip
+        self.model = load_initial_model(sc.init_weights, model_cfg) if sc.init_weights else MiniImageTextModel(model_cfg)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
         ))  # fmt: skip
@@ -92,16 +116,24 @@ class GuidanceTrainStage(StageModule):
         if self.active("contrastive"):
             logits = scale * image @ text.T
             losses["contrastive"] = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
-        if self.active("binding"):
-            pairs = [(i, swap_negative(p, a, rng)) for i, (p, a) in enumerate(zip(data.plans, data.attributes))]
-            pairs = [(i, t) for i, t in pairs if t]
-            if pairs:
-                idx = torch.tensor([i for i, _ in pairs])
-                negative = self.model.encode_text([t for _, t in pairs])
-                pos = (image[idx] * text[idx]).sum(-1)
-                neg = (image[idx] * negative).sum(-1)
-                losses["binding"] = F.cross_entropy(scale * torch.stack([pos, neg], 1), torch.zeros(len(idx), dtype=torch.long))
+        for term, make_negative in (("binding", swap_negative), ("pose", pose_negative)):
+            if self.active(term):
+                negatives = [make_negative(p, a, rng) for p, a in zip(data.plans, data.attributes)]
+                loss = self.hard_negative_loss(image, text, negatives, scale)
+                if loss is not None:
+                    losses[term] = loss
         return losses
+
+    def hard_negative_loss(self, image, text, negatives: list[str | None], scale) -> torch.Tensor | None:
+        """Cross-entropy of each image between its caption and its hard negative (None: no
+        image in the batch has one)."""
+        idx = [i for i, t in enumerate(negatives) if t]
+        if not idx:
+            return None
+        negative = self.model.encode_text([negatives[i] for i in idx])
+        pos = (image[idx] * text[idx]).sum(-1)
+        neg = (image[idx] * negative).sum(-1)
+        return F.cross_entropy(scale * torch.stack([pos, neg], 1), torch.zeros(len(idx), dtype=torch.long))
 
     def configure_optimizers(self):
         text_params = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("text.bert.")]
@@ -127,16 +159,22 @@ class GuidanceTrainStage(StageModule):
             data = self.synthetic.generate(self.stage_cfg.eval_samples, torch.Generator().manual_seed(10_000_019))
             rng = random.Random(7)
             swapped = [swap_negative(p, a, rng) for p, a in zip(data.plans, data.attributes)]
-            self._eval = (data.images, data.captions, swapped)
+            posed = [pose_negative(p, a, rng) for p, a in zip(data.plans, data.attributes)]
+            self._eval = (data.images, data.captions, swapped, posed)
         was_training = self.model.training
         self.model.eval()
-        metrics = retrieval_and_binding(self.model, *self._eval)
+        images, captions, swapped, posed = self._eval
+        metrics = retrieval_and_binding(self.model, images, captions, swapped, pose_changed=posed)
         self.model.train(was_training)
-        return {"retrieval_top1": metrics["text_to_image_top1"], "binding_accuracy": metrics["binding_accuracy"]}
+        return {
+            "retrieval_top1": metrics["text_to_image_top1"], "binding_accuracy": metrics["binding_accuracy"],
+            "pose_accuracy": metrics["pose_accuracy"],
+        }  # fmt: skip
 
     def result(self) -> dict:
         metrics = {**self.evaluate(), "train_seconds": round(time.perf_counter() - self._start, 1), "steps": int(self.global_step)}
-        meta = {**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed), "combinations": self.stage_cfg.combinations}
+        meta = {**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed), "combinations": self.stage_cfg.combinations,
+                "init_weights": self.stage_cfg.init_weights}  # fmt: skip
         payload = self.model.checkpoint(meta)
         out = self.run_dir() / f"{self.stage_cfg.output_name}.pt"
         with atomic_path(out) as tmp:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, forward_kinematics
+from avatar.body.skeleton import JOINT_INDEX, UPRIGHT, CanonicalPose, forward_kinematics
 
 FEET = ((JOINT_INDEX["left_ankle"], JOINT_INDEX["left_foot"]), (JOINT_INDEX["right_ankle"], JOINT_INDEX["right_foot"]))
 
@@ -46,3 +46,15 @@ def travel_from_foot_contacts(
     out = transl.clone()
     out[:, :2] = transl[:1, :2] + steps[:, :2].cumsum(0)
     return out
+
+
+def contact_travel_distance(rotations: torch.Tensor, rest_joints: torch.Tensor | None = None, upright: bool = True) -> float:
+    """How far (m, start to end, horizontal) the feet of rotations (T, 22, 3) carry the body
+    (:func:`travel_from_foot_contacts` from the origin): a walk travels, swaying in place does
+    not. ``upright``: the root replaced by the upright one first (as the motion stage shows a
+    clip), so turning on the spot or a tumbling root does not count as travel."""
+    if upright:
+        rotations = rotations.clone()
+        rotations[:, 0] = torch.tensor(UPRIGHT, dtype=rotations.dtype)
+    path = travel_from_foot_contacts(rotations, torch.zeros(len(rotations), 3, dtype=rotations.dtype), rest_joints)
+    return float((path[-1, :2] - path[0, :2]).norm())

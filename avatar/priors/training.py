@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from avatar.engine.run_info import git_revision
+from avatar.mocap.contact import contact_travel_distance
 from avatar.priors.codebook import WEIGHTS_DIR, build_pose_codebook
 from avatar.priors.loading import pack_state_dict
 from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joints, load_corpus, sequence_joints
@@ -108,9 +109,15 @@ class _PriorStage(StageModule):
         every = self.cfg.trainer.val_every_n_steps
         if every > 0 and (self.global_step % every == 0 or self.global_step == self.cfg.trainer.max_steps):
             self.log("val/heldout_mpjpe_mm", self.heldout_mpjpe_mm(), on_step=True, prog_bar=True)
+            for key, value in self.extra_metrics().items():
+                self.log(f"val/{key}", value, on_step=True)
 
     def heldout_mpjpe_mm(self) -> float:
         raise NotImplementedError
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Further held-out metrics of this prior (logged and stored with the weights)."""
+        return {}
 
     def model_config(self) -> dict:
         raise NotImplementedError
@@ -118,6 +125,7 @@ class _PriorStage(StageModule):
     def result(self) -> dict:
         metrics = {
             "heldout_mpjpe_mm": self.heldout_mpjpe_mm(),
+            **self.extra_metrics(),
             "train_seconds": round(time.perf_counter() - self._start, 1),
             "steps": int(self.global_step),
             "train_frames": self.train_corpus.num_frames,
@@ -191,6 +199,9 @@ class PosePriorStage(_PriorStage):
         return error
 
 
+LOCOMOTION_MIN_TRAVEL = 0.5  # metres in one window: the held-out windows that walk or run
+
+
 def normalise_heading(rotations: torch.Tensor, transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn a window (T, 22, 3) about the vertical so its first frame faces -Y."""
     root = roma.rotvec_to_rotmat(rotations[:, 0])
@@ -253,17 +264,37 @@ class MotionVAEStage(_PriorStage):
         return losses
 
     @torch.no_grad()
-    def heldout_mpjpe_mm(self) -> float:
+    def heldout_reconstructions(self) -> torch.Tensor:
+        """The held-out windows (N, T, 22, 3) encoded (mean) and decoded."""
         was_training = self.model.training
         self.model.eval()
-        errors = []
+        out = []
         for chunk in self.eval_rotations.split(64):
             features = canonical_to_features(chunk, self.stage_cfg.num_joints)
             mu, _ = self.model.encode(features)
-            decoded = features_to_canonical(self.model.decode(mu, chunk.shape[1]))
-            errors.append((sequence_joints(decoded) - sequence_joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
+            out.append(features_to_canonical(self.model.decode(mu, chunk.shape[1])))
         self.model.train(was_training)
+        return torch.cat(out)
+
+    def heldout_mpjpe_mm(self) -> float:
+        decoded = self.heldout_reconstructions()
+        errors = [(sequence_joints(d) - sequence_joints(c)).norm(dim=-1).mean(dim=(1, 2))
+                  for d, c in zip(decoded.split(64), self.eval_rotations.split(64))]  # fmt: skip
         return float(torch.cat(errors).mean() * 1000.0)
+
+    def extra_metrics(self) -> dict[str, float]:
+        """``heldout_locomotion_travel_ratio``: on held-out windows whose feet carry the body at
+        least ``LOCOMOTION_MIN_TRAVEL`` (walks, runs), the ground the reconstructions cover when
+        driven by their foot contacts over the ground the data covers (1 = the gait survives the
+        VAE; near 0 = it decodes a walk as swaying in place)."""
+        data = torch.tensor([contact_travel_distance(w) for w in self.eval_rotations])
+        moving = data >= LOCOMOTION_MIN_TRAVEL
+        if not moving.any():
+            return {}
+        decoded = self.heldout_reconstructions()[moving]
+        recon = torch.tensor([contact_travel_distance(w) for w in decoded])
+        return {"heldout_locomotion_travel_ratio": float(recon.sum() / data[moving].sum()),
+                "heldout_locomotion_windows": int(moving.sum())}  # fmt: skip
 
 
 @STAGES.register("build_pose_codebook")

@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 
 GENERATORS = ("latent", "reconstruction", "interpolation")
 ROOTS = ("upright", "decoded")
-LATENT_INITS = ("normal", "zeros", "interpolation")
+LATENT_INITS = ("normal", "zeros", "interpolation", "search")
 
 
 @dataclass
@@ -95,9 +95,12 @@ class MotionStageConfig:
     lr: float = 0.01  # Adam on the latent code, constant (AvatarCLIP)
     # normal: N(0, latent_init_std^2) from the seed (AvatarCLIP) | zeros | interpolation: the
     # code of the interpolation baseline's clip (encoded by the VAE), a start that already
-    # passes near every candidate
+    # passes near every candidate | search (not in the paper): of ``search_samples`` codes drawn
+    # as for normal, the one whose decoded clip best reconstructs the candidates (a motion-prior
+    # codebook: a clip that moves through the candidates, e.g. a gait cycle through strides)
     latent_init: str = "normal"
     latent_init_std: float = 1.0
+    search_samples: int = 1024
     root: str = "upright"  # upright: discard the decoded root (AvatarCLIP) | decoded
     # The guidance text: "" uses the candidates' prompt_text (the pose stage's templated text);
     # otherwise this template (with "{}") is filled with the candidates' prompt.
@@ -155,6 +158,7 @@ class MotionStage(StageModule):
         self.renderer = MeshRenderer(cfg.render)
         self.preview_renderer = MeshRenderer(MeshRenderConfig(height=int(sc.preview_size), width=int(sc.preview_size)))
         self.guidance_renders = 0  # frames rendered for the guidance (0 when it is off)
+        self.search_info: dict = {}  # latent_init=search: what the search found
 
         terms = ("reconstruction", "guidance", "delta", "latent", "smoothness")
         if self.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
@@ -180,6 +184,8 @@ class MotionStage(StageModule):
             with torch.no_grad():
                 clip = canonical_to_features(self.interpolate()[None], self.prior.config.num_joints)
                 init = self.prior.encode(clip)[0].reshape(1, dim).float()
+        elif sc.latent_init == "search":
+            init = self.search_latent(torch.randn(int(sc.search_samples), dim, generator=g) * float(sc.latent_init_std))
         else:
             init = torch.randn(1, dim, generator=g) * float(sc.latent_init_std)
         self.latent = torch.nn.Parameter(init)
@@ -196,6 +202,8 @@ class MotionStage(StageModule):
             raise ValueError(f"stage.root={sc.root!r} is not one of {list(ROOTS)}")
         if sc.latent_init not in LATENT_INITS:
             raise ValueError(f"stage.latent_init={sc.latent_init!r} is not one of {list(LATENT_INITS)}")
+        if sc.latent_init == "search" and sc.search_samples < 1:
+            raise ValueError(f"stage.search_samples must be >= 1 with stage.latent_init=search, got {sc.search_samples}")
         if sc.num_candidates < 1:
             raise ValueError(f"stage.num_candidates must be >= 1, got {sc.num_candidates}")
         if len(sc.rank_weights) < sc.num_candidates:
@@ -260,6 +268,20 @@ class MotionStage(StageModule):
             root = torch.tensor(UPRIGHT, dtype=rotations.dtype, device=rotations.device).expand(len(rotations), 3)
             rotations = torch.cat([root[:, None], rotations[:, 1:]], dim=1)
         return rotations
+
+    @torch.no_grad()
+    def search_latent(self, codes: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """The code (1, D) among ``codes`` (N, D) whose clip has the lowest reconstruction loss."""
+        t = int(self.stage_cfg.num_frames)
+        losses = []
+        for part in codes.split(chunk):
+            features = self.prior.decode(part, t)
+            rotmats = rot6d_to_rotmat(features.reshape(len(part), t, -1, 6)[:, :, 1:22])  # (n, T, 21, 3, 3)
+            losses.append(torch.stack([(self.rank_weights * self.reconstruction_distances(r)).sum() for r in rotmats]))
+        best = int(torch.cat(losses).argmin())
+        self.search_info = {"search_samples": len(codes), "search_best_index": best,
+                            "search_best_reconstruction": float(torch.cat(losses)[best])}  # fmt: skip
+        return codes[best : best + 1].clone()
 
     @torch.no_grad()
     def interpolate(self) -> torch.Tensor:
@@ -442,6 +464,7 @@ class MotionStage(StageModule):
             "fps": motion.fps,
             "steps": int(self.global_step),
             "guidance_renders": self.guidance_renders,
+            **self.search_info,
             "seconds": round(time.perf_counter() - self._start, 1),
             **metrics,
             "objective": objective,

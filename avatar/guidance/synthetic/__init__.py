@@ -20,6 +20,7 @@ from avatar.guidance.synthetic.captions import (
     caption,
     change_negative,
     plan_caption,
+    pose_negative,
     render_caption,
     swap_negative,
 )
@@ -40,5 +41,5 @@ __all__ = [
     "AppearanceConfig", "BodyParts", "CaptionPlan", "SyntheticBatch", "SyntheticConfig", "SyntheticRenderer",
     "caption", "change_negative", "color_family", "generate_batch", "held_out_combinations", "is_held_out",
     "plan_caption", "pose_features", "pose_words", "render_caption", "sample_appearance", "sample_outfit",
-    "swap_negative", "vertex_colors",
+    "pose_negative", "swap_negative", "vertex_colors",
 ]  # fmt: skip

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from avatar.guidance.synthetic.appearance import HAIR_COLORS, AppearanceConfig, color_distance, sample_color
-from avatar.guidance.synthetic.poses import BODY_WORDS
+from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
 
 # AvatarCLIP's templates, picked by the view; then plain paraphrases for body views.
 FACE_TEMPLATE = "the face of {}"
@@ -197,3 +197,16 @@ def change_negative(plan: CaptionPlan, attrs: dict, rng: random.Random, min_dist
         changed["pose"]["body"] = rng.choice([w for w in BODY_WORDS if w != attrs["pose"]["body"]])
     return render_caption(plan, changed)
 
+
+
+def pose_negative(plan: CaptionPlan, attrs: dict, rng: random.Random) -> str | None:
+    """The caption with one mentioned pose word replaced by another of its group ("..., walking"
+    -> "..., kicking"; "with arms raised" -> "with arms spread"); None if no pose word is
+    mentioned. The hard negative that teaches poses apart, as swap_negative does for colours."""
+    if not plan.pose:
+        return None
+    which = rng.choice(plan.pose)
+    words = BODY_WORDS if which == "body" else ARM_WORDS
+    changed = copy.deepcopy(attrs)
+    changed["pose"][which] = rng.choice([w for w in words if w != attrs["pose"][which]])
+    return render_caption(plan, changed)

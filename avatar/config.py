@@ -24,7 +24,12 @@ from avatar.guidance.mini import MINI_SCORER_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
 from avatar.guidance.training import GuidanceTrainStageConfig
 from avatar.priors.loading import PriorConfig
-from avatar.priors.training import MotionVAEStageConfig, PoseCodebookStageConfig, PosePriorStageConfig
+from avatar.priors.training import (
+    MotionCodebookStageConfig,
+    MotionVAEStageConfig,
+    PoseCodebookStageConfig,
+    PosePriorStageConfig,
+)
 from avatar.render.cameras import ViewSamplingConfig
 from avatar.render.mesh_renderer import MeshRenderConfig
 from avatar.stages.animate import AnimateStageConfig
@@ -120,6 +125,7 @@ OPTION_SCHEMAS: dict[str, dict[str, type]] = {
         "train_pose_prior": PosePriorStageConfig,
         "train_motion_vae": MotionVAEStageConfig,
         "build_pose_codebook": PoseCodebookStageConfig,
+        "build_motion_codebook": MotionCodebookStageConfig,
         "train_guidance": GuidanceTrainStageConfig,
         "appearance": AppearanceStageConfig,
         "motion": MotionStageConfig,

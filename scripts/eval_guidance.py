@@ -7,7 +7,8 @@ and the colour-optimisation check.
     .venv/bin/python scripts/eval_guidance.py --samples 256 --steps 0   # retrieval only (no colour check)
 
 Retrieval: top-1 in groups of 32. Binding: the caption beats the same caption with two
-garments' colours swapped. Rows: renders of training combinations (``combinations=train``)
+garments' colours swapped. Pose: the caption beats the same caption with one pose word changed
+("walking" -> "kicking"; over captions that mention a pose). Rows: renders of training combinations (``combinations=train``)
 captioned with the training templates, the same renders with the held-out paraphrases, and
 renders of held-out attribute combinations only (``combinations=held_out``: a green top with a
 red bottom, checked sleeveless tops, ... see avatar/guidance/synthetic/holdout.py) captioned
@@ -34,7 +35,7 @@ from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.guidance import build_guidance
 from avatar.guidance.evaluation import optimise_body_colours, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
-from avatar.guidance.synthetic.captions import caption, swap_negative
+from avatar.guidance.synthetic.captions import caption, pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 
 PROMPTS = (
@@ -58,7 +59,7 @@ def main() -> None:
     data = synthetic.generate(args.samples, torch.Generator().manual_seed(args.seed))
     unseen = held_out.generate(args.samples, torch.Generator().manual_seed(args.seed + 1))
     rng = random.Random(args.seed)
-    print("| captions | text->image top-1 | image->text top-1 | binding accuracy (pairs) |\n|---|---|---|---|")
+    print("| captions | text->image top-1 | image->text top-1 | binding accuracy (pairs) | pose accuracy (pairs) |\n|---|---|---|---|---|")
     rows = (
         ("training templates, unseen renders", data, False),
         ("paraphrases never trained on", data, True),
@@ -67,9 +68,10 @@ def main() -> None:
     for name, batch, paraphrase in rows:
         caps, plans = zip(*(caption(a, rng, held_out=paraphrase) for a in batch.attributes))
         swapped = [swap_negative(p, a, rng) for p, a in zip(plans, batch.attributes)]
-        m = retrieval_and_binding(guidance, batch.images, list(caps), swapped)
+        posed = [pose_negative(p, a, rng) for p, a in zip(plans, batch.attributes)]
+        m = retrieval_and_binding(guidance, batch.images, list(caps), swapped, pose_changed=posed)
         print(f"| {name} | {m['text_to_image_top1']:.3f} | {m['image_to_text_top1']:.3f} | "
-              f"{m['binding_accuracy']:.3f} ({m['binding_pairs']}) |")  # fmt: skip
+              f"{m['binding_accuracy']:.3f} ({m['binding_pairs']}) | {m['pose_accuracy']:.3f} ({m['pose_pairs']}) |")  # fmt: skip
     if trained_on != "train":
         print(f"\nThis checkpoint was trained with combinations={trained_on}: it has seen the held-out "
               "combinations, so their row is an upper bound, not a generalisation measurement.")  # fmt: skip

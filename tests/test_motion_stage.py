@@ -46,6 +46,8 @@ FAST = [
     "stage.lambda_smoothness=0",  # the paper's terms only (the cpu preset adds smoothness)
 ]
 
+LATENT = "stage.generator=latent"  # the paper's generator (the cpu preset retrieves clips)
+
 
 def write_candidates(path, names=CANDIDATES, prompt=PROMPT, prompt_text=None) -> str:
     rotations = torch.cat([named_pose(n).rotations for n in names]) if names else torch.zeros(0, 22, 3)
@@ -65,7 +67,7 @@ def standing_file(tmp_path_factory):
 
 
 def make_stage(tmp_path, poses_file, *overrides):
-    return MotionStage(compose_cfg(tmp_path, *FAST, f"stage.pose_dir={poses_file}", *overrides))
+    return MotionStage(compose_cfg(tmp_path, *FAST, LATENT, f"stage.pose_dir={poses_file}", *overrides))
 
 
 def optimise(stage: MotionStage, steps: int) -> None:
@@ -83,7 +85,7 @@ def optimise(stage: MotionStage, steps: int) -> None:
 def test_latent_generator_writes_motion_video_strips_and_metrics(tmp_path, poses_file):
     run_dir = tmp_path / "run"
     result = run(compose_cfg(
-        run_dir, *FAST, f"stage.pose_dir={poses_file}", "trainer.max_steps=4", "trainer.val_every_n_steps=2",
+        run_dir, *FAST, LATENT, f"stage.pose_dir={poses_file}", "trainer.max_steps=4", "trainer.val_every_n_steps=2",
         "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=1", "logger=csv",
     ))  # fmt: skip
     motion, info = load_motion(run_dir)
@@ -121,8 +123,9 @@ def test_experiment_runs_every_generator_through_train_py(tmp_path, poses_file):
         assert motion.rotations.shape == (60, 22, 3) and info["generator"] == result["generator"]
         assert (result_file.parent / "motion.mp4").is_file() and np.isfinite(result["objective"])
         results[result["generator"]] = result
-    assert set(results) == {"latent", "reconstruction", "interpolation"}
+    assert set(results) == {"latent", "reconstruction", "interpolation", "retrieval"}
     assert results["interpolation"]["steps"] == 0 and results["interpolation"]["guidance_renders"] == 0
+    assert results["retrieval"]["steps"] == 0 and results["retrieval"]["guidance_renders"] == 2 * 16  # shortlist x frames
     assert results["reconstruction"]["steps"] == 3 and results["reconstruction"]["guidance_renders"] == 0
     assert results["latent"]["guidance_renders"] == 6
 
@@ -166,6 +169,37 @@ def test_search_init_starts_from_the_prior_sample_closest_to_the_candidates(tmp_
     start = stage.reconstruction_errors()["reconstruction_distance"]
     assert start == pytest.approx(stage.search_info["search_best_reconstruction"], rel=1e-4)
     assert stage.search_info["search_samples"] == 64 and start < min(normal), (start, normal)
+
+
+def write_motion_codebook(path, num_frames: int = 60):
+    """Three real-looking clips (named poses swinging at different rates), one motion codebook."""
+    import numpy as np
+    from synthetic_mocap import oscillating_motion
+
+    from avatar.priors.motion_codebook import MotionCodebook
+
+    clips = torch.stack([oscillating_motion(base, num_frames, 30.0, seed).rotations.float()
+                         for seed, base in enumerate(("a_pose", "walk_stride", "arms_raised"))])  # fmt: skip
+    MotionCodebook(clips, 30.0, np.ones(3, dtype=np.int64), ["a", "b", "c"], {}).save(path)
+    return clips
+
+
+def test_retrieval_picks_the_clip_that_passes_through_the_candidates(tmp_path):
+    clips = write_motion_codebook(tmp_path / "book.npz")
+    frames = clips[1, [5, 20, 35, 50, 10]]  # five moments of clip "b", out of order
+    CandidatePoses(frames, torch.linspace(0.3, 0.2, 5), ["b"] * 5, PROMPT, f"a 3D rendering of {PROMPT} in unreal engine").save(tmp_path / "poses.npz")
+    stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}",
+                       "stage.retrieval_top_k=2")  # fmt: skip
+    assert not stage.trainable and stage.guidance is not None  # the paper's guidance term ranks the shortlist
+    rotations = stage.motion_rotations()
+    assert stage.search_info["retrieval_source"] == "b" and stage.search_info["retrieval_reconstruction"] < 1e-5
+    assert torch.allclose(rotations[:, 1:], clips[1, :, 1:], atol=2e-3)  # float16 storage
+    assert torch.allclose(rotations[:, 0], torch.tensor(UPRIGHT).expand(60, 3))  # root=upright as the other generators
+    # A codebook of shorter clips than the stage asks for names the keys and the fix.
+    write_motion_codebook(tmp_path / "short.npz", num_frames=30)
+    short = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'short.npz'}")
+    with pytest.raises(ValueError, match=r"stage\.num_frames=60.*build_motion_codebook"):
+        short.motion_rotations()
 
 
 def test_smoothness_term_removes_the_spikes_and_keeps_the_candidates(tmp_path, standing_file):
@@ -274,7 +308,10 @@ def test_presets_compose(tmp_path):
     assert paper.stage.num_frames == 60 and paper.stage.lambda_guidance == 0.001 and paper.stage.lambda_delta == 0.01
     cpu = compose_cfg(tmp_path, "stage=motion")
     assert cpu.trainer.max_steps == 1000 and cpu.render.height == 64
-    assert compose_cfg(tmp_path, "stage=motion", "preset=small").trainer.max_steps == 1500
+    small = compose_cfg(tmp_path, "stage=motion", "preset=small")
+    assert small.trainer.max_steps == 1500
+    # The paper's latent optimisation at paper settings; real clips on the project's own stack.
+    assert paper.stage.generator == "latent" and cpu.stage.generator == small.stage.generator == "retrieval"
 
 
 # ---- metrics ----------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from avatar.mocap.bvh import read_bvh
 from avatar.mocap.retarget import retarget
 from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import MotionWindows, PoseFrames, body_joints, load_corpus, subject_of
-from avatar.priors.loading import PriorConfig, load_codebook, load_motion_prior, load_pose_prior
+from avatar.body.skeleton import CanonicalPose, mirror
+from avatar.mocap.contact import contact_travel_distance
+from avatar.priors.loading import PriorConfig, load_codebook, load_motion_codebook, load_motion_prior, load_pose_prior
 from avatar.priors.motion_vae import features_to_canonical
 from avatar.priors.training import normalise_heading
 from helpers import compose_cfg
@@ -88,6 +90,21 @@ def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monk
     assert torch.allclose(codebook.joints, body_joints(codebook.rotations), atol=1e-5)
     assert len(set(codebook.sources)) == 16
 
+    clips = run(compose_cfg(tmp_path / "clips", "stage=build_motion_codebook", *common, "stage.size=6", "stage.num_frames=30"))
+    assert clips["size"] == 6 and 0.0 <= clips["locomotion_share"] <= 1.0
+    motion_book = load_motion_codebook(PriorConfig(motion_codebook=str(tmp_path / "clips" / "motion_codebook.npz")))
+    assert motion_book.rotations.shape == (6, 30, 22, 3) and motion_book.fps == 30.0
+    # Every entry is a real window of a training clip (or its mirror image), heading-normalised.
+    train, _ = load_corpus(mocap_folder).split(0.2)
+    for rotations, source in zip(motion_book.rotations, motion_book.sources):
+        label, offset = source.removesuffix(" (mirrored)").rsplit(" @ ", 1)
+        clip = next(i for i, name in enumerate(train.clip_names) if name.split(" (")[0].endswith(label))
+        start = int(train.clip_starts[clip]) + int(offset)
+        real, _ = normalise_heading(train.rotations[start : start + 30], train.transl[start : start + 30])
+        if source.endswith("(mirrored)"):
+            real = mirror(CanonicalPose(real, torch.zeros(30, 3))).rotations
+        assert torch.allclose(rotations, real, atol=2e-3), source  # float16 storage
+
 
 # ---- the shipped weights (what the default configs load) ---------------------------------------
 def shipped(name: str):
@@ -119,6 +136,15 @@ def test_shipped_codebook():
     dist = torch.cdist(flat[:500], flat)
     dist[torch.arange(500), torch.arange(500)] = float("inf")
     assert dist.min() > 0.01
+
+
+@shipped("motion_codebook.npz")
+def test_shipped_motion_codebook_holds_walks():
+    book = load_motion_codebook()
+    assert len(book) >= 256 and book.num_frames == 60 and torch.isfinite(book.rotations).all()
+    travel = torch.tensor([contact_travel_distance(c) for c in book.rotations])
+    assert (travel >= 0.5).sum() >= 64  # walks and runs (101 of 512 carry the body half a metre or more in 2 s)
+    assert not any(s.startswith("/") for s in book.sources)  # paths inside the corpus, not this machine's cache
 
 
 @shipped("motion_vae.pt")

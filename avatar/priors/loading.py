@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from avatar.priors.codebook import WEIGHTS_DIR, PoseCodebook, load_pose_codebook
+from avatar.priors.motion_codebook import MotionCodebook, read_motion_codebook
 from avatar.priors.motion_vae import MotionVAE, MotionVAEConfig, load_avatarclip_motion_vae
 from avatar.priors.vposer import VPoser, VPoserConfig, load_vposer_checkpoint
 
@@ -20,6 +21,7 @@ class PriorConfig:
     motion_prior: str = ""  # project motion VAE weights; empty: avatar/priors/weights/motion_vae.pt
     motion_vae_path: str = ""  # AvatarCLIP's motion_vae.pth; replaces motion_prior
     codebook: str = ""  # pose codebook; empty: avatar/priors/weights/pose_codebook.npz
+    motion_codebook: str = ""  # real mocap clips; empty: avatar/priors/weights/motion_codebook.npz
 
 
 # Buffers that are constants of the architecture (sinusoidal tables): rebuilt, never shipped.
@@ -83,3 +85,9 @@ def load_motion_prior(cfg: PriorConfig | None = None) -> MotionVAE:
 def load_codebook(cfg: PriorConfig | None = None) -> PoseCodebook:
     cfg = cfg or PriorConfig()
     return load_pose_codebook(cfg.codebook or None)
+
+
+def load_motion_codebook(cfg: PriorConfig | None = None) -> MotionCodebook:
+    """The motion codebook (the motion stage's ``retrieval`` generator)."""
+    cfg = cfg or PriorConfig()
+    return read_motion_codebook(cfg.motion_codebook or None)

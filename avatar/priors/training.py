@@ -26,6 +26,7 @@ from avatar.engine.run_info import git_revision
 from avatar.mocap.contact import contact_travel_distance
 from avatar.priors.codebook import WEIGHTS_DIR, build_pose_codebook
 from avatar.priors.loading import pack_state_dict
+from avatar.priors.motion_codebook import build_motion_codebook
 from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joints, load_corpus, sequence_joints
 from avatar.priors.motion_vae import MotionVAE, MotionVAEConfig, canonical_to_features, features_to_canonical, rot6d_to_rotmat
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
@@ -73,6 +74,16 @@ class MotionVAEStageConfig(PriorDataConfig):
     lambda_joints: Any = 1.0  # mean joint position error (m), template skeleton, root at origin
     lambda_velocity: Any = 1.0  # MSE of joint velocities (m/frame), for smooth motion
     lambda_kl: Any = field(default_factory=lambda: [0, 0.0, 1e-4, 2000])
+
+
+@dataclass
+class MotionCodebookStageConfig(PriorDataConfig):
+    name: str = "build_motion_codebook"
+    size: int = 512  # entries (~8 KB each as float16)
+    num_frames: int = 60  # the motion stage's clip length at 30 fps
+    window_stride: int = 10  # frames between the starts of candidate windows in a clip
+    feature_stride: int = 5  # frames between the poses the clustering compares
+    add_mirrored: bool = True
 
 
 @dataclass
@@ -323,3 +334,44 @@ class PoseCodebookStage(torch.nn.Module):
                   "build_seconds": codebook.meta["build_seconds"], "objective": heldout}  # fmt: skip
         atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
         return result
+
+
+@STAGES.register("build_motion_codebook")
+class MotionCodebookStage(torch.nn.Module):
+    trainable = False
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg, self.stage_cfg = cfg, cfg.stage
+
+    def run(self, loggers=()) -> dict:
+        sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
+        train, test = _load_split(sc)
+        windows = HeadingNormalisedWindows(train, sc.num_frames, stride=sc.window_stride, mirror_prob=0.0)
+        if len(windows) == 0:
+            raise ValueError(f"No training clip is {sc.num_frames} frames long: lower stage.num_frames or add clips")
+        clip_of = np.searchsorted(train.clip_starts, np.array(windows.starts), side="right") - 1
+        sources = [f"{_clip_label(train.clip_names[c])} @ {s - int(train.clip_starts[c])}" for s, c in zip(windows.starts, clip_of)]
+        rotations = torch.stack([windows[i][0] for i in range(len(windows))])
+        codebook = build_motion_codebook(rotations, sources, sc.size, sc.fps, int(self.cfg.seed), sc.add_mirrored, sc.feature_stride)
+        locomotion = _locomotion_share(codebook.rotations)
+        codebook.meta.update(git=git_revision()["commit"], locomotion_share=round(locomotion, 3),
+                             heldout_subjects=sorted(set(test.subjects)))  # fmt: skip
+        out = codebook.save(run_dir / "motion_codebook.npz")
+        if sc.publish:
+            publish_file(out, WEIGHTS_DIR)
+        result = {"size": len(codebook), "corpus_windows": codebook.meta["corpus_windows"], "locomotion_share": locomotion,
+                  "build_seconds": codebook.meta["build_seconds"], "objective": -locomotion}  # fmt: skip
+        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+        return result
+
+
+def _clip_label(name: str) -> str:
+    """A clip's file as a path inside the mocap corpus (no machine-specific cache prefix)."""
+    name = name.split(" (")[0]
+    return name.split("/mocap/", 1)[-1]
+
+
+def _locomotion_share(windows: torch.Tensor) -> float:
+    """Share of windows (N, T, 22, 3) whose feet carry the body >= LOCOMOTION_MIN_TRAVEL."""
+    return float(np.mean([contact_travel_distance(w) >= LOCOMOTION_MIN_TRAVEL for w in windows]))

@@ -27,7 +27,13 @@ baseline: the same optimisation with the guidance and delta terms forced off) an
 ``interpolation`` (the second: each candidate is encoded as a static clip by the VAE encoder,
 the codes are placed at evenly spaced key times in rank order and interpolated linearly, and
 frame t is frame t of the clip decoded from the code at time t; no optimisation, the stage runs
-one-shot through the same output path).
+one-shot through the same output path). Not in the paper: ``retrieval`` (one-shot too): the same
+objective minimised over the real mocap clips of the motion codebook
+(avatar/priors/motion_codebook.py) instead of the VAE's codes: the ``retrieval_top_k`` clips
+closest to the candidates by reconstruction are scored by the active paper terms
+(reconstruction + guidance - delta: real clips need no smoothness term) and the lowest wins. It exists because the project's CPU-trained VAE cannot decode gait (a walk comes back as
+swaying in place, ``scripts/report_priors.py``), so no latent code walks; a clip does. And
+``latent_init=search``: the latent run starts from the best of ``search_samples`` prior samples.
 
 Root: the project's VAE is trained on heading-normalised windows, so it decodes a root
 orientation (upright, facing -Y at the start, with the capture's leaning and turning) but no
@@ -74,7 +80,7 @@ from avatar.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("latent", "reconstruction", "interpolation")
+GENERATORS = ("latent", "reconstruction", "interpolation", "retrieval")
 ROOTS = ("upright", "decoded")
 LATENT_INITS = ("normal", "zeros", "interpolation", "search")
 
@@ -84,7 +90,11 @@ class MotionStageConfig:
     name: str = "motion"
     # The pose stage's run directory (or its poses.npz): the candidate poses. Required.
     pose_dir: str = ""
-    generator: str = "latent"  # latent | reconstruction | interpolation
+    generator: str = "latent"  # latent | reconstruction | interpolation | retrieval
+    # retrieval (not in the paper): of the motion codebook's clips (prior.motion_codebook), the
+    # ``retrieval_top_k`` that reconstruct the candidates best are scored by the paper's loss
+    # (reconstruction + guidance - delta; smoothness is for optimised clips) and the lowest wins
+    retrieval_top_k: int = 16
     num_candidates: int = 5  # top candidates used (fewer if the file holds fewer)
     rank_weights: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.6, 0.4, 0.2])
     num_frames: int = 60  # frames decoded (the VAE's training clips are 60 frames)
@@ -133,7 +143,7 @@ class MotionStage(StageModule):
         sc = self.stage_cfg
         self._validate(sc)
         self.generator = sc.generator
-        self.trainable = sc.generator != "interpolation"
+        self.trainable = sc.generator not in ("interpolation", "retrieval")
         if sc.generator == "reconstruction":  # the paper's baseline: no guidance, no delta
             self.loss_weights["guidance"] = 0.0
             self.loss_weights["delta"] = 0.0
@@ -166,7 +176,7 @@ class MotionStage(StageModule):
                 f"stage.generator={sc.generator}: every loss weight (stage.lambda_{{{','.join(terms)}}}) is 0, "
                 "so there is nothing to optimise; set stage.lambda_reconstruction (default 1)"
             )
-        uses_guidance = self.trainable and self.active("guidance")
+        uses_guidance = (self.trainable or self.generator == "retrieval") and self.active("guidance")
         if not self.prompt_text and (uses_guidance or cfg.scorer.enabled):  # fail now, not after the run
             raise ValueError(self._empty_prompt_message())
         self.guidance = None
@@ -189,7 +199,7 @@ class MotionStage(StageModule):
         else:
             init = torch.randn(1, dim, generator=g) * float(sc.latent_init_std)
         self.latent = torch.nn.Parameter(init)
-        self._interpolated: torch.Tensor | None = None
+        self._one_shot: torch.Tensor | None = None  # interpolation / retrieval clip
         self._start = time.perf_counter()
         self._result: dict | None = None
 
@@ -263,11 +273,14 @@ class MotionStage(StageModule):
         return self._rotations(rotmats), rotmats[:, 1:]
 
     def _rotations(self, rotmats: torch.Tensor) -> torch.Tensor:
-        rotations = roma.rotmat_to_rotvec(rotmats)
-        if self.stage_cfg.root == "upright":
-            root = torch.tensor(UPRIGHT, dtype=rotations.dtype, device=rotations.device).expand(len(rotations), 3)
-            rotations = torch.cat([root[:, None], rotations[:, 1:]], dim=1)
-        return rotations
+        return self._with_root(roma.rotmat_to_rotvec(rotmats))
+
+    def _with_root(self, rotations: torch.Tensor) -> torch.Tensor:
+        """Rotations (..., 22, 3) with the root per ``stage.root`` (upright: replaced)."""
+        if self.stage_cfg.root != "upright":
+            return rotations
+        root = torch.tensor(UPRIGHT, dtype=rotations.dtype, device=rotations.device).expand(*rotations.shape[:-2], 1, 3)
+        return torch.cat([root, rotations[..., 1:, :]], dim=-2)
 
     @torch.no_grad()
     def search_latent(self, codes: torch.Tensor, chunk: int = 128) -> torch.Tensor:
@@ -304,12 +317,39 @@ class MotionStage(StageModule):
         return self._rotations(rot6d_to_rotmat(features.reshape(t, -1, 6)[:, :22]))
 
     @torch.no_grad()
+    def retrieve(self) -> torch.Tensor:
+        """The retrieval generator's rotations (T, 22, 3) (see ``MotionStageConfig.generator``)."""
+        from avatar.priors.loading import load_motion_codebook
+
+        sc, t = self.stage_cfg, int(self.stage_cfg.num_frames)
+        book = load_motion_codebook(self.cfg.prior)
+        if book.num_frames < t or abs(book.fps - float(sc.fps)) > 1e-3:
+            raise ValueError(
+                f"The motion codebook ({self.cfg.prior.motion_codebook or 'shipped'}) holds {book.num_frames}-frame clips at "
+                f"{book.fps:g} fps; stage.num_frames={t} at stage.fps={sc.fps:g} needs clips at least as long at the same rate: "
+                "rebuild it with `python train.py stage=build_motion_codebook stage.num_frames=<n> stage.fps=<fps>`"
+            )
+        clips = self._with_root(book.rotations[:, :t])
+        body = roma.rotvec_to_rotmat(clips[:, :, 1:])
+        recon = torch.stack([(self.rank_weights * self.reconstruction_distances(b)).sum() for b in body])
+        shortlist = recon.argsort()[: max(1, int(sc.retrieval_top_k))]
+        totals = []
+        for i in shortlist.tolist():  # no smoothness term: it counters optimisation spikes, and would rank real walks low
+            losses = self.motion_losses(clips[i], body[i], smoothness=False)
+            totals.append(float(sum(self.weight(name) * value for name, value in losses.items())))
+        best = int(shortlist[int(np.argmin(totals))])
+        self.search_info = {"retrieval_clips": len(book), "retrieval_source": book.sources[best], "retrieval_index": best,
+                            "retrieval_reconstruction": float(recon[best]), "retrieval_loss": float(min(totals))}  # fmt: skip
+        log.info("Retrieved %s (reconstruction %.3f, loss %.4f of %d shortlisted)", book.sources[best], recon[best], min(totals), len(shortlist))
+        return clips[best]
+
+    @torch.no_grad()
     def motion_rotations(self) -> torch.Tensor:
         """The current clip's rotations (T, 22, 3), detached."""
-        if self.generator == "interpolation":
-            if self._interpolated is None:
-                self._interpolated = self.interpolate()
-            return self._interpolated
+        if self.generator in ("interpolation", "retrieval"):
+            if self._one_shot is None:
+                self._one_shot = self.interpolate() if self.generator == "interpolation" else self.retrieve()
+            return self._one_shot
         return self.decode(self.latent)[0].detach()
 
     def reconstruction_distances(self, body_rotmats: torch.Tensor) -> torch.Tensor:
@@ -341,20 +381,26 @@ class MotionStage(StageModule):
     # ---- optimisation ------------------------------------------------------------------------
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:
         rotations, body_rotmats = self.decode(self.latent)
+        losses = self.motion_losses(rotations, body_rotmats)
+        if self.active("latent"):
+            losses["latent"] = (self.latent**2).mean()
+        if not losses:  # every weight is 0 at this step (a schedule): a zero loss, no update
+            losses["latent"] = (self.latent * 0.0).sum()
+        return losses
+
+    def motion_losses(self, rotations: torch.Tensor, body_rotmats: torch.Tensor, smoothness: bool = True) -> dict[str, torch.Tensor]:
+        """The terms that judge a clip (rotations (T, 22, 3), body rotation matrices (T, 21, 3, 3)),
+        whatever made it: reconstruction, delta, smoothness (unless ``smoothness=False``), guidance."""
         losses: dict[str, torch.Tensor] = {}
         if self.active("reconstruction"):
             losses["reconstruction"] = (self.rank_weights * self.reconstruction_distances(body_rotmats)).sum()
         if self.active("delta"):
             losses["delta"] = -(body_rotmats[1:] - body_rotmats[:-1]).abs().mean()
-        if self.active("latent"):
-            losses["latent"] = (self.latent**2).mean()
-        if self.active("smoothness"):
+        if smoothness and self.active("smoothness"):
             joints = body_joints(rotations)  # (T, 22, 3), template skeleton, root at the origin
             losses["smoothness"] = 1e4 * ((joints[2:] - 2 * joints[1:-1] + joints[:-2]) ** 2).sum(-1).mean()
         if self.guidance is not None and self.active("guidance"):
             losses["guidance"] = self.guidance_loss(rotations)
-        if not losses:  # every weight is 0 at this step (a schedule): a zero loss, no update
-            losses["latent"] = (self.latent * 0.0).sum()
         return losses
 
     def guidance_loss(self, rotations: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ class GuidanceTrainStageConfig:
     init_weights: str = ""
     lambda_contrastive: Any = 1.0
     lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
-    lambda_pose: Any = 1.0  # image vs its caption and the caption with a pose word changed
+    lambda_pose: Any = 0.0  # image vs its caption and the caption with a pose word changed (README: no gain measured)
 
 
 def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:

@@ -308,62 +308,62 @@ class MotionVAEStage(_PriorStage):
                 "heldout_locomotion_windows": int(moving.sum())}  # fmt: skip
 
 
-@STAGES.register("build_pose_codebook")
-class PoseCodebookStage(torch.nn.Module):
+class _CodebookStage(torch.nn.Module):
+    """Shared by the codebooks: one-shot runs over the training subjects' mocap."""
+
     trainable = False
 
     def __init__(self, cfg) -> None:
         super().__init__()
         self.cfg, self.stage_cfg = cfg, cfg.stage
 
+    def finish(self, out: Path, result: dict) -> dict:
+        if self.stage_cfg.publish:
+            publish_file(out, WEIGHTS_DIR)
+        atomic_write_text(Path(self.cfg.run_dir) / "result.json", json.dumps(result, indent=2))
+        return result
+
+
+def _sources(corpus: MotionCorpus, starts: np.ndarray) -> list[str]:
+    """"<clip file inside the corpus> @ <frame>" for corpus frame indices."""
+    clip_of = np.searchsorted(corpus.clip_starts, starts, side="right") - 1
+    return [f"{_clip_label(corpus.clip_names[c])} @ {int(f - corpus.clip_starts[c])}" for f, c in zip(starts, clip_of)]
+
+
+@STAGES.register("build_pose_codebook")
+class PoseCodebookStage(_CodebookStage):
     def run(self, loggers=()) -> dict:
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         train, test = _load_split(sc)
         frames = torch.arange(0, train.num_frames, sc.frame_stride)
-        clip_of_frame = np.searchsorted(train.clip_starts, frames.numpy(), side="right") - 1
-        sources = [f"{train.clip_names[c].split(' (')[0]} @ {int(f - train.clip_starts[c])}" for f, c in zip(frames, clip_of_frame)]
-        codebook = build_pose_codebook(train.rotations[frames], sources, sc.size, int(self.cfg.seed), sc.add_mirrored)
+        codebook = build_pose_codebook(train.rotations[frames], _sources(train, frames.numpy()), sc.size, int(self.cfg.seed), sc.add_mirrored)
         _, errors = codebook.nearest(test.rotations[:: sc.frame_stride])
         heldout = float(errors.mean() * 1000.0)
         codebook.meta.update(heldout_quantisation_mm=round(heldout, 2), git=git_revision()["commit"],
                              heldout_subjects=sorted(set(test.subjects)))  # fmt: skip
         out = codebook.save(run_dir / "pose_codebook.npz")
-        if sc.publish:
-            publish_file(out, WEIGHTS_DIR)
-        result = {"size": len(codebook), "heldout_quantisation_mm": heldout,
-                  "build_seconds": codebook.meta["build_seconds"], "objective": heldout}  # fmt: skip
-        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
-        return result
+        return self.finish(out, {"size": len(codebook), "heldout_quantisation_mm": heldout,
+                                 "build_seconds": codebook.meta["build_seconds"], "objective": heldout})  # fmt: skip
 
 
 @STAGES.register("build_motion_codebook")
-class MotionCodebookStage(torch.nn.Module):
-    trainable = False
-
-    def __init__(self, cfg) -> None:
-        super().__init__()
-        self.cfg, self.stage_cfg = cfg, cfg.stage
-
+class MotionCodebookStage(_CodebookStage):
     def run(self, loggers=()) -> dict:
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         train, test = _load_split(sc)
         windows = HeadingNormalisedWindows(train, sc.num_frames, stride=sc.window_stride, mirror_prob=0.0)
         if len(windows) == 0:
             raise ValueError(f"No training clip is {sc.num_frames} frames long: lower stage.num_frames or add clips")
-        clip_of = np.searchsorted(train.clip_starts, np.array(windows.starts), side="right") - 1
-        sources = [f"{_clip_label(train.clip_names[c])} @ {s - int(train.clip_starts[c])}" for s, c in zip(windows.starts, clip_of)]
         rotations = torch.stack([windows[i][0] for i in range(len(windows))])
+        sources = _sources(train, np.array(windows.starts))
         codebook = build_motion_codebook(rotations, sources, sc.size, sc.fps, int(self.cfg.seed), sc.add_mirrored, sc.feature_stride)
         locomotion = _locomotion_share(codebook.rotations)
         codebook.meta.update(git=git_revision()["commit"], locomotion_share=round(locomotion, 3),
                              heldout_subjects=sorted(set(test.subjects)))  # fmt: skip
         out = codebook.save(run_dir / "motion_codebook.npz")
-        if sc.publish:
-            publish_file(out, WEIGHTS_DIR)
-        result = {"size": len(codebook), "corpus_windows": codebook.meta["corpus_windows"], "locomotion_share": locomotion,
-                  "build_seconds": codebook.meta["build_seconds"], "objective": -locomotion}  # fmt: skip
-        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
-        return result
+        return self.finish(out, {"size": len(codebook), "corpus_windows": codebook.meta["corpus_windows"],
+                                 "locomotion_share": locomotion, "build_seconds": codebook.meta["build_seconds"],
+                                 "objective": -locomotion})  # fmt: skip
 
 
 def _clip_label(name: str) -> str:

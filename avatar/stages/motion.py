@@ -30,8 +30,9 @@ frame t is frame t of the clip decoded from the code at time t; no optimisation,
 one-shot through the same output path). Not in the paper: ``retrieval`` (one-shot too): the same
 objective minimised over the real mocap clips of the motion codebook
 (avatar/priors/motion_codebook.py) instead of the VAE's codes: the ``retrieval_top_k`` clips
-closest to the candidates by reconstruction are scored by the active paper terms
-(reconstruction + guidance - delta: real clips need no smoothness term) and the lowest wins. It exists because the project's CPU-trained VAE cannot decode gait (a walk comes back as
+closest to the candidates (reconstruction measured in joint positions, see
+``position_distances``) are scored by the active paper terms (that reconstruction + guidance -
+delta: real clips need no smoothness term) and the lowest wins. It exists because the project's CPU-trained VAE cannot decode gait (a walk comes back as
 swaying in place, ``scripts/report_priors.py``), so no latent code walks; a clip does. And
 ``latent_init=search``: the latent run starts from the best of ``search_samples`` prior samples.
 
@@ -92,8 +93,8 @@ class MotionStageConfig:
     pose_dir: str = ""
     generator: str = "latent"  # latent | reconstruction | interpolation | retrieval
     # retrieval (not in the paper): of the motion codebook's clips (prior.motion_codebook), the
-    # ``retrieval_top_k`` that reconstruct the candidates best are scored by the paper's loss
-    # (reconstruction + guidance - delta; smoothness is for optimised clips) and the lowest wins
+    # ``retrieval_top_k`` that pass closest to the candidates (joint positions) are scored by the
+    # paper's loss (reconstruction + guidance - delta; smoothness is for optimised clips)
     retrieval_top_k: int = 16
     num_candidates: int = 5  # top candidates used (fewer if the file holds fewer)
     rank_weights: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.6, 0.4, 0.2])
@@ -330,17 +331,19 @@ class MotionStage(StageModule):
                 "rebuild it with `python train.py stage=build_motion_codebook stage.num_frames=<n> stage.fps=<fps>`"
             )
         clips = self._with_root(book.rotations[:, :t])
-        body = roma.rotvec_to_rotmat(clips[:, :, 1:])
-        recon = torch.stack([(self.rank_weights * self.reconstruction_distances(b)).sum() for b in body])
+        recon = self.position_distances(clips)  # (N,): rank-weighted, metres
         shortlist = recon.argsort()[: max(1, int(sc.retrieval_top_k))]
         totals = []
-        for i in shortlist.tolist():  # no smoothness term: it counters optimisation spikes, and would rank real walks low
-            losses = self.motion_losses(clips[i], body[i], smoothness=False)
+        for i in shortlist.tolist():
+            # The paper's terms with reconstruction measured in joint positions (as the ranking);
+            # no smoothness term: it counters optimisation spikes, and would rank real walks low.
+            losses = self.motion_losses(clips[i], roma.rotvec_to_rotmat(clips[i, :, 1:]), smoothness=False, reconstruction=False)
+            losses["reconstruction"] = recon[i]
             totals.append(float(sum(self.weight(name) * value for name, value in losses.items())))
         best = int(shortlist[int(np.argmin(totals))])
         self.search_info = {"retrieval_clips": len(book), "retrieval_source": book.sources[best], "retrieval_index": best,
-                            "retrieval_reconstruction": float(recon[best]), "retrieval_loss": float(min(totals))}  # fmt: skip
-        log.info("Retrieved %s (reconstruction %.3f, loss %.4f of %d shortlisted)", book.sources[best], recon[best], min(totals), len(shortlist))
+                            "retrieval_joint_distance_m": float(recon[best]), "retrieval_loss": float(min(totals))}  # fmt: skip
+        log.info("Retrieved %s (joint distance %.3f m, loss %.4f; %d shortlisted)", book.sources[best], recon[best], min(totals), len(shortlist))
         return clips[best]
 
     @torch.no_grad()
@@ -361,6 +364,21 @@ class MotionStage(StageModule):
         if window > 1:  # the mean over `window` consecutive frames: a candidate is held, not flashed
             dist = torch.nn.functional.avg_pool1d(dist[:, None], window, stride=1)[:, 0]
         return dist.min(dim=1).values
+
+    @torch.no_grad()
+    def position_distances(self, clips: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """Per clip of clips (N, T, 22, 3): the rank-weighted sum over candidates of the mean
+        joint-position distance (m, template skeleton, pelvis at the origin) to the closest
+        frame. Retrieval ranks by positions: rotation distances between clips of different
+        people are dominated by wrist and spine details, positions by the posture."""
+        cands = body_joints(self.candidate_rotations)  # (K, 22, 3)
+        out = []
+        for part in clips.split(chunk):
+            n, t = part.shape[:2]
+            frames = body_joints(part.reshape(n * t, 22, 3)).reshape(n, t, 22, 3)
+            dist = (frames[:, None] - cands[None, :, None]).norm(dim=-1).mean(-1)  # (n, K, T)
+            out.append((self.rank_weights * dist.min(-1).values).sum(-1))
+        return torch.cat(out)
 
     @torch.no_grad()
     def reconstruction_errors(self) -> dict[str, Any]:
@@ -388,11 +406,13 @@ class MotionStage(StageModule):
             losses["latent"] = (self.latent * 0.0).sum()
         return losses
 
-    def motion_losses(self, rotations: torch.Tensor, body_rotmats: torch.Tensor, smoothness: bool = True) -> dict[str, torch.Tensor]:
+    def motion_losses(
+        self, rotations: torch.Tensor, body_rotmats: torch.Tensor, smoothness: bool = True, reconstruction: bool = True
+    ) -> dict[str, torch.Tensor]:
         """The terms that judge a clip (rotations (T, 22, 3), body rotation matrices (T, 21, 3, 3)),
-        whatever made it: reconstruction, delta, smoothness (unless ``smoothness=False``), guidance."""
+        whatever made it: reconstruction, delta, smoothness, guidance (each unless switched off)."""
         losses: dict[str, torch.Tensor] = {}
-        if self.active("reconstruction"):
+        if reconstruction and self.active("reconstruction"):
             losses["reconstruction"] = (self.rank_weights * self.reconstruction_distances(body_rotmats)).sum()
         if self.active("delta"):
             losses["delta"] = -(body_rotmats[1:] - body_rotmats[:-1]).abs().mean()

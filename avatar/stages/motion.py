@@ -32,9 +32,10 @@ objective minimised over the real mocap clips of the motion codebook
 (avatar/priors/motion_codebook.py) instead of the VAE's codes: the ``retrieval_top_k`` clips
 closest to the candidates (reconstruction measured in joint positions, see
 ``position_distances``) are scored by the active paper terms (that reconstruction + guidance -
-delta: real clips need no smoothness term) and the lowest wins. It exists because the project's CPU-trained VAE cannot decode gait (a walk comes back as
-swaying in place, ``scripts/report_priors.py``), so no latent code walks; a clip does. And
-``latent_init=search``: the latent run starts from the best of ``search_samples`` prior samples.
+delta: real clips need no smoothness term) and the lowest wins. It exists because the project's
+CPU-trained VAE cannot decode gait (a walk comes back as swaying in place,
+``scripts/report_priors.py``), so no latent code walks; a clip does. Also not in the paper:
+``latent_init=search`` starts the latent run from the best of ``search_samples`` prior samples.
 
 Root: the project's VAE is trained on heading-normalised windows, so it decodes a root
 orientation (upright, facing -Y at the start, with the capture's leaning and turning) but no
@@ -169,7 +170,7 @@ class MotionStage(StageModule):
         self.renderer = MeshRenderer(cfg.render)
         self.preview_renderer = MeshRenderer(MeshRenderConfig(height=int(sc.preview_size), width=int(sc.preview_size)))
         self.guidance_renders = 0  # frames rendered for the guidance (0 when it is off)
-        self.search_info: dict = {}  # latent_init=search: what the search found
+        self.search_info: dict = {}  # what latent_init=search or the retrieval generator found
 
         terms = ("reconstruction", "guidance", "delta", "latent", "smoothness")
         if self.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):

@@ -60,6 +60,7 @@ def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
     stage = STAGES.get("train_guidance")(tuned)
     for key, value in stage.model.trained_state_dict().items():
         assert torch.equal(value, first[key].float()), key
+    assert stage.seen_combinations() == "train"  # the start never saw the held-out combinations either
     # ... and refuses weights of another architecture, naming the sizes to set.
     other = compose_cfg(tmp_path / "other", *cfg_overrides, "stage.embed_dim=64", f"stage.init_weights={tmp_path / 'mini.pt'}")
     with pytest.raises(ValueError, match="embed_dim"):

@@ -171,9 +171,17 @@ class GuidanceTrainStage(StageModule):
             "pose_accuracy": metrics["pose_accuracy"],
         }  # fmt: skip
 
+    def seen_combinations(self) -> str:
+        """The outfit combinations the weights have seen: this run's, or "all" when they start from
+        weights that saw every combination (the held-out row is then an upper bound)."""
+        init = self.stage_cfg.init_weights
+        if init and torch.load(init, map_location="cpu", weights_only=True).get("meta", {}).get("combinations", "all") != "train":
+            return "all"
+        return self.stage_cfg.combinations
+
     def result(self) -> dict:
         metrics = {**self.evaluate(), "train_seconds": round(time.perf_counter() - self._start, 1), "steps": int(self.global_step)}
-        meta = {**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed), "combinations": self.stage_cfg.combinations,
+        meta = {**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed), "combinations": self.seen_combinations(),
                 "init_weights": self.stage_cfg.init_weights}  # fmt: skip
         payload = self.model.checkpoint(meta)
         out = self.run_dir() / f"{self.stage_cfg.output_name}.pt"

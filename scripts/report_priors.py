@@ -22,10 +22,15 @@ import torch
 
 from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import body_joints, load_corpus, sequence_joints
-from avatar.mocap.contact import contact_travel_distance
 from avatar.priors.loading import PriorConfig, load_codebook, load_motion_prior, load_pose_prior
 from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
-from avatar.priors.training import LOCOMOTION_MIN_TRAVEL, HeadingNormalisedWindows, mpjpe_mm
+from avatar.priors.training import (
+    LOCOMOTION_MIN_TRAVEL,
+    HeadingNormalisedWindows,
+    locomotion_share,
+    locomotion_travel_ratio,
+    mpjpe_mm,
+)
 from avatar.priors.vposer import canonical_to_vposer, vposer_to_canonical
 
 
@@ -84,17 +89,14 @@ def main() -> None:
     sampled = features_to_canonical(motion.decode(z))
     meta = torch.load(motion_file, weights_only=True)["meta"]
     data_motion_apd = apd_mm(sequence_joints(clips[:n_motion]))
-    travel = torch.tensor([contact_travel_distance(c) for c in clips])
-    moving = travel >= LOCOMOTION_MIN_TRAVEL
-    recon_travel = torch.tensor([contact_travel_distance(c) for c in torch.cat(decoded)[moving]])
-    sample_moving = torch.tensor([contact_travel_distance(c) for c in sampled]) >= LOCOMOTION_MIN_TRAVEL
+    locomotion = locomotion_travel_ratio(clips, torch.cat(decoded))
     c = motion.config
     rows.append((f"motion VAE (d={c.latent_dim}, {c.num_layers}+{c.num_layers} layers)", f"{motion_err:.1f}",
                  f"{meta['train_seconds']:.0f}", f"{apd_mm(sequence_joints(sampled)):.0f} (data {data_motion_apd:.0f})",
                  f"{len(clips)} held-out 60-frame windows, {meta['steps']} steps; locomotion travel ratio "
-                 f"{float(recon_travel.sum() / travel[moving].sum()):.2f} ({int(moving.sum())} windows); samples "
-                 f"travelling >= {LOCOMOTION_MIN_TRAVEL} m: {float(sample_moving.float().mean()):.0%} "
-                 f"(data {float(moving.float().mean()):.0%})"))  # fmt: skip
+                 f"{locomotion.get('heldout_locomotion_travel_ratio', float('nan')):.2f} "
+                 f"({locomotion.get('heldout_locomotion_windows', 0)} windows); samples travelling >= "
+                 f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(sampled):.0%} (data {locomotion_share(clips):.0%})"))  # fmt: skip
 
     header = ("model", "held-out MPJPE (mm)", "train time (s)", "sample APD (mm)", "notes")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

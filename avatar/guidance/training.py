@@ -70,8 +70,9 @@ def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.T
     return -(log_prob.masked_fill(~positives, float("-inf")).logsumexp(dim=1)).mean()
 
 
-def load_initial_model(path: str, expected: MiniModelConfig) -> MiniImageTextModel:
-    """The model in a mini checkpoint, to fine-tune; its architecture must be ``expected``'s."""
+def load_initial_model(path: str, expected: MiniModelConfig) -> tuple[MiniImageTextModel, dict]:
+    """The model in a mini checkpoint, to fine-tune (its architecture must be ``expected``'s),
+    and the checkpoint's meta."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"stage.init_weights={path!r} does not exist: give a mini checkpoint, e.g. avatar/guidance/weights/mini.pt")
@@ -85,7 +86,7 @@ def load_initial_model(path: str, expected: MiniModelConfig) -> MiniImageTextMod
             f"stage.init_weights={path!r} has another architecture than the stage config: {differ} (saved, configured). "
             "Set the stage's sizes to the checkpoint's (e.g. stage.embed_dim, stage.image_channels, stage.text_trainable_layers)"
         )
-    return MiniImageTextModel.from_checkpoint(payload)
+    return MiniImageTextModel.from_checkpoint(payload), dict(payload.get("meta", {}))
 
 
 @STAGES.register("train_guidance")
@@ -97,7 +98,11 @@ class GuidanceTrainStage(StageModule):
             embed_dim=sc.embed_dim, image_channels=tuple(sc.image_channels),
             text_trainable_layers=sc.text_trainable_layers,
         )  # fmt: skip
-        self.model = load_initial_model(sc.init_weights, model_cfg) if sc.init_weights else MiniImageTextModel(model_cfg)
+        self.init_meta: dict | None = None  # the starting checkpoint's meta when fine-tuning
+        if sc.init_weights:
+            self.model, self.init_meta = load_initial_model(sc.init_weights, model_cfg)
+        else:
+            self.model = MiniImageTextModel(model_cfg)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
         ))  # fmt: skip
@@ -174,8 +179,7 @@ class GuidanceTrainStage(StageModule):
     def seen_combinations(self) -> str:
         """The outfit combinations the weights have seen: this run's, or "all" when they start from
         weights that saw every combination (the held-out row is then an upper bound)."""
-        init = self.stage_cfg.init_weights
-        if init and torch.load(init, map_location="cpu", weights_only=True).get("meta", {}).get("combinations", "all") != "train":
+        if self.init_meta is not None and self.init_meta.get("combinations", "all") != "train":
             return "all"
         return self.stage_cfg.combinations
 

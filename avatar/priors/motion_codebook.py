@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.body.skeleton import UPRIGHT, CanonicalPose, mirror
+from avatar.body.skeleton import CanonicalPose, mirror
 from avatar.priors.codebook import WEIGHTS_DIR
-from avatar.priors.data import sequence_joints
+from avatar.priors.data import body_joints
 from avatar.utils.io import atomic_path
 
 DEFAULT_MOTION_CODEBOOK = WEIGHTS_DIR / "motion_codebook.npz"
@@ -75,12 +75,6 @@ def read_motion_codebook(path: str | Path | None = None, key: str = "prior.motio
     return book
 
 
-def _upright(rotations: torch.Tensor) -> torch.Tensor:
-    out = rotations.clone()
-    out[..., 0, :] = torch.tensor(UPRIGHT, dtype=rotations.dtype)
-    return out
-
-
 def build_motion_codebook(
     windows: torch.Tensor, sources: list[str], size: int, fps: float, seed: int = 0, add_mirrored: bool = True,
     feature_stride: int = 5,
@@ -94,7 +88,8 @@ def build_motion_codebook(
         flat = mirror(CanonicalPose(windows.reshape(n * t, 22, 3), torch.zeros(n * t, 3))).rotations
         windows = torch.cat([windows, flat.reshape(n, t, 22, 3)])
         sources = sources + [f"{s} (mirrored)" for s in sources]
-    features = torch.cat([sequence_joints(chunk) for chunk in _upright(windows[:, ::feature_stride]).split(512)])
+    poses = windows[:, ::feature_stride].reshape(-1, 22, 3)
+    features = torch.cat([body_joints(chunk) for chunk in poses.split(8192)])  # root upright, pelvis at the origin
     features = features.reshape(len(windows), -1).numpy()
     size = min(size, len(features))
     kmeans = MiniBatchKMeans(n_clusters=size, random_state=seed, batch_size=4096, n_init=3, max_no_improvement=20)

@@ -119,24 +119,20 @@ class _PriorStage(StageModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         every = self.cfg.trainer.val_every_n_steps
         if every > 0 and (self.global_step % every == 0 or self.global_step == self.cfg.trainer.max_steps):
-            self.log("val/heldout_mpjpe_mm", self.heldout_mpjpe_mm(), on_step=True, prog_bar=True)
-            for key, value in self.extra_metrics().items():
-                self.log(f"val/{key}", value, on_step=True)
+            for key, value in self.heldout_metrics().items():
+                self.log(f"val/{key}", value, on_step=True, prog_bar=key == "heldout_mpjpe_mm")
 
-    def heldout_mpjpe_mm(self) -> float:
+    def heldout_metrics(self) -> dict[str, float]:
+        """Held-out metrics of this prior (logged and stored with the weights); the first is
+        ``heldout_mpjpe_mm``, the objective."""
         raise NotImplementedError
-
-    def extra_metrics(self) -> dict[str, float]:
-        """Further held-out metrics of this prior (logged and stored with the weights)."""
-        return {}
 
     def model_config(self) -> dict:
         raise NotImplementedError
 
     def result(self) -> dict:
         metrics = {
-            "heldout_mpjpe_mm": self.heldout_mpjpe_mm(),
-            **self.extra_metrics(),
+            **self.heldout_metrics(),
             "train_seconds": round(time.perf_counter() - self._start, 1),
             "steps": int(self.global_step),
             "train_frames": self.train_corpus.num_frames,
@@ -200,17 +196,36 @@ class PosePriorStage(_PriorStage):
         return losses
 
     @torch.no_grad()
-    def heldout_mpjpe_mm(self) -> float:
+    def heldout_metrics(self) -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
         body = self.eval_rotations[:, 1:].reshape(len(self.eval_rotations), -1)
         decoded = self.model.decode(self.model.encode(body).mean)["pose_body"]
         error = mpjpe_mm(body_joints(vposer_to_canonical(decoded)), body_joints(self.eval_rotations))
         self.model.train(was_training)
-        return error
+        return {"heldout_mpjpe_mm": error}
 
 
 LOCOMOTION_MIN_TRAVEL = 0.5  # metres in one window: the held-out windows that walk or run
+
+
+def locomotion_share(windows: torch.Tensor) -> float:
+    """Share of windows (N, T, 22, 3) whose feet carry the body >= LOCOMOTION_MIN_TRAVEL."""
+    return float(np.mean([contact_travel_distance(w) >= LOCOMOTION_MIN_TRAVEL for w in windows]))
+
+
+def locomotion_travel_ratio(windows: torch.Tensor, reconstructions: torch.Tensor) -> dict[str, float]:
+    """On the windows (N, T, 22, 3) whose feet carry the body >= LOCOMOTION_MIN_TRAVEL (walks,
+    runs), the ground their reconstructions cover, driven by their own foot contacts, over the
+    ground the windows cover (1 = the gait survives; near 0 = a walk comes back as swaying in
+    place). Empty when no window travels that far."""
+    data = torch.tensor([contact_travel_distance(w) for w in windows])
+    moving = data >= LOCOMOTION_MIN_TRAVEL
+    if not moving.any():
+        return {}
+    recon = torch.tensor([contact_travel_distance(w) for w in reconstructions[moving]])
+    return {"heldout_locomotion_travel_ratio": float(recon.sum() / data[moving].sum()),
+            "heldout_locomotion_windows": int(moving.sum())}  # fmt: skip
 
 
 def normalise_heading(rotations: torch.Tensor, transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,25 +302,12 @@ class MotionVAEStage(_PriorStage):
         self.model.train(was_training)
         return torch.cat(out)
 
-    def heldout_mpjpe_mm(self) -> float:
+    def heldout_metrics(self) -> dict[str, float]:
+        """MPJPE of the reconstructions and ``heldout_locomotion_travel_ratio``
+        (:func:`locomotion_travel_ratio`), from one pass over the held-out windows."""
         decoded = self.heldout_reconstructions()
-        errors = [(sequence_joints(d) - sequence_joints(c)).norm(dim=-1).mean(dim=(1, 2))
-                  for d, c in zip(decoded.split(64), self.eval_rotations.split(64))]  # fmt: skip
-        return float(torch.cat(errors).mean() * 1000.0)
-
-    def extra_metrics(self) -> dict[str, float]:
-        """``heldout_locomotion_travel_ratio``: on held-out windows whose feet carry the body at
-        least ``LOCOMOTION_MIN_TRAVEL`` (walks, runs), the ground the reconstructions cover when
-        driven by their foot contacts over the ground the data covers (1 = the gait survives the
-        VAE; near 0 = it decodes a walk as swaying in place)."""
-        data = torch.tensor([contact_travel_distance(w) for w in self.eval_rotations])
-        moving = data >= LOCOMOTION_MIN_TRAVEL
-        if not moving.any():
-            return {}
-        decoded = self.heldout_reconstructions()[moving]
-        recon = torch.tensor([contact_travel_distance(w) for w in decoded])
-        return {"heldout_locomotion_travel_ratio": float(recon.sum() / data[moving].sum()),
-                "heldout_locomotion_windows": int(moving.sum())}  # fmt: skip
+        errors = (sequence_joints(decoded) - sequence_joints(self.eval_rotations)).norm(dim=-1).mean(dim=(1, 2))
+        return {"heldout_mpjpe_mm": float(errors.mean() * 1000.0), **locomotion_travel_ratio(self.eval_rotations, decoded)}
 
 
 class _CodebookStage(torch.nn.Module):
@@ -357,7 +359,7 @@ class MotionCodebookStage(_CodebookStage):
         rotations = torch.stack([windows[i][0] for i in range(len(windows))])
         sources = _sources(train, np.array(windows.starts))
         codebook = build_motion_codebook(rotations, sources, sc.size, sc.fps, int(self.cfg.seed), sc.add_mirrored, sc.feature_stride)
-        locomotion = _locomotion_share(codebook.rotations)
+        locomotion = locomotion_share(codebook.rotations)
         codebook.meta.update(git=git_revision()["commit"], locomotion_share=round(locomotion, 3),
                              heldout_subjects=sorted(set(test.subjects)))  # fmt: skip
         out = codebook.save(run_dir / "motion_codebook.npz")
@@ -372,6 +374,3 @@ def _clip_label(name: str) -> str:
     return name.split("/mocap/", 1)[-1]
 
 
-def _locomotion_share(windows: torch.Tensor) -> float:
-    """Share of windows (N, T, 22, 3) whose feet carry the body >= LOCOMOTION_MIN_TRAVEL."""
-    return float(np.mean([contact_travel_distance(w) >= LOCOMOTION_MIN_TRAVEL for w in windows]))

@@ -293,9 +293,10 @@ class MotionStage(StageModule):
             features = self.prior.decode(part, t)
             rotmats = rot6d_to_rotmat(features.reshape(len(part), t, -1, 6)[:, :, 1:22])  # (n, T, 21, 3, 3)
             losses.append(torch.stack([(self.rank_weights * self.reconstruction_distances(r)).sum() for r in rotmats]))
-        best = int(torch.cat(losses).argmin())
+        losses = torch.cat(losses)
+        best = int(losses.argmin())
         self.search_info = {"search_samples": len(codes), "search_best_index": best,
-                            "search_best_reconstruction": float(torch.cat(losses)[best])}  # fmt: skip
+                            "search_best_reconstruction": float(losses[best])}  # fmt: skip
         return codes[best : best + 1].clone()
 
     @torch.no_grad()

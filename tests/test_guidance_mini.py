@@ -67,6 +67,25 @@ def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
         STAGES.get("train_guidance")(other)
 
 
+def test_pose_word_heads_train_the_image_tower_on_body_views_only(tmp_path):
+    cfg = compose_cfg(tmp_path, "stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16",
+                      "stage.embed_dim=32", "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1",
+                      "stage.lambda_pose_words=0.5", "stage.pose_balance=0.5")  # fmt: skip
+    stage = STAGES.get("train_guidance")(cfg)
+    losses = stage.compute_losses(None)
+    assert torch.isfinite(losses["pose_words"]) and losses["pose_words"] > 0
+    losses["pose_words"].backward()
+    assert stage.pose_heads["body"].weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stage.model.image.parameters())
+    # Face close-ups show no body: they are left out, and a batch of only them has no loss.
+    image = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
+    faces = [{"view": "face", "pose": {"arms": "arms raised", "body": "walking"}}] * 2
+    assert stage.pose_word_loss(image, faces) is None
+    body = [{"view": "body", "pose": {"arms": None, "body": "walking"}}, faces[0]]
+    alone = stage.pose_word_loss(image[:1], body[:1])
+    assert torch.allclose(stage.pose_word_loss(image, body), alone)
+
+
 @pytest.mark.skipif(not Path(MINI_CHECKPOINT).is_file(), reason="the mini guidance model is not trained yet")
 def test_shipped_mini_turns_the_torso_red_and_the_legs_blue():
     """The real test of a guidance model (issue 6): optimise only a grey body's low-frequency

@@ -150,6 +150,33 @@ def test_pose_negative_changes_one_pose_word_within_its_group(synth):
     assert changed > 0
 
 
+def test_pose_balance_draws_rare_pose_words_more_often(anny_low, synth):
+    balanced = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, pose_balance=0.5), body=anny_low)
+    assert synth.codebook_weights is None  # the default draws uniformly
+    weights = balanced.codebook_weights
+    assert weights.shape == (synth.codebook_poses.batch_size,) and weights.sum().item() == pytest.approx(1.0)
+    joints = anny_low(pose=synth.codebook_poses.to(anny_low.skinning_weights.dtype)).joints.float()
+    body = [w["body"] for w in pose_words(joints)]
+    share = {word: body.count(word) / len(body) for word in set(body)}
+    mass = {word: sum(w for w, b in zip(weights.tolist(), body) if b == word) for word in share}
+    rarest, commonest = min(share, key=share.get), max(share, key=share.get)
+    assert mass[rarest] > 2 * share[rarest] and mass[commonest] < share[commonest], (share, mass)
+    drawn = balanced.generate(64, torch.Generator().manual_seed(0)).attributes
+    assert sum(a["pose"]["body"] == commonest for a in drawn) < share[commonest] * 64
+    with pytest.raises(ValueError, match="pose_balance"):
+        SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, pose_balance=-1.0), body=anny_low)
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_pose_mention_probability(synth, prob):
+    batch = synth.generate(12, torch.Generator().manual_seed(3))
+    rng = random.Random(0)
+    for attrs in batch.attributes:
+        text, plan = caption(attrs, rng, pose_prob=prob)
+        said = {k for k in ("arms", "body") if attrs["pose"][k] is not None} if prob and attrs["view"] != "face" else set()
+        assert set(plan.pose) == said, text
+
+
 def test_generation_is_reproducible(synth):
     a = synth.generate(4, torch.Generator().manual_seed(7))
     b = synth.generate(4, torch.Generator().manual_seed(7))

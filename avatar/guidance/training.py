@@ -33,6 +33,7 @@ from avatar.guidance.mini import WEIGHTS_DIR
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.guidance.synthetic.captions import pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
+from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.utils.io import atomic_path, atomic_write_text, publish_file
 
@@ -62,6 +63,13 @@ class GuidanceTrainStageConfig:
     lambda_contrastive: Any = 1.0
     lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
     lambda_pose: Any = 0.0  # image vs its caption and the caption with a pose word changed (README: no gain measured)
+    # Auxiliary: linear heads on the image embedding classify the pose words read from the
+    # geometry (arms, body; None is a class), face close-ups excluded. Contrastive learning alone
+    # barely encodes pose: the other attributes already tell a batch's captions apart. The heads
+    # are training-only (not in the checkpoint).
+    lambda_pose_words: Any = 0.0
+    pose_balance: float = 0.0  # SyntheticConfig.pose_balance: rare pose words drawn more often
+    pose_mention_prob: float = 0.5  # SyntheticConfig.pose_mention_prob
 
 
 def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -105,7 +113,12 @@ class GuidanceTrainStage(StageModule):
             self.model = MiniImageTextModel(model_cfg)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
+            pose_balance=sc.pose_balance, pose_mention_prob=sc.pose_mention_prob,
         ))  # fmt: skip
+        embed = self.model.cfg.embed_dim
+        self.pose_heads = torch.nn.ModuleDict({
+            "arms": torch.nn.Linear(embed, len(ARM_WORDS) + 1), "body": torch.nn.Linear(embed, len(BODY_WORDS) + 1),
+        })  # fmt: skip
         self._start = time.perf_counter()
         self._eval = None
 
@@ -127,7 +140,24 @@ class GuidanceTrainStage(StageModule):
                 loss = self.hard_negative_loss(image, text, negatives, scale)
                 if loss is not None:
                     losses[term] = loss
+        if self.active("pose_words"):
+            loss = self.pose_word_loss(image, data.attributes)
+            if loss is not None:
+                losses["pose_words"] = loss
         return losses
+
+    def pose_word_loss(self, image: torch.Tensor, attributes: list[dict]) -> torch.Tensor | None:
+        """Cross-entropy of the pose heads on the body views' image embeddings (None: only
+        face close-ups in the batch)."""
+        idx = [i for i, a in enumerate(attributes) if a["view"] != "face"]
+        if not idx:
+            return None
+        loss = image.new_zeros(())
+        for group, words in (("arms", ARM_WORDS), ("body", BODY_WORDS)):
+            classes = {w: k for k, w in enumerate(words)}  # None -> len(words)
+            target = torch.tensor([classes.get(attributes[i]["pose"][group], len(words)) for i in idx])
+            loss = loss + F.cross_entropy(self.pose_heads[group](image[idx]), target)
+        return loss
 
     def hard_negative_loss(self, image, text, negatives: list[str | None], scale) -> torch.Tensor | None:
         """Cross-entropy of each image between its caption and its hard negative (None: no
@@ -143,6 +173,7 @@ class GuidanceTrainStage(StageModule):
     def configure_optimizers(self):
         text_params = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("text.bert.")]
         other = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("text.bert.")]
+        other += list(self.pose_heads.parameters())
         optimizer = torch.optim.AdamW(
             [{"params": other, "lr": self.stage_cfg.lr}, {"params": text_params, "lr": self.stage_cfg.text_lr}],
             weight_decay=0.01,

@@ -85,12 +85,13 @@ class CaptionPlan:
     verb: str = "wearing"  # "wearing" or "in"
 
 
-def plan_caption(attrs: dict, rng: random.Random, held_out: bool = False) -> CaptionPlan:
+def plan_caption(attrs: dict, rng: random.Random, held_out: bool = False, pose_prob: float = 0.5) -> CaptionPlan:
     """Draw the choices of a caption for ``attrs`` (a generator sample's attributes).
 
     Face views use AvatarCLIP's face template and may only mention the head and the top;
     back views the back template; body views a training (or ``held_out``) paraphrase.
-    Every attribute is mentioned with probability 1/2 (garments 2/3) and none is invented.
+    Every attribute is mentioned with probability 1/2 (garments 2/3, pose words ``pose_prob``)
+    and none is invented.
     """
     view = attrs["view"]
     templates = HELD_OUT_TEMPLATES if held_out else TRAIN_TEMPLATES
@@ -112,7 +113,7 @@ def plan_caption(attrs: dict, rng: random.Random, held_out: bool = False) -> Cap
         rng.shuffle(plan.garments)
         plan.hair = attrs["hair"] is not None and rng.random() < 0.5
     if view != "face":
-        plan.pose = [k for k in ("arms", "body") if attrs["pose"][k] is not None and rng.random() < 0.5]
+        plan.pose = [k for k in ("arms", "body") if attrs["pose"][k] is not None and rng.random() < pose_prob]
     return plan
 
 
@@ -149,9 +150,9 @@ def render_caption(plan: CaptionPlan, attrs: dict) -> str:
     return plan.template.format(subject)
 
 
-def caption(attrs: dict, rng: random.Random, held_out: bool = False) -> tuple[str, CaptionPlan]:
+def caption(attrs: dict, rng: random.Random, held_out: bool = False, pose_prob: float = 0.5) -> tuple[str, CaptionPlan]:
     """A caption of ``attrs`` and the plan it was written from."""
-    plan = plan_caption(attrs, rng, held_out)
+    plan = plan_caption(attrs, rng, held_out, pose_prob)
     return render_caption(plan, attrs), plan
 
 

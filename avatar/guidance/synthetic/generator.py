@@ -35,6 +35,11 @@ class SyntheticConfig:
     image_size: int = 64
     supersample: int = 2  # render at image_size * supersample, then average-pool
     named_pose_prob: float = 0.2  # else a pose of the mocap codebook
+    # Codebook poses are drawn with weight count(body word)^-b * count(arm word)^-b (words read
+    # on the default body; None counts as a word): b = 0 draws uniformly (two in three codebook
+    # poses then have no body word, 1% sit), b = 0.5 gives rare poses several times their share.
+    pose_balance: float = 0.0
+    pose_mention_prob: float = 0.5  # chance that a caption names each of the pose's words
     face_prob: float = 0.2  # face close-ups (AvatarCLIP: 1 view in 4)
     age_range: tuple[float, float] = (0.35, 1.0)  # Anny age: 1/3 child .. 1 old
     # Body views: distance drawn in these multiples of the distance at which the body's bounding
@@ -71,14 +76,38 @@ class SyntheticRenderer:
         self.body = body or AnnyBody(AnnyBodyConfig(topology=self.cfg.topology))
         self.parts = BodyParts.from_body(self.body)
         self.codebook_poses = (codebook or load_codebook()).poses()
+        self.codebook_weights = self._balance_weights(self.cfg.pose_balance)
         self.named = CanonicalPose.cat([named_pose(n) for n in pose_names()])
         size = self.cfg.image_size * self.cfg.supersample
         self.renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
 
+    @torch.no_grad()
+    def _balance_weights(self, exponent: float) -> torch.Tensor | None:
+        """Sampling weights of the codebook poses (None: uniform); see ``pose_balance``."""
+        if exponent == 0:
+            return None
+        if exponent < 0:
+            raise ValueError(f"pose_balance={exponent}; use 0 (uniform) or a positive exponent such as 0.5")
+        poses = self.codebook_poses
+        joints = torch.cat([
+            self.body(pose=poses[i : i + 256].to(self.body.skinning_weights.dtype)).joints.float()
+            for i in range(0, poses.batch_size, 256)
+        ])  # fmt: skip
+        words = pose_words(joints)
+        weights = torch.ones(len(words), dtype=torch.float64)
+        for group in ("arms", "body"):
+            labels = [w[group] for w in words]
+            counts = {label: labels.count(label) for label in set(labels)}
+            weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -exponent
+        return weights / weights.sum()
+
     def _poses(self, n: int, g: torch.Generator) -> tuple[CanonicalPose, list[str]]:
         named = torch.rand(n, generator=g) < self.cfg.named_pose_prob
         k_named = torch.randint(self.named.batch_size, (n,), generator=g)
-        k_code = torch.randint(self.codebook_poses.batch_size, (n,), generator=g)
+        if self.codebook_weights is None:
+            k_code = torch.randint(self.codebook_poses.batch_size, (n,), generator=g)
+        else:
+            k_code = torch.multinomial(self.codebook_weights, n, replacement=True, generator=g)
         rot = torch.where(named[:, None, None], self.named.rotations[k_named], self.codebook_poses.rotations[k_code])
         sources = [f"named:{pose_names()[a]}" if m else f"codebook:{b}" for m, a, b in zip(named, k_named, k_code)]
         return CanonicalPose(rot, torch.zeros(n, 3)), sources
@@ -137,7 +166,7 @@ class SyntheticRenderer:
             light_dir=info["light_dir"], ambient=info["ambient"], diffuse=1.0 - info["ambient"],
         )  # fmt: skip
         images = F.avg_pool2d(rendered.rgb, cfg.supersample).clamp(0.0, 1.0)
-        texts, plans = zip(*(caption(a, rng) for a in attributes))
+        texts, plans = zip(*(caption(a, rng, pose_prob=cfg.pose_mention_prob) for a in attributes))
         return SyntheticBatch(images, attributes, list(texts), list(plans))
 
 

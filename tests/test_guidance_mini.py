@@ -70,7 +70,7 @@ def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
 def test_pose_word_heads_train_the_image_tower_on_body_views_only(tmp_path):
     cfg = compose_cfg(tmp_path, "stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16",
                       "stage.embed_dim=32", "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1",
-                      "stage.lambda_pose_words=0.5", "stage.pose_balance=0.5")  # fmt: skip
+                      "stage.lambda_pose_words=0.5", "stage.pose_balance=0.5", "stage.pose_phrasings=true")  # fmt: skip
     stage = STAGES.get("train_guidance")(cfg)
     losses = stage.compute_losses(None)
     assert torch.isfinite(losses["pose_words"]) and losses["pose_words"] > 0

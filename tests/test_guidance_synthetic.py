@@ -32,7 +32,7 @@ from avatar.guidance.synthetic import (
     vertex_colors,
 )
 from avatar.guidance.synthetic.appearance import TOP_KINDS
-from avatar.guidance.synthetic.captions import PATTERN_WORDS
+from avatar.guidance.synthetic.captions import PATTERN_WORDS, POSE_PHRASES, pose_phrase
 from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
 
 LOW_POLY = "notoes_collapse5pc"
@@ -175,6 +175,33 @@ def test_pose_mention_probability(synth, prob):
         text, plan = caption(attrs, rng, pose_prob=prob)
         said = {k for k in ("arms", "body") if attrs["pose"][k] is not None} if prob and attrs["view"] != "face" else set()
         assert set(plan.pose) == said, text
+
+
+def test_pose_phrasings_vary_and_a_pose_negative_keeps_the_phrasing_slot(synth):
+    batch = synth.generate(24, torch.Generator().manual_seed(5))
+    rng, phrases, words, negatives = random.Random(3), set(), set(), 0
+    for attrs in batch.attributes:
+        for _ in range(8):
+            text, plan = caption(attrs, rng, pose_prob=1.0, pose_phrasings=True)
+            for group in plan.pose:
+                phrase = pose_phrase(plan, attrs, group)
+                assert phrase in POSE_PHRASES[attrs["pose"][group]] and phrase in text, text
+                phrases.add(phrase)
+                words.add(attrs["pose"][group])
+            negative = pose_negative(plan, attrs, rng)
+            if negative is None:
+                continue
+            negatives += 1
+            missing = [g for g in plan.pose if pose_phrase(plan, attrs, g) not in negative]
+            assert len(missing) == 1, (text, negative)
+            group, slot = missing[0], plan.pose_phrasing[missing[0]]
+            replacements = [w for w in POSE_PHRASES if w != attrs["pose"][group]
+                            and POSE_PHRASES[w][int(slot * len(POSE_PHRASES[w]))] in negative]  # fmt: skip
+            assert replacements, (text, negative)
+    assert negatives > 0 and len(phrases) > len(words) + 3  # verb phrases, not only the words
+    # Off (the default), a pose word is said as itself.
+    text, plan = caption(batch.attributes[0], random.Random(0), pose_prob=1.0)
+    assert all(pose_phrase(plan, batch.attributes[0], g) == POSE_PHRASES[batch.attributes[0]["pose"][g]][0] for g in plan.pose)
 
 
 def test_generation_is_reproducible(synth):

@@ -70,6 +70,7 @@ class GuidanceTrainStageConfig:
     lambda_pose_words: Any = 0.0
     pose_balance: float = 0.0  # SyntheticConfig.pose_balance: rare pose words drawn more often
     pose_mention_prob: float = 0.5  # SyntheticConfig.pose_mention_prob
+    pose_phrasings: bool = False  # SyntheticConfig.pose_phrasings: "raising both arms", "striding", ...
 
 
 def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -113,7 +114,7 @@ class GuidanceTrainStage(StageModule):
             self.model = MiniImageTextModel(model_cfg)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
-            pose_balance=sc.pose_balance, pose_mention_prob=sc.pose_mention_prob,
+            pose_balance=sc.pose_balance, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
         ))  # fmt: skip
         embed = self.model.cfg.embed_dim
         self.pose_heads = torch.nn.ModuleDict({

@@ -39,6 +39,21 @@ PATTERN_WORDS = {
 }  # fmt: skip
 PLURAL = {"trousers", "pants", "jeans", "shorts", "shoes", "sneakers", "boots"}
 GARMENTS = ("top", "bottom", "shoes")
+# Phrasings of the pose words (``pose_phrasings``): the first is the word itself as the grammar
+# says it by default; the others are the verb phrases people type ("a person raising both arms").
+POSE_PHRASES: dict[str, tuple[str, ...]] = {
+    "arms raised": ("with arms raised", "raising both arms", "with both arms up", "with both hands above the head"),
+    "one arm raised": ("with one arm raised", "raising one arm", "with one hand up"),
+    "arms spread": ("with arms spread", "with arms stretched out to the sides", "spreading both arms"),
+    "arms forward": ("with arms forward", "reaching forward with both arms", "with arms stretched out in front"),
+    "arms down": ("with arms down", "with arms at the sides", "with arms hanging down"),
+    "squatting": ("squatting", "crouching", "in a deep squat"),
+    "sitting": ("sitting", "seated", "sitting down"),
+    "kicking": ("kicking", "kicking a leg out", "doing a kick"),
+    "walking": ("walking", "taking a step", "striding", "mid-stride"),
+    "bending forward": ("bending forward", "bending over", "leaning forward"),
+    "standing": ("standing", "standing upright", "standing still"),
+}  # fmt: skip
 # Words whose meaning comes from phenotypes (Anny: gender 0 male..1 female, age 1/3 child,
 # 2/3 adult, 1 old). A word is only said beyond these thresholds.
 CHILD_AGE, OLD_AGE = 0.45, 0.9
@@ -82,16 +97,22 @@ class CaptionPlan:
     second_color: dict[str, bool] = field(default_factory=dict)  # say a pattern's 2nd colour
     hair: bool = False
     pose: list[str] = field(default_factory=list)  # "arms"/"body" words said
+    # Per pose group, where in its word's POSE_PHRASES list the phrasing is taken (a fraction
+    # in [0, 1), so a changed word of a negative keeps the slot); 0 = the word itself.
+    pose_phrasing: dict[str, float] = field(default_factory=dict)
     verb: str = "wearing"  # "wearing" or "in"
 
 
-def plan_caption(attrs: dict, rng: random.Random, held_out: bool = False, pose_prob: float = 0.5) -> CaptionPlan:
+def plan_caption(
+    attrs: dict, rng: random.Random, held_out: bool = False, pose_prob: float = 0.5, pose_phrasings: bool = False
+) -> CaptionPlan:
     """Draw the choices of a caption for ``attrs`` (a generator sample's attributes).
 
     Face views use AvatarCLIP's face template and may only mention the head and the top;
     back views the back template; body views a training (or ``held_out``) paraphrase.
     Every attribute is mentioned with probability 1/2 (garments 2/3, pose words ``pose_prob``)
-    and none is invented.
+    and none is invented; ``pose_phrasings`` draws a phrasing of each pose word from
+    POSE_PHRASES (else the word itself, with no extra draw from ``rng``).
     """
     view = attrs["view"]
     templates = HELD_OUT_TEMPLATES if held_out else TRAIN_TEMPLATES
@@ -114,6 +135,8 @@ def plan_caption(attrs: dict, rng: random.Random, held_out: bool = False, pose_p
         plan.hair = attrs["hair"] is not None and rng.random() < 0.5
     if view != "face":
         plan.pose = [k for k in ("arms", "body") if attrs["pose"][k] is not None and rng.random() < pose_prob]
+        if pose_phrasings:
+            plan.pose_phrasing = {k: rng.random() for k in plan.pose}
     return plan
 
 
@@ -136,23 +159,33 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def pose_phrase(plan: CaptionPlan, attrs: dict, group: str) -> str:
+    phrases = POSE_PHRASES[attrs["pose"][group]]
+    return phrases[int(plan.pose_phrasing.get(group, 0.0) * len(phrases))]
+
+
 def render_caption(plan: CaptionPlan, attrs: dict) -> str:
     subject = _article(" ".join([*plan.shape, subject_noun(attrs["phenotype"])]))
     if plan.hair:
         subject += f" with {attrs['hair']['color']} hair"
     if plan.garments:
         subject += f" {plan.verb} " + _join([garment_phrase(attrs[g], plan, g) for g in plan.garments])
-    pose = attrs["pose"]
     if "body" in plan.pose:
-        subject += f", {pose['body']}"
+        subject += ", " + pose_phrase(plan, attrs, "body")
     if "arms" in plan.pose:
-        subject += f" with {pose['arms']}" if "body" in plan.pose else f", with {pose['arms']}"
+        arms = pose_phrase(plan, attrs, "arms")
+        if "body" not in plan.pose:
+            subject += ", " + arms
+        else:  # "walking with arms raised", "walking and raising both arms"
+            subject += (" " if arms.startswith("with ") else " and ") + arms
     return plan.template.format(subject)
 
 
-def caption(attrs: dict, rng: random.Random, held_out: bool = False, pose_prob: float = 0.5) -> tuple[str, CaptionPlan]:
+def caption(
+    attrs: dict, rng: random.Random, held_out: bool = False, pose_prob: float = 0.5, pose_phrasings: bool = False
+) -> tuple[str, CaptionPlan]:
     """A caption of ``attrs`` and the plan it was written from."""
-    plan = plan_caption(attrs, rng, held_out, pose_prob)
+    plan = plan_caption(attrs, rng, held_out, pose_prob, pose_phrasings)
     return render_caption(plan, attrs), plan
 
 

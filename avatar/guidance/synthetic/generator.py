@@ -40,6 +40,7 @@ class SyntheticConfig:
     # poses then have no body word, 1% sit), b = 0.5 gives rare poses several times their share.
     pose_balance: float = 0.0
     pose_mention_prob: float = 0.5  # chance that a caption names each of the pose's words
+    pose_phrasings: bool = False  # say pose words in varied phrasings (captions.POSE_PHRASES)
     face_prob: float = 0.2  # face close-ups (AvatarCLIP: 1 view in 4)
     age_range: tuple[float, float] = (0.35, 1.0)  # Anny age: 1/3 child .. 1 old
     # Body views: distance drawn in these multiples of the distance at which the body's bounding
@@ -166,7 +167,7 @@ class SyntheticRenderer:
             light_dir=info["light_dir"], ambient=info["ambient"], diffuse=1.0 - info["ambient"],
         )  # fmt: skip
         images = F.avg_pool2d(rendered.rgb, cfg.supersample).clamp(0.0, 1.0)
-        texts, plans = zip(*(caption(a, rng, pose_prob=cfg.pose_mention_prob) for a in attributes))
+        texts, plans = zip(*(caption(a, rng, pose_prob=cfg.pose_mention_prob, pose_phrasings=cfg.pose_phrasings) for a in attributes))
         return SyntheticBatch(images, attributes, list(texts), list(plans))
 
 

@@ -36,7 +36,7 @@ class SyntheticConfig:
     supersample: int = 2  # render at image_size * supersample, then average-pool
     named_pose_prob: float = 0.2  # else a pose of the mocap codebook
     # Codebook poses are drawn with weight count(body word)^-b * count(arm word)^-b (words read
-    # on the default body; None counts as a word): b = 0 draws uniformly (two in three codebook
+    # from the codebook's template-skeleton joints; None counts as a word): b = 0 draws uniformly (two in three codebook
     # poses then have no body word, 1% sit), b = 0.5 gives rare poses several times their share.
     pose_balance: float = 0.0
     pose_mention_prob: float = 0.5  # chance that a caption names each of the pose's words
@@ -67,6 +67,22 @@ class SyntheticBatch:
     plans: list  # the CaptionPlan of each caption (for hard negatives)
 
 
+def pose_balance_weights(joints: torch.Tensor, exponent: float) -> torch.Tensor | None:
+    """Sampling weights of poses with joints (N, 22, 3) (None: uniform); see
+    ``SyntheticConfig.pose_balance``."""
+    if exponent == 0:
+        return None
+    if exponent < 0:
+        raise ValueError(f"pose_balance={exponent}; use 0 (uniform) or a positive exponent such as 0.5")
+    words = pose_words(joints)
+    weights = torch.ones(len(words), dtype=torch.float64)
+    for group in ("arms", "body"):
+        labels = [w[group] for w in words]
+        counts = {label: labels.count(label) for label in set(labels)}
+        weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -exponent
+    return weights / weights.sum()
+
+
 class SyntheticRenderer:
     """Generates :class:`SyntheticBatch` es for one body (default: Anny of ``cfg.topology``)."""
 
@@ -76,31 +92,12 @@ class SyntheticRenderer:
             raise ValueError(f"combinations={self.cfg.combinations!r}; choose one of {COMBINATIONS}")
         self.body = body or AnnyBody(AnnyBodyConfig(topology=self.cfg.topology))
         self.parts = BodyParts.from_body(self.body)
-        self.codebook_poses = (codebook or load_codebook()).poses()
-        self.codebook_weights = self._balance_weights(self.cfg.pose_balance)
+        codebook = codebook or load_codebook()
+        self.codebook_poses = codebook.poses()
+        self.codebook_weights = pose_balance_weights(codebook.joints, self.cfg.pose_balance)
         self.named = CanonicalPose.cat([named_pose(n) for n in pose_names()])
         size = self.cfg.image_size * self.cfg.supersample
         self.renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
-
-    @torch.no_grad()
-    def _balance_weights(self, exponent: float) -> torch.Tensor | None:
-        """Sampling weights of the codebook poses (None: uniform); see ``pose_balance``."""
-        if exponent == 0:
-            return None
-        if exponent < 0:
-            raise ValueError(f"pose_balance={exponent}; use 0 (uniform) or a positive exponent such as 0.5")
-        poses = self.codebook_poses
-        joints = torch.cat([
-            self.body(pose=poses[i : i + 256].to(self.body.skinning_weights.dtype)).joints.float()
-            for i in range(0, poses.batch_size, 256)
-        ])  # fmt: skip
-        words = pose_words(joints)
-        weights = torch.ones(len(words), dtype=torch.float64)
-        for group in ("arms", "body"):
-            labels = [w[group] for w in words]
-            counts = {label: labels.count(label) for label in set(labels)}
-            weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -exponent
-        return weights / weights.sum()
 
     def _poses(self, n: int, g: torch.Generator) -> tuple[CanonicalPose, list[str]]:
         named = torch.rand(n, generator=g) < self.cfg.named_pose_prob

@@ -3,7 +3,7 @@
 captions, paraphrase templates never used in training, and held-out attribute combinations),
 and the colour-optimisation check.
 
-    .venv/bin/python scripts/eval_guidance.py [--checkpoint avatar/guidance/weights/mini.pt] [--steps 300]
+    .venv/bin/python scripts/eval_guidance.py [--checkpoint avatar/guidance/weights/mini.pt] [--steps 200] [--colour-seeds 10]
     .venv/bin/python scripts/eval_guidance.py --samples 256 --steps 0   # retrieval only (no colour check)
 
 Retrieval: top-1 in groups of 32. Binding: the caption beats the same caption with two
@@ -19,8 +19,11 @@ third row is not directly comparable to the first (no textureless renders; group
 from five held-out combinations look alike; captions name each garment with probability 2/3 and
 face views only the top, so about a third of the colour-pair renders have a caption naming both
 colours): compare it between a model trained with ``combinations=train`` and one with ``all``.
-Colour check: a grey body's low-frequency colour field optimised for each prompt; the mean RGB
-of its torso and legs is printed (full Anny mesh); ``--steps 0`` skips it.
+Colour check: a grey body's low-frequency colour field optimised for each prompt from
+``--colour-seeds`` seeds (views, backgrounds and crops differ); a run is right when the torso's
+mean RGB is nearer the shirt colour than the trouser colour and the legs' the other way round
+(full Anny mesh); the count of right runs and the median region colours are printed;
+``--steps 0`` skips it.
 """
 
 from __future__ import annotations
@@ -33,24 +36,22 @@ import torch
 
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.guidance import build_guidance
-from avatar.guidance.evaluation import optimise_body_colours, retrieval_and_binding
+from avatar.guidance.evaluation import colour_check, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.synthetic.captions import caption, pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 
-PROMPTS = (
-    "a person in a red shirt and blue trousers",
-    "a person in a yellow shirt and purple trousers",
-    "a person in a crimson shirt and navy trousers",
-)
+# Colour check: (shirt colour, trouser colour) -> "a person in a <shirt> shirt and <trousers> trousers"
+COLOUR_PAIRS = (("red", "blue"), ("yellow", "purple"), ("crimson", "navy"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=MINI_CHECKPOINT)
     parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=300, help="colour-check steps per prompt; 0 skips the check")
+    parser.add_argument("--steps", type=int, default=200, help="colour-check steps per prompt; 0 skips the check")
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--colour-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)")
     args = parser.parse_args()
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=args.checkpoint))
     trained_on = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("meta", {}).get("combinations", "all")
@@ -78,11 +79,12 @@ def main() -> None:
     if args.steps <= 0:
         return
     body = AnnyBody(AnnyBodyConfig())
-    print("\n| prompt | torso RGB | legs RGB |\n|---|---|---|")
-    for prompt in PROMPTS:
-        fit = optimise_body_colours(guidance, body, prompt, steps=args.steps)
-        torso, legs = fit.region_means["torso"], fit.region_means["legs"]
-        print(f"| {prompt} | {', '.join(f'{c:.2f}' for c in torso)} | {', '.join(f'{c:.2f}' for c in legs)} |")
+    print("\n| prompt | right (seeds) | median torso RGB | median legs RGB |\n|---|---|---|---|")
+    for top, bottom in COLOUR_PAIRS:
+        check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, steps=args.steps)
+        torso, legs = (torch.tensor(rgb).median(0).values.tolist() for rgb in (check.torso, check.legs))
+        print(f"| {check.prompt} | {sum(check.right)}/{len(check.right)} | "
+              f"{', '.join(f'{c:.2f}' for c in torso)} | {', '.join(f'{c:.2f}' for c in legs)} |")  # fmt: skip
 
 
 if __name__ == "__main__":

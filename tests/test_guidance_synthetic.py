@@ -133,6 +133,25 @@ def test_hard_negatives_differ_by_the_swap_only(synth):
     assert swaps > 0
 
 
+def test_change_negative_can_copy_another_garments_colour(synth):
+    """copy_prob=1: the changed garment takes the other mentioned garment's colour (a one-colour
+    outfit, the drift of a failed colour fit); copy_prob=0: some other distant colour."""
+    attrs = copy.deepcopy(synth.generate(1, torch.Generator().manual_seed(4)).attributes[0])
+    attrs.update(textureless=False, view="body", hair=None)
+    attrs["top"].update(color="red", pattern="solid")
+    attrs["bottom"].update(color="blue", pattern="solid")
+    attrs["shoes"] = {"kind": "barefoot", "color": None, "pattern": "solid"}
+    rng = random.Random(0)
+    plan = None
+    while plan is None or set(plan.garments) != {"top", "bottom"} or plan.pose:
+        text, plan = caption(attrs, rng, pose_prob=0.0)
+    copied = {change_negative(plan, attrs, rng, copy_prob=1.0) for _ in range(20)}
+    assert copied == {text.replace("red", "blue"), text.replace("blue", "red")}
+    fresh = [change_negative(plan, attrs, rng, copy_prob=0.0) for _ in range(20)]
+    assert all(t != text for t in fresh)
+    assert sum(t in copied for t in fresh) < 5  # another colour, almost never the other garment's
+
+
 def test_pose_negative_changes_one_pose_word_within_its_group(synth):
     batch = synth.generate(24, torch.Generator().manual_seed(5))
     rng, changed = random.Random(2), 0

@@ -14,26 +14,33 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.sparse.csgraph import connected_components
 import torch
 
 from avatar.body.base import BodyModel
 from avatar.body.regions import REGIONS, vertex_regions
 from avatar.guidance.augment import random_crops
 from avatar.guidance.base import Guidance
+from avatar.guidance.synthetic.appearance import COLORS
 from avatar.render import MeshRenderConfig, MeshRenderer, ViewSamplingConfig, make_background, sample_views
 
 
 def laplacian_basis(vertices: torch.Tensor, faces: torch.Tensor, k: int = 12) -> torch.Tensor:
-    """(V, k) smoothest eigenvectors of the mesh's uniform graph Laplacian."""
+    """Smoothest eigenvectors of the mesh's uniform graph Laplacian, scaled to unit RMS per vertex
+    so that a colour field's step size does not depend on the mesh's resolution (full Anny has 22x
+    the low-poly body's vertices). A mesh of c connected components (full Anny: body, mouth, two
+    eyes) gets k + c - 1 vectors: its null space spends one vector per component on a constant, and
+    k - 1 varying modes remain for the body."""
     n = vertices.shape[0]
     f = faces.cpu().numpy()
     rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
     cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
     adjacency = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
     adjacency.data[:] = 1.0
+    components, _ = connected_components(adjacency, directed=False)
     laplacian = sp.diags(np.asarray(adjacency.sum(1)).ravel()) - adjacency
-    _, vectors = spla.eigsh(laplacian + 1e-6 * sp.eye(n), k=k, sigma=-1e-3, which="LM")
-    return torch.from_numpy(vectors).float()
+    _, vectors = spla.eigsh(laplacian + 1e-6 * sp.eye(n), k=k + components - 1, sigma=-1e-3, which="LM")
+    return torch.from_numpy(vectors * np.sqrt(n)).float()
 
 
 @dataclass
@@ -53,7 +60,7 @@ def optimise_body_colours(
     out = body()
     vertices = out.vertices[0].detach().float()
     eig = laplacian_basis(vertices, body.faces, basis)
-    weights = torch.zeros(basis, 3, requires_grad=True)
+    weights = torch.zeros(eig.shape[1], 3, requires_grad=True)
     bias = torch.zeros(3, requires_grad=True)
     optimiser = torch.optim.Adam([weights, bias], lr=lr)
     renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
@@ -63,7 +70,7 @@ def optimise_body_colours(
     rng = random.Random(seed)
     losses = []
     for step in range(steps):
-        colors = torch.sigmoid(eig @ weights * 30.0 + bias)  # x30: unit-scale eigenvector entries are tiny
+        colors = torch.sigmoid(eig @ weights + bias)
         cams, info = sample_views(views, sampling, g, centre)
         background = make_background(rng.choice(kinds), views, size, size, g)
         rgb = renderer.render(vertices, body.faces, cams, colors=colors, background=background,
@@ -74,10 +81,47 @@ def optimise_body_colours(
         optimiser.step()
         losses.append(float(loss.detach()))
     with torch.no_grad():
-        colors = torch.sigmoid(eig @ weights * 30.0 + bias)
+        colors = torch.sigmoid(eig @ weights + bias)
         regions = vertex_regions(body.skinning_weights)
         means = {r: tuple(colors[regions == i].mean(0).tolist()) for i, r in enumerate(REGIONS) if (regions == i).any()}
     return ColourFitResult(colors, means, losses)
+
+
+def colour_pair_right(region_means: dict, top: str, bottom: str) -> bool:
+    """Did a colour fit for "a <top> shirt and <bottom> trousers" come out right? The torso's mean
+    RGB nearer ``top``'s vocabulary RGB than ``bottom``'s, and the legs' the other way round."""
+    def nearer(rgb, wanted, other):
+        rgb = np.asarray(rgb)
+        return np.linalg.norm(rgb - COLORS[wanted]) < np.linalg.norm(rgb - COLORS[other])
+
+    return bool(nearer(region_means["torso"], top, bottom) and nearer(region_means["legs"], bottom, top))
+
+
+@dataclass
+class ColourCheckResult:
+    prompt: str
+    right: list[bool]  # per seed
+    torso: list[tuple[float, float, float]]  # per seed
+    legs: list[tuple[float, float, float]]
+
+    @property
+    def rate(self) -> float:
+        return float(np.mean(self.right))
+
+
+def colour_check(
+    guidance: Guidance, body: BodyModel, top: str, bottom: str, seeds: int = 5, **fit_options
+) -> ColourCheckResult:
+    """The colour check over several seeds (views, backgrounds and crops differ per seed): one
+    seed is not a measurement; the shipped model's red/blue fit lands either way depending on it."""
+    prompt = f"a person in a {top} shirt and {bottom} trousers"
+    result = ColourCheckResult(prompt, [], [], [])
+    for seed in range(seeds):
+        fit = optimise_body_colours(guidance, body, prompt, seed=seed, **fit_options)
+        result.right.append(colour_pair_right(fit.region_means, top, bottom))
+        result.torso.append(fit.region_means["torso"])
+        result.legs.append(fit.region_means["legs"])
+    return result
 
 
 @torch.no_grad()

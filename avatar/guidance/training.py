@@ -21,6 +21,7 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from avatar.engine.run_info import git_revision
 from avatar.guidance.evaluation import retrieval_and_binding
 from avatar.guidance.mini import WEIGHTS_DIR
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
-from avatar.guidance.synthetic.captions import pose_negative, swap_negative
+from avatar.guidance.synthetic.captions import change_negative, pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
@@ -63,6 +64,11 @@ class GuidanceTrainStageConfig:
     lambda_contrastive: Any = 1.0
     lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
     lambda_pose: Any = 0.0  # image vs its caption and the caption with a pose word changed (README: no gain measured)
+    # Image vs its caption and the caption with one attribute changed (captions.change_negative);
+    # with chance change_copy_prob a garment takes another mentioned garment's colour ("a blue
+    # shirt and blue trousers"), the one-colour body the colour check drifts to.
+    lambda_change: Any = 0.0
+    change_copy_prob: float = 0.5
     # Auxiliary: linear heads on the image embedding classify the pose words read from the
     # geometry (arms, body; None is a class), face close-ups excluded. Contrastive learning alone
     # barely encodes pose: the other attributes already tell a batch's captions apart. The heads
@@ -103,6 +109,8 @@ class GuidanceTrainStage(StageModule):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         sc = self.stage_cfg
+        if not 0.0 <= sc.change_copy_prob <= 1.0:
+            raise ValueError(f"stage.change_copy_prob={sc.change_copy_prob}: a probability in [0, 1] (0.5 by default)")
         model_cfg = MiniModelConfig(
             embed_dim=sc.embed_dim, image_channels=tuple(sc.image_channels),
             text_trainable_layers=sc.text_trainable_layers,
@@ -135,7 +143,8 @@ class GuidanceTrainStage(StageModule):
         if self.active("contrastive"):
             logits = scale * image @ text.T
             losses["contrastive"] = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
-        for term, make_negative in (("binding", swap_negative), ("pose", pose_negative)):
+        change = partial(change_negative, copy_prob=self.stage_cfg.change_copy_prob)
+        for term, make_negative in (("binding", swap_negative), ("pose", pose_negative), ("change", change)):
             if self.active(term):
                 negatives = [make_negative(p, a, rng) for p, a in zip(data.plans, data.attributes)]
                 loss = self.hard_negative_loss(image, text, negatives, scale)

@@ -206,10 +206,14 @@ def swap_negative(plan: CaptionPlan, attrs: dict, rng: random.Random) -> str | N
     return render_caption(plan, swapped)
 
 
-def change_negative(plan: CaptionPlan, attrs: dict, rng: random.Random, min_distance: float = 0.35) -> str | None:
+def change_negative(
+    plan: CaptionPlan, attrs: dict, rng: random.Random, min_distance: float = 0.35, copy_prob: float = 0.0
+) -> str | None:
     """The caption with one mentioned attribute changed: a garment's colour (to a colour at
-    least ``min_distance`` away in RGB), the hair colour, or the body pose word. None if the
-    caption mentions none of them."""
+    least ``min_distance`` away in RGB; with chance ``copy_prob`` to another mentioned garment's
+    colour, "a red shirt and blue trousers" -> "a blue shirt and blue trousers": the one-colour
+    body a colour fit drifts to), the hair colour, or the body pose word. None if the caption
+    mentions none of them."""
     options = [("garment", g) for g in plan.garments]
     if plan.hair:
         options.append(("hair", None))
@@ -221,9 +225,13 @@ def change_negative(plan: CaptionPlan, attrs: dict, rng: random.Random, min_dist
     changed = copy.deepcopy(attrs)
     if kind == "garment":
         old = attrs[which]["color"]
-        new = sample_color(rng, AppearanceConfig(), avoid=old)
-        while color_distance(old, new) < min_distance:
+        others = [attrs[g]["color"] for g in plan.garments if color_distance(attrs[g]["color"], old) >= min_distance]
+        if copy_prob > 0 and others and rng.random() < copy_prob:
+            new = rng.choice(others)
+        else:
             new = sample_color(rng, AppearanceConfig(), avoid=old)
+            while color_distance(old, new) < min_distance:
+                new = sample_color(rng, AppearanceConfig(), avoid=old)
         changed[which]["color"] = new
     elif kind == "hair":
         changed["hair"]["color"] = rng.choice([c for c in HAIR_COLORS if c != attrs["hair"]["color"]])

@@ -38,6 +38,7 @@ from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.guidance import build_guidance
 from avatar.guidance.evaluation import colour_check, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
+from avatar.guidance.synthetic.appearance import COLORS
 from avatar.guidance.synthetic.captions import caption, pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 
@@ -52,7 +53,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="colour-check steps per prompt; 0 skips the check")
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--colour-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)")
+    parser.add_argument("--colour-pairs", default=",".join(f"{a}/{b}" for a, b in COLOUR_PAIRS),
+                        help="shirt/trousers colour names from the vocabulary, comma-separated")  # fmt: skip
     args = parser.parse_args()
+    pairs = [tuple(pair.split("/")) for pair in args.colour_pairs.split(",")]
+    unknown = [c for pair in pairs for c in pair if c not in COLORS]
+    if any(len(pair) != 2 for pair in pairs) or unknown:
+        raise SystemExit(f"--colour-pairs={args.colour_pairs!r}: give shirt/trousers pairs of vocabulary colours, e.g. red/blue,green/black (unknown: {unknown})")
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=args.checkpoint))
     trained_on = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("meta", {}).get("combinations", "all")
     synthetic = SyntheticRenderer(SyntheticConfig(combinations="train"))
@@ -80,7 +87,7 @@ def main() -> None:
         return
     body = AnnyBody(AnnyBodyConfig())
     print("\n| prompt | right (seeds) | median torso RGB | median legs RGB |\n|---|---|---|---|")
-    for top, bottom in COLOUR_PAIRS:
+    for top, bottom in pairs:
         check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, steps=args.steps)
         torso, legs = (torch.tensor(rgb).median(0).values.tolist() for rgb in (check.torso, check.legs))
         print(f"| {check.prompt} | {sum(check.right)}/{len(check.right)} | "

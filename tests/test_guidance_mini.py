@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import trimesh
 
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.engine.runner import run
 from avatar.guidance import build_guidance
-import trimesh
-
 from avatar.guidance.evaluation import colour_check, colour_pair_right, laplacian_basis
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig

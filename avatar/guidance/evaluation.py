@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from scipy.sparse.csgraph import connected_components
 import torch
+from scipy.sparse.csgraph import connected_components
 
 from avatar.body.base import BodyModel
 from avatar.body.regions import REGIONS, vertex_regions
@@ -104,16 +104,12 @@ class ColourCheckResult:
     torso: list[tuple[float, float, float]]  # per seed
     legs: list[tuple[float, float, float]]
 
-    @property
-    def rate(self) -> float:
-        return float(np.mean(self.right))
-
 
 def colour_check(
     guidance: Guidance, body: BodyModel, top: str, bottom: str, seeds: int = 5, **fit_options
 ) -> ColourCheckResult:
     """The colour check over several seeds (views, backgrounds and crops differ per seed): one
-    seed is not a measurement; the shipped model's red/blue fit lands either way depending on it."""
+    seed is not a measurement, a fit can land either way depending on its views."""
     prompt = f"a person in a {top} shirt and {bottom} trousers"
     result = ColourCheckResult(prompt, [], [], [])
     for seed in range(seeds):

@@ -110,7 +110,8 @@ def colour_check(
 ) -> ColourCheckResult:
     """The colour check over several seeds (views, backgrounds and crops differ per seed): one
     seed is not a measurement, a fit can land either way depending on its views."""
-    prompt = f"a person in a {top} shirt and {bottom} trousers"
+    article = "an" if top[0] in "aeiou" else "a"
+    prompt = f"a person in {article} {top} shirt and {bottom} trousers"
     result = ColourCheckResult(prompt, [], [], [])
     for seed in range(seeds):
         fit = optimise_body_colours(guidance, body, prompt, seed=seed, **fit_options)

@@ -22,6 +22,7 @@ from avatar.body.regions import REGIONS, vertex_regions
 from avatar.guidance.augment import random_crops
 from avatar.guidance.base import Guidance
 from avatar.guidance.synthetic.appearance import COLORS
+from avatar.guidance.synthetic.captions import with_article
 from avatar.render import MeshRenderConfig, MeshRenderer, ViewSamplingConfig, make_background, sample_views
 
 
@@ -110,8 +111,7 @@ def colour_check(
 ) -> ColourCheckResult:
     """The colour check over several seeds (views, backgrounds and crops differ per seed): one
     seed is not a measurement, a fit can land either way depending on its views."""
-    article = "an" if top[0] in "aeiou" else "a"
-    prompt = f"a person in {article} {top} shirt and {bottom} trousers"
+    prompt = f"a person in {with_article(top)} shirt and {bottom} trousers"
     result = ColourCheckResult(prompt, [], [], [])
     for seed in range(seeds):
         fit = optimise_body_colours(guidance, body, prompt, seed=seed, **fit_options)

@@ -140,7 +140,7 @@ def plan_caption(
     return plan
 
 
-def _article(phrase: str) -> str:
+def with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
@@ -152,7 +152,7 @@ def garment_phrase(garment: dict, plan: CaptionPlan, which: str) -> str:
             words = [garment["color"], "and", garment["color2"]]
         words.append(plan.pattern_words[which])
     phrase = " ".join([*words, name])
-    return phrase if name in PLURAL else _article(phrase)
+    return phrase if name in PLURAL else with_article(phrase)
 
 
 def _join(items: list[str]) -> str:
@@ -165,7 +165,7 @@ def pose_phrase(plan: CaptionPlan, attrs: dict, group: str) -> str:
 
 
 def render_caption(plan: CaptionPlan, attrs: dict) -> str:
-    subject = _article(" ".join([*plan.shape, subject_noun(attrs["phenotype"])]))
+    subject = with_article(" ".join([*plan.shape, subject_noun(attrs["phenotype"])]))
     if plan.hair:
         subject += f" with {attrs['hair']['color']} hair"
     if plan.garments:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -78,7 +79,7 @@ def pose_balance_weights(joints: torch.Tensor, exponent: float) -> torch.Tensor 
     weights = torch.ones(len(words), dtype=torch.float64)
     for group in ("arms", "body"):
         labels = [w[group] for w in words]
-        counts = {label: labels.count(label) for label in set(labels)}
+        counts = Counter(labels)
         weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -exponent
     return weights / weights.sum()
 

@@ -7,7 +7,10 @@ geometry, not by the guidance model: per prompt, the share of frames whose pose 
     .venv/bin/python scripts/evaluate_motion.py stage.generator=latent          # the paper's optimisation
     .venv/bin/python scripts/evaluate_motion.py body.topology=notoes_collapse5pc trainer.max_steps=300
 
-Overrides apply to the motion stage (the pose stage gets the body/guidance/render ones too).
+Overrides apply to the motion stage (the pose stage gets the body/guidance/render ones too);
+one prefixed "pose:" goes to the pose stage only:
+
+    .venv/bin/python scripts/evaluate_motion.py body.topology=notoes_collapse5pc pose:stage.prior_weight=0.01
 """
 
 from __future__ import annotations
@@ -40,13 +43,16 @@ PROMPTS = {
     "a person walking": ("body", "walking"),
 }
 POSE_KEYS = ("body.", "guidance", "render.", "seed")  # overrides the pose stage shares
+POSE_ONLY = "pose:"  # "pose:stage.prior_weight=0.01": an override for the pose stage alone
 
 
 def main(overrides: list[str]) -> list[dict]:
     register_configs()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        pose_overrides = [o for o in overrides if o.startswith(POSE_KEYS)]
+        pose_only = [o.removeprefix(POSE_ONLY) for o in overrides if o.startswith(POSE_ONLY)]
+        overrides = [o for o in overrides if not o.startswith(POSE_ONLY)]
+        pose_overrides = [o for o in overrides if o.startswith(POSE_KEYS)] + pose_only
         pose_cfg = compose("config", overrides=["stage=pose", *pose_overrides, f"run_dir={tmp}/pose"])
         stage = PoseStage(pose_cfg)
         guidance = build_guidance(pose_cfg.guidance)

@@ -186,6 +186,19 @@ def test_pose_balance_draws_rare_pose_words_more_often(anny_low, synth):
         SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, pose_balance=-1.0), body=anny_low)
 
 
+def test_pose_frequency_draws_poses_as_often_as_the_corpus_holds_them(anny_low):
+    codebook = load_codebook()
+    sizes = torch.as_tensor(codebook.cluster_sizes, dtype=torch.float64)
+    natural = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, pose_frequency=1.0), body=anny_low)
+    assert torch.allclose(natural.codebook_weights, sizes / sizes.sum())
+    half = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, pose_frequency=0.5), body=anny_low)
+    big, small = int(sizes.argmax()), int(sizes.argmin())
+    ratio = half.codebook_weights[big] / half.codebook_weights[small]
+    assert ratio.item() == pytest.approx((sizes[big] / sizes[small]).sqrt().item())
+    with pytest.raises(ValueError, match="pose_frequency"):
+        SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, pose_frequency=-0.5), body=anny_low)
+
+
 @pytest.mark.parametrize("prob", [0.0, 1.0])
 def test_pose_mention_probability(synth, prob):
     batch = synth.generate(12, torch.Generator().manual_seed(3))

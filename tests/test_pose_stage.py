@@ -105,6 +105,16 @@ def test_select_diverse_drops_near_duplicates_best_first():
     assert select_diverse(rotations, scores, top_k=6, threshold=1.0, keep=6) == [0]
 
 
+def test_select_diverse_reranks_only_the_top_k():
+    rotations = torch.stack([torch.full((22, 3), 0.3 * i) for i in range(4)])  # all distinct
+    scores = torch.tensor([0.50, 0.49, 0.48, 0.10])
+    prior = torch.tensor([0.00, 0.02, 0.00, 1.00])  # e.g. prior_weight * log(cluster size)
+    # 1 overtakes 0 (0.51 > 0.50); 3 would overtake everything but is outside the top 3.
+    assert select_diverse(rotations, scores, top_k=3, threshold=0.07, keep=3, rerank=prior) == [1, 0, 2]
+    assert select_diverse(rotations, scores, top_k=4, threshold=0.07, keep=2, rerank=prior) == [3, 1]
+    assert select_diverse(rotations, scores, top_k=3, threshold=0.07, keep=3, rerank=torch.zeros(4)) == [0, 1, 2]
+
+
 # ---- the codebook generator ------------------------------------------------------------------------
 def test_codebook_search_through_train_py_writes_candidates_and_reuses_the_cache(tmp_path, small_codebook):
     """64 px renders (the mini guidance's input size) through ``train.py``, twice: the second
@@ -168,6 +178,11 @@ def test_search_follows_the_prompt(tmp_path, small_codebook):
         assert read[0] == word and read.count(word) >= 2, (prompt, read)
     assert stage.codebook_renders == len(words)  # embedded once: the later prompts hit the disk cache
     assert info["codebook_cache_hit"] is True
+    # A prior weight so large that cluster size alone orders the top_k: the biggest cluster leads.
+    stage.stage_cfg.prior_weight = 1000.0
+    candidates, _ = stage.search(guidance)
+    first = int(candidates.source[0].split(":")[0].removeprefix("codebook "))
+    assert first == int(load_pose_codebook(codebook).cluster_sizes.argmax())
 
 
 def test_cache_key_changes_with_what_the_embeddings_depend_on(tmp_path, small_codebook):
@@ -266,6 +281,7 @@ def test_latent_generator_optimises_the_prior_code(tmp_path):
         (["stage.num_candidates=0"], r"stage\.num_candidates"),
         (["stage.template=a person"], r"stage\.template"),
         (["stage.azimuths=[]"], r"stage\.azimuths"),
+        (["stage.prior_weight=-0.01"], r"stage\.prior_weight"),
     ],
 )
 def test_bad_settings_name_the_config_key(tmp_path, overrides, pattern):

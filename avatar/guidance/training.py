@@ -75,6 +75,7 @@ class GuidanceTrainStageConfig:
     # are training-only (not in the checkpoint).
     lambda_pose_words: Any = 0.0
     pose_balance: float = 0.0  # SyntheticConfig.pose_balance: rare pose words drawn more often
+    pose_frequency: float = 0.0  # SyntheticConfig.pose_frequency: 1 = poses as often as the corpus holds them
     pose_mention_prob: float = 0.5  # SyntheticConfig.pose_mention_prob
     pose_phrasings: bool = False  # SyntheticConfig.pose_phrasings: "raising both arms", "striding", ...
 
@@ -122,7 +123,7 @@ class GuidanceTrainStage(StageModule):
             self.model = MiniImageTextModel(model_cfg)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
-            pose_balance=sc.pose_balance, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
+            pose_balance=sc.pose_balance, pose_frequency=sc.pose_frequency, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
         ))  # fmt: skip
         embed = self.model.cfg.embed_dim
         self.pose_heads = torch.nn.ModuleDict({

@@ -6,7 +6,8 @@ the prompt, wrapped in a template, is embedded once; poses are ranked by cosine 
 top ``top_k`` (40) are filtered for near-duplicates (mean absolute axis-angle difference of the
 body joints <= ``dedupe_threshold``, 0.07) and the best ``num_candidates`` (5) are kept for the
 motion stage. The codebook's embeddings are cached per (guidance, body, codebook, render
-settings), so a new prompt costs one text encoding and a matrix product.
+settings), so a new prompt costs one text encoding and a matrix product. ``prior_weight`` > 0
+(not in the paper, off by default) reorders the top_k by cosine + weight * log(cluster size).
 
 The paper's two other generators are options (``stage.generator``), each a Lightning
 optimisation of ``num_candidates`` poses at once from seeded starts:
@@ -33,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -76,6 +77,11 @@ class PoseStageConfig:
     top_k: int = 40  # AvatarCLIP's topk
     dedupe_threshold: float = 0.07  # mean |axis-angle difference| (rad) under which poses are duplicates
     num_candidates: int = 5  # poses handed to the motion stage
+    # > 0: the top_k are reordered by cosine + prior_weight * log(cluster size) before
+    # deduplication. Each codebook entry stands for a cluster of captured poses, so among poses
+    # the guidance model scores alike the common one wins. 0 = the paper's cosine order; 0.01
+    # helps "walking" and costs elsewhere (README, "Pose search with a frequency prior").
+    prior_weight: float = 0.0
     codebook_chunk: int = 16  # poses rendered per batch when building the cache
     cache_dir: str = ""  # empty = <project cache>/pose_codebook
     # ---- direct / latent optimisation ------------------------------------------------------------
@@ -91,6 +97,15 @@ class PoseStageConfig:
     preview_size: int = 160
 
 
+class EmbeddedCodebook(NamedTuple):
+    rotations: torch.Tensor  # (N, 22, 3)
+    sources: list[str]  # "codebook <i>: <clip> @ frame <f>"
+    cluster_sizes: torch.Tensor  # (N,) corpus poses each entry stands for
+    embeddings: torch.Tensor  # (N, E) normalised, the mean over the views
+    cache_hit: bool
+    cache_file: Path
+
+
 # ---- selection -------------------------------------------------------------------------------
 def rotation_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean absolute axis-angle difference over the body joints (root excluded): AvatarCLIP's
@@ -98,10 +113,14 @@ def rotation_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a[:, None, 1:] - b[None, :, 1:]).abs().mean(dim=(-1, -2))
 
 
-def select_diverse(rotations: torch.Tensor, scores: torch.Tensor, top_k: int, threshold: float, keep: int) -> list[int]:
+def select_diverse(rotations: torch.Tensor, scores: torch.Tensor, top_k: int, threshold: float, keep: int,
+                   rerank: torch.Tensor | None = None) -> list[int]:
     """Indices of the best ``keep`` poses among the ``top_k`` best scores, skipping any pose
-    within ``threshold`` of one already kept (best first)."""
-    order = scores.argsort(descending=True)[: max(1, top_k)].tolist()
+    within ``threshold`` of one already kept (best first). ``rerank`` (N,), if given, is added
+    to the scores of those top_k to set the order in which they are kept."""
+    top = scores.argsort(descending=True)[: max(1, top_k)]
+    order = top if rerank is None else top[(scores[top] + rerank[top]).argsort(descending=True)]
+    order = order.tolist()
     kept: list[int] = []
     for i in order:
         if kept and rotation_distance(rotations[i : i + 1], rotations[kept]).min() <= threshold:
@@ -140,6 +159,8 @@ class PoseStage(StageModule):
             raise ValueError(
                 f"stage.num_candidates ({sc.num_candidates}) must be >= 1 and <= stage.top_k ({sc.top_k})"
             )
+        if not (math.isfinite(float(sc.prior_weight)) and float(sc.prior_weight) >= 0):
+            raise ValueError(f"stage.prior_weight={sc.prior_weight!r} must be a finite number >= 0 (0 = plain cosine order)")
         self.prompt_text = sc.template.format(self.prompt)
         self.trainable = sc.generator != "codebook"
         self.body = build_body(cfg.body)
@@ -222,13 +243,14 @@ class PoseStage(StageModule):
         folder = Path(self.stage_cfg.cache_dir).expanduser() if self.stage_cfg.cache_dir else cache_dir("pose_codebook")
         return folder / f"{self.body.name}-{self.cfg.guidance.name}-{digest}.pt"
 
-    def codebook(self, guidance) -> tuple[torch.Tensor, list[str], torch.Tensor, bool, Path]:
-        """(rotations (N, 22, 3), sources, embeddings (N, E), cache hit, cache file)."""
+    def codebook(self, guidance) -> EmbeddedCodebook:
+        """The codebook's poses with their cached (or freshly rendered) embeddings."""
         from avatar.priors.loading import load_codebook
 
         codebook = load_codebook(self.cfg.prior)
         rotations = codebook.rotations.float()
         sources = [f"codebook {i}: {s}" for i, s in enumerate(codebook.sources)]
+        sizes = torch.as_tensor(codebook.cluster_sizes, dtype=torch.float32)
         key = self.cache_key()
         path = self.cache_path(key)
         if path.is_file():
@@ -236,7 +258,7 @@ class PoseStage(StageModule):
                 payload = torch.load(path, map_location="cpu", weights_only=True)
                 if payload["key"] == json.dumps(key, sort_keys=True) and len(payload["embeddings"]) == len(rotations):
                     log.info("Pose codebook: cache hit %s (%d poses, no renders)", path, len(rotations))
-                    return rotations, sources, payload["embeddings"], True, path
+                    return EmbeddedCodebook(rotations, sources, sizes, payload["embeddings"], True, path)
                 log.warning("Pose codebook cache %s has another key; rebuilding it", path)
             except Exception as err:  # a corrupt or foreign file: rebuild, never crash on a cache
                 log.warning("Pose codebook cache %s is unreadable (%s); rebuilding it", path, err)
@@ -247,16 +269,17 @@ class PoseStage(StageModule):
         embeddings = self.embed_poses(guidance, rotations)
         with atomic_path(path) as tmp:
             torch.save({"key": json.dumps(key, sort_keys=True), "embeddings": embeddings}, tmp)
-        return rotations, sources, embeddings, False, path
+        return EmbeddedCodebook(rotations, sources, sizes, embeddings, False, path)
 
     def search(self, guidance) -> tuple[CandidatePoses, dict]:
         """The codebook generator: rank, deduplicate, keep ``num_candidates``."""
         sc = self.stage_cfg
-        rotations, sources, embeddings, hit, cache_file = self.codebook(guidance)
+        rotations, sources, sizes, embeddings, hit, cache_file = self.codebook(guidance)
         start = time.perf_counter()
         text = F.normalize(guidance.encode_text([self.prompt_text])[0].float().cpu(), dim=0)
         scores = embeddings @ text
-        kept = select_diverse(rotations, scores, int(sc.top_k), float(sc.dedupe_threshold), int(sc.num_candidates))
+        prior = float(sc.prior_weight) * torch.log(sizes.clamp(min=1.0)) if sc.prior_weight else None
+        kept = select_diverse(rotations, scores, int(sc.top_k), float(sc.dedupe_threshold), int(sc.num_candidates), prior)
         seconds = time.perf_counter() - start
         candidates = CandidatePoses(
             rotations[kept], scores[kept], [sources[i] for i in kept], self.prompt, self.prompt_text

@@ -40,6 +40,10 @@ class SyntheticConfig:
     # from the codebook's template-skeleton joints; None counts as a word): b = 0 draws uniformly (two in three codebook
     # poses then have no body word, 1% sit), b = 0.5 gives rare poses several times their share.
     pose_balance: float = 0.0
+    # ... times cluster size^f: each codebook entry stands for a cluster of captured poses. f = 0
+    # draws entries alike, so rare acrobatic poses are as common as walking strides; f = 1 draws
+    # poses as often as the mocap corpus holds them (a stride then mostly comes from a walk).
+    pose_frequency: float = 0.0
     pose_mention_prob: float = 0.5  # chance that a caption names each of the pose's words
     pose_phrasings: bool = False  # say pose words in varied phrasings (captions.POSE_PHRASES)
     face_prob: float = 0.2  # face close-ups (AvatarCLIP: 1 view in 4)
@@ -68,19 +72,20 @@ class SyntheticBatch:
     plans: list  # the CaptionPlan of each caption (for hard negatives)
 
 
-def pose_balance_weights(joints: torch.Tensor, exponent: float) -> torch.Tensor | None:
-    """Sampling weights of poses with joints (N, 22, 3) (None: uniform); see
-    ``SyntheticConfig.pose_balance``."""
-    if exponent == 0:
+def pose_draw_weights(joints: torch.Tensor, cluster_sizes, balance: float, frequency: float) -> torch.Tensor | None:
+    """Sampling weights of codebook poses with joints (N, 22, 3) and cluster sizes (N,) (None:
+    uniform); see ``SyntheticConfig.pose_balance`` and ``pose_frequency``."""
+    for name, exponent in (("pose_balance", balance), ("pose_frequency", frequency)):
+        if not exponent >= 0:
+            raise ValueError(f"{name}={exponent}; use 0 (uniform) or a positive exponent such as 0.5")
+    if balance == 0 and frequency == 0:
         return None
-    if exponent < 0:
-        raise ValueError(f"pose_balance={exponent}; use 0 (uniform) or a positive exponent such as 0.5")
-    words = pose_words(joints)
-    weights = torch.ones(len(words), dtype=torch.float64)
-    for group in ("arms", "body"):
+    weights = torch.as_tensor(cluster_sizes, dtype=torch.float64).clamp(min=1) ** frequency
+    words = pose_words(joints) if balance else []
+    for group in ("arms", "body") if balance else ():
         labels = [w[group] for w in words]
         counts = Counter(labels)
-        weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -exponent
+        weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -balance
     return weights / weights.sum()
 
 
@@ -95,7 +100,9 @@ class SyntheticRenderer:
         self.parts = BodyParts.from_body(self.body)
         codebook = codebook or load_codebook()
         self.codebook_poses = codebook.poses()
-        self.codebook_weights = pose_balance_weights(codebook.joints, self.cfg.pose_balance)
+        self.codebook_weights = pose_draw_weights(
+            codebook.joints, codebook.cluster_sizes, self.cfg.pose_balance, self.cfg.pose_frequency
+        )
         self.named = CanonicalPose.cat([named_pose(n) for n in pose_names()])
         size = self.cfg.image_size * self.cfg.supersample
         self.renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))

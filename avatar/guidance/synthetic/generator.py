@@ -159,7 +159,8 @@ class SyntheticRenderer:
             phenotype = dict(zip(PHENOTYPES, shape[i].tolist()))
             attrs = sample_outfit(rng, phenotype["gender"], cfg.appearance, cfg.combinations)
             view = "face" if info["is_face"][i] else ("back" if info["is_back"][i] else "body")
-            attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i])
+            attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i],
+                         azimuth_deg=float(info["azimuth_deg"][i]))  # 0 = the front, 90 = the body's left
             attributes.append(attrs)
             colors.append(vertex_colors(attrs, self.parts))
         size = cfg.image_size * cfg.supersample

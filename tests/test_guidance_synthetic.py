@@ -108,6 +108,8 @@ def test_captions_mention_only_present_attributes(synth):
                 assert text.startswith("the face of") and set(plan.garments) <= {"top"} and not plan.pose
             elif attrs["view"] == "back":
                 assert text.startswith("the back of")
+        if attrs["view"] != "face":  # the camera's side: 0 = the front, |azimuth| > 90 = behind
+            assert (abs(attrs["azimuth_deg"]) > 90) == (attrs["view"] == "back"), attrs["azimuth_deg"]
 
 
 def test_hard_negatives_differ_by_the_swap_only(synth):

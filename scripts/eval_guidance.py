@@ -19,6 +19,7 @@ third row is not directly comparable to the first (no textureless renders; group
 from five held-out combinations look alike; captions name each garment with probability 2/3 and
 face views only the top, so about a third of the colour-pair renders have a caption naming both
 colours): compare it between a model trained with ``combinations=train`` and one with ``all``.
+A second table splits binding by the two swapped garments, in the order the caption names them.
 Colour check: a grey body's low-frequency colour field optimised for each prompt from
 ``--colour-seeds`` seeds (views, backgrounds and crops differ); a run is right when the torso's
 mean RGB is nearer the shirt colour than the trouser colour and the legs' the other way round
@@ -30,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections import defaultdict
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
@@ -39,7 +42,7 @@ from avatar.guidance import build_guidance
 from avatar.guidance.evaluation import colour_check, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.synthetic.appearance import COLORS
-from avatar.guidance.synthetic.captions import caption, pose_negative, swap_negative
+from avatar.guidance.synthetic.captions import GARMENTS, caption, pose_negative, swap_pair, swapped_caption
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 
 # Colour check: (shirt colour, trouser colour) -> "a person in a <shirt> shirt and <trousers> trousers"
@@ -73,13 +76,25 @@ def main() -> None:
         ("paraphrases never trained on", data, True),
         ("held-out attribute combinations", unseen, False),
     )
+    by_pair = {}  # row -> (garment named first, garment named second) -> binding verdicts
     for name, batch, paraphrase in rows:
         caps, plans = zip(*(caption(a, rng, held_out=paraphrase) for a in batch.attributes))
-        swapped = [swap_negative(p, a, rng) for p, a in zip(plans, batch.attributes)]
+        pairs = [swap_pair(p, a, rng) for p, a in zip(plans, batch.attributes)]
+        swapped = [pair and swapped_caption(p, a, *pair) for p, a, pair in zip(plans, batch.attributes, pairs)]
         posed = [pose_negative(p, a, rng) for p, a in zip(plans, batch.attributes)]
         m = retrieval_and_binding(guidance, batch.images, list(caps), swapped, pose_changed=posed)
         print(f"| {name} | {m['text_to_image_top1']:.3f} | {m['image_to_text_top1']:.3f} | "
               f"{m['binding_accuracy']:.3f} ({m['binding_pairs']}) | {m['pose_accuracy']:.3f} ({m['pose_pairs']}) |")  # fmt: skip
+        by_pair[name] = defaultdict(list)
+        for pair, win in zip([p for p in pairs if p], m["binding_wins"]):
+            by_pair[name][pair].append(win)
+    # Where binding fails: which garments were swapped, in the order the caption names them.
+    columns = [(a, b) for a in GARMENTS for b in GARMENTS if a != b]
+    print("\n| binding by swapped garments (caption order) | " + " | ".join(f"{a}, {b}" for a, b in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, verdicts in by_pair.items():
+        cells = [f"{np.mean(verdicts[c]):.2f} ({len(verdicts[c])})" if verdicts[c] else "-" for c in columns]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if trained_on != "train":
         print(f"\nThis checkpoint was trained with combinations={trained_on}: it has seen the held-out "
               "combinations, so their row is an upper bound, not a generalisation measurement.")  # fmt: skip

@@ -10,7 +10,7 @@ import trimesh
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.engine.runner import run
 from avatar.guidance import build_guidance
-from avatar.guidance.evaluation import colour_check, colour_pair_right, laplacian_basis
+from avatar.guidance.evaluation import colour_check, colour_pair_right, laplacian_basis, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.stages.base import STAGES
@@ -116,6 +116,19 @@ def test_colour_field_basis_is_resolution_independent_and_skips_small_components
     on_body = basis[: len(coarse.vertices)]
     varying = (on_body.std(0) > 0.1).sum()  # the other vectors are constant on the body
     assert varying == 3, on_body.std(0)
+
+
+def test_binding_verdicts_are_per_image_and_skip_images_without_a_negative():
+    model = MiniImageTextModel(SMALL).eval()
+    images = torch.rand(4, 3, SMALL.image_size, SMALL.image_size, generator=torch.Generator().manual_seed(0))
+    captions = ["a red shirt and blue trousers", "a green top", "a blue shirt and red trousers", "a man"]
+    swapped = ["a blue shirt and red trousers", None, "a red shirt and blue trousers", None]
+    out = retrieval_and_binding(model, images, captions, swapped)
+    with torch.no_grad():
+        image, text = model.encode_image(images), model.encode_text(captions)
+    expected = [bool(image[i] @ text[i] > image[i] @ text[j]) for i, j in ((0, 2), (2, 0))]
+    assert out["binding_wins"] == expected and out["binding_pairs"] == 2
+    assert out["binding_accuracy"] == pytest.approx(sum(expected) / 2)
 
 
 def test_colour_pair_verdict_reads_the_region_colours():

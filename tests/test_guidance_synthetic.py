@@ -29,6 +29,7 @@ from avatar.guidance.synthetic import (
     sample_appearance,
     sample_outfit,
     swap_negative,
+    swap_pair,
     vertex_colors,
 )
 from avatar.guidance.synthetic.appearance import TOP_KINDS
@@ -123,7 +124,10 @@ def test_hard_negatives_differ_by_the_swap_only(synth):
         attrs["shoes"] = {"kind": "barefoot", "color": None, "pattern": "solid"}  # two garments only
         attrs["hair"] = None  # "red hair" would be swapped by the string check
         text, plan = caption(attrs, rng)
+        state = rng.getstate()
         negative = swap_negative(plan, attrs, rng)
+        rng.setstate(state)
+        assert swap_pair(plan, attrs, rng) == (tuple(plan.garments[:2]) if negative else None)  # caption order
         if {"top", "bottom"} <= set(plan.garments):
             swaps += 1
             assert negative == text.replace("red", "@").replace("blue", "red").replace("@", "blue")

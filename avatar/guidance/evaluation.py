@@ -125,10 +125,11 @@ def colour_check(
 def retrieval_and_binding(
     guidance: Guidance, images: torch.Tensor, captions: list[str], swapped: list[str | None], group: int = 32,
     pose_changed: list[str | None] | None = None,
-) -> dict[str, float]:
+) -> dict:
     """Top-1 text->image and image->text retrieval in groups of ``group``, binding accuracy (an
     image's caption scores above the same caption with two regions' colours swapped) and, given
-    ``pose_changed``, pose accuracy (above the caption with a pose word changed)."""
+    ``pose_changed``, pose accuracy (above the caption with a pose word changed). Also
+    ``binding_wins`` / ``pose_wins``: the per-image verdicts, in order, for images with a negative."""
     image = guidance.encode_image(images)
     text = guidance.encode_text(captions)
     t2i, i2t = [], []
@@ -147,6 +148,7 @@ def retrieval_and_binding(
         wins = _hard_negative_wins(guidance, image, text, negatives)
         out[f"{name}_accuracy"] = float(np.mean(wins)) if wins else float("nan")
         out[f"{name}_pairs"] = len(wins)
+        out[f"{name}_wins"] = wins
     return out
 
 

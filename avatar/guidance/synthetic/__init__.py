@@ -23,6 +23,8 @@ from avatar.guidance.synthetic.captions import (
     pose_negative,
     render_caption,
     swap_negative,
+    swap_pair,
+    swapped_caption,
 )
 from avatar.guidance.synthetic.holdout import (
     HELD_OUT_COLOR_PAIRS,
@@ -41,5 +43,5 @@ __all__ = [
     "AppearanceConfig", "BodyParts", "CaptionPlan", "SyntheticBatch", "SyntheticConfig", "SyntheticRenderer",
     "caption", "change_negative", "color_family", "generate_batch", "held_out_combinations", "is_held_out",
     "plan_caption", "pose_features", "pose_words", "render_caption", "sample_appearance", "sample_outfit",
-    "pose_negative", "swap_negative", "vertex_colors",
+    "pose_negative", "swap_negative", "swap_pair", "swapped_caption", "vertex_colors",
 ]  # fmt: skip

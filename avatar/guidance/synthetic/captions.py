@@ -194,13 +194,20 @@ def swap_negative(plan: CaptionPlan, attrs: dict, rng: random.Random) -> str | N
     """The caption with the main colours of two mentioned garments swapped ("a red shirt and blue
     trousers" -> "a blue shirt and red trousers"); None if fewer than two garments with
     different colours are mentioned."""
+    pair = swap_pair(plan, attrs, rng)
+    return None if pair is None else swapped_caption(plan, attrs, *pair)
+
+
+def swap_pair(plan: CaptionPlan, attrs: dict, rng: random.Random) -> tuple[str, str] | None:
+    """The two mentioned garments (in the caption's order) whose colours ``swap_negative`` swaps."""
     pairs = [
         (a, b) for i, a in enumerate(plan.garments) for b in plan.garments[i + 1:]
         if attrs[a]["color"] != attrs[b]["color"]
     ]
-    if not pairs:
-        return None
-    a, b = rng.choice(pairs)
+    return rng.choice(pairs) if pairs else None
+
+
+def swapped_caption(plan: CaptionPlan, attrs: dict, a: str, b: str) -> str:
     swapped = copy.deepcopy(attrs)
     swapped[a]["color"], swapped[b]["color"] = attrs[b]["color"], attrs[a]["color"]
     return render_caption(plan, swapped)

@@ -5,6 +5,7 @@ caption grammar and hard negatives, reproducibility, held-out attribute combinat
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import pytest
@@ -203,6 +204,19 @@ def test_pose_frequency_draws_poses_as_often_as_the_corpus_holds_them(anny_low):
     assert ratio.item() == pytest.approx((sizes[big] / sizes[small]).sqrt().item())
     with pytest.raises(ValueError, match="pose_frequency"):
         SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, pose_frequency=-0.5), body=anny_low)
+
+
+def test_walking_is_only_said_where_the_view_shows_the_stride(anny_low):
+    def body_words(within_deg: float) -> list:
+        synth = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, stride_view_deg=within_deg), body=anny_low)
+        return [(a["pose"]["body"], a["azimuth_deg"], a["view"]) for a in synth.generate(48, torch.Generator().manual_seed(5)).attributes]
+
+    everywhere, sided = body_words(0.0), body_words(45.0)
+    assert [w for w, _, _ in everywhere].count("walking") >= 3  # the same draws, labelled both ways
+    for (before, azimuth, view), (after, _, _) in zip(everywhere, sided):
+        side = abs(math.sin(math.radians(azimuth))) > math.sin(math.radians(45.0))
+        assert after == (before if side or before != "walking" else None), (before, after, azimuth, view)
+    assert "walking" not in [w for w, _, _ in body_words(90.0)]
 
 
 @pytest.mark.parametrize("prob", [0.0, 1.0])

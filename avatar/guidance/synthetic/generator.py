@@ -45,6 +45,9 @@ class SyntheticConfig:
     # poses as often as the mocap corpus holds them (a stride then mostly comes from a walk).
     pose_frequency: float = 0.0
     pose_mention_prob: float = 0.5  # chance that a caption names each of the pose's words
+    # "walking" only where the view shows the stride: from within stride_view_deg of the front
+    # or back a stride is depth only, and the pose reads as no body word there. 0 = everywhere.
+    stride_view_deg: float = 0.0
     pose_phrasings: bool = False  # say pose words in varied phrasings (captions.POSE_PHRASES)
     face_prob: float = 0.2  # face close-ups (AvatarCLIP: 1 view in 4)
     age_range: tuple[float, float] = (0.35, 1.0)  # Anny age: 1/3 child .. 1 old
@@ -87,6 +90,12 @@ def pose_draw_weights(joints: torch.Tensor, cluster_sizes, balance: float, frequ
         counts = Counter(labels)
         weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -balance
     return weights / weights.sum()
+
+
+def _stride_hidden(azimuth_deg: float, within_deg: float) -> bool:
+    """Is a camera at this azimuth within ``within_deg`` of the body's front or back?"""
+    off_axis = math.degrees(math.asin(min(1.0, abs(math.sin(math.radians(azimuth_deg))))))
+    return off_axis < within_deg
 
 
 class SyntheticRenderer:
@@ -159,6 +168,8 @@ class SyntheticRenderer:
             phenotype = dict(zip(PHENOTYPES, shape[i].tolist()))
             attrs = sample_outfit(rng, phenotype["gender"], cfg.appearance, cfg.combinations)
             view = "face" if info["is_face"][i] else ("back" if info["is_back"][i] else "body")
+            if words[i]["body"] == "walking" and _stride_hidden(float(info["azimuth_deg"][i]), cfg.stride_view_deg):
+                words[i] = {**words[i], "body": None}
             attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i],
                          azimuth_deg=float(info["azimuth_deg"][i]))  # 0 = the front, 90 = the body's left
             attributes.append(attrs)

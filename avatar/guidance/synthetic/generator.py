@@ -42,7 +42,7 @@ class SyntheticConfig:
     pose_balance: float = 0.0
     # ... times cluster size^f: each codebook entry stands for a cluster of captured poses. f = 0
     # draws entries alike, so rare acrobatic poses are as common as walking strides; f = 1 draws
-    # poses as often as the mocap corpus holds them (a stride then mostly comes from a walk).
+    # poses as often as the mocap corpus holds them (its own mix of walks, dance, sport, ...).
     pose_frequency: float = 0.0
     pose_mention_prob: float = 0.5  # chance that a caption names each of the pose's words
     # "walking" only where the view shows the stride: from within stride_view_deg of the front

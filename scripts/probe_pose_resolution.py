@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avatar.guidance.mini_model import ImageTower, MiniModelConfig  # noqa: E402
-from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer  # noqa: E402
+from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer, stride_hidden  # noqa: E402
 from avatar.guidance.synthetic.poses import BODY_WORDS  # noqa: E402
 
 CLASSES = (None, *BODY_WORDS)
-SIDE_SIN = math.sin(math.radians(45))  # a side view: camera azimuth within 45 degrees of 90 or 270
+FRONT_BACK_DEG = 45.0  # a side view: the camera more than 45 degrees off the body's front and back
 
 
 def labels(batch) -> torch.Tensor:
@@ -79,7 +78,7 @@ def main() -> dict:
         "render_s_per_step": round(render_s / args.steps, 2), "train_s_per_step": round(train_s / args.steps, 2),
     }  # fmt: skip
     # Seen from the side a stride is in the silhouette; from the front or back it is depth only.
-    side = torch.tensor([abs(math.sin(math.radians(a["azimuth_deg"]))) > SIDE_SIN for a in held_out.attributes])
+    side = torch.tensor([not stride_hidden(a["azimuth_deg"], FRONT_BACK_DEG) for a in held_out.attributes])
     for k, word in enumerate(CLASSES):
         for name, keep in (("", torch.ones_like(side)), (" side views", side), (" front/back views", ~side)):
             positives = int((target[keep] == k).sum())

@@ -84,18 +84,18 @@ def pose_draw_weights(joints: torch.Tensor, cluster_sizes, balance: float, frequ
     if balance == 0 and frequency == 0:
         return None
     weights = torch.as_tensor(cluster_sizes, dtype=torch.float64).clamp(min=1) ** frequency
-    words = pose_words(joints) if balance else []
-    for group in ("arms", "body") if balance else ():
-        labels = [w[group] for w in words]
-        counts = Counter(labels)
-        weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -balance
+    if balance:
+        words = pose_words(joints)
+        for group in ("arms", "body"):
+            labels = [w[group] for w in words]
+            counts = Counter(labels)
+            weights *= torch.tensor([counts[label] for label in labels], dtype=torch.float64) ** -balance
     return weights / weights.sum()
 
 
-def _stride_hidden(azimuth_deg: float, within_deg: float) -> bool:
-    """Is a camera at this azimuth within ``within_deg`` of the body's front or back?"""
-    off_axis = math.degrees(math.asin(min(1.0, abs(math.sin(math.radians(azimuth_deg))))))
-    return off_axis < within_deg
+def stride_hidden(azimuth_deg: float, within_deg: float) -> bool:
+    """Is a camera at this azimuth (0 = the front) within ``within_deg`` of the body's front or back?"""
+    return abs(math.sin(math.radians(azimuth_deg))) < math.sin(math.radians(min(within_deg, 90.0)))
 
 
 class SyntheticRenderer:
@@ -168,10 +168,11 @@ class SyntheticRenderer:
             phenotype = dict(zip(PHENOTYPES, shape[i].tolist()))
             attrs = sample_outfit(rng, phenotype["gender"], cfg.appearance, cfg.combinations)
             view = "face" if info["is_face"][i] else ("back" if info["is_back"][i] else "body")
-            if words[i]["body"] == "walking" and _stride_hidden(float(info["azimuth_deg"][i]), cfg.stride_view_deg):
+            azimuth = float(info["azimuth_deg"][i])  # 0 = the front, 90 = the body's left
+            if words[i]["body"] == "walking" and stride_hidden(azimuth, cfg.stride_view_deg):
                 words[i] = {**words[i], "body": None}
             attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i],
-                         azimuth_deg=float(info["azimuth_deg"][i]))  # 0 = the front, 90 = the body's left
+                         azimuth_deg=azimuth)
             attributes.append(attrs)
             colors.append(vertex_colors(attrs, self.parts))
         size = cfg.image_size * cfg.supersample

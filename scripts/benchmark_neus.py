@@ -19,6 +19,7 @@ between the samplers on the same rays, without sampling jitter.
 
     python scripts/benchmark_neus.py --out neus_benchmark.json            # CPU
     python scripts/benchmark_neus.py --device cuda --out neus_cuda.json
+    python scripts/benchmark_neus.py --save-mesh body.npz   # then --mesh body.npz where Anny is absent
 
 On a CPU the paper sampler at the paper size needs tens of GB for one backward pass (800k
 samples through a 256-wide MLP with second-order autograd), so ``--ray-fraction`` (default
@@ -38,11 +39,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avatar.body.anny_body import AnnyBody, AnnyBodyConfig  # noqa: E402
 from avatar.neus import (  # noqa: E402
     NeusFieldConfig,
     NeusFields,
@@ -58,14 +59,27 @@ SIZES = {
 }
 
 
-def body_mesh() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def anny_mesh() -> tuple[torch.Tensor, torch.Tensor]:
+    """The default Anny body's vertices (metres) and faces."""
+    from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
+
     body = AnnyBody(AnnyBodyConfig())
     with torch.no_grad():
-        v = body().vertices[0].float()
+        return body().vertices[0].float(), body.faces
+
+
+def body_mesh(mesh_file: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The body mesh scaled into the unit sphere, with a smooth colour ramp: Anny's, or the
+    ``vertices``/``faces`` of an npz written by ``--save-mesh`` (runs where Anny is not installed)."""
+    if mesh_file:
+        data = np.load(mesh_file)
+        v, faces = torch.from_numpy(data["vertices"]).float(), torch.from_numpy(data["faces"]).long()
+    else:
+        v, faces = anny_mesh()
     v = v - (v.min(0).values + v.max(0).values) / 2
     v = v * (0.9 / v.norm(dim=-1).max())
     colors = (v - v.min(0).values) / (v.max(0).values - v.min(0).values)  # a smooth colour ramp
-    return v, body.faces, colors
+    return v, faces, colors
 
 
 @torch.no_grad()
@@ -171,13 +185,19 @@ def main() -> None:
                     help="surface sampler's proposal: the fitted SDF's marching-cubes mesh or the body mesh")
     ap.add_argument("--mc-res", type=int, default=96)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--mesh", default=None, help="npz of the body mesh (from --save-mesh) instead of building Anny")
+    ap.add_argument("--save-mesh", default=None, help="write Anny's mesh to this npz and exit")
     args = ap.parse_args()
+    if args.save_mesh:
+        v, faces = anny_mesh()
+        np.savez_compressed(args.save_mesh, vertices=v.numpy(), faces=faces.numpy())
+        return
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     fraction = args.ray_fraction if args.ray_fraction is not None else (1.0 if device.type == "cuda" else 0.25)
 
-    verts, faces, colors = body_mesh()
+    verts, faces, colors = body_mesh(args.mesh)
     verts, faces, colors = verts.to(device), faces.to(device), colors.to(device)
     rows = []
     for size in args.sizes.split(","):

@@ -193,6 +193,10 @@ class AppearanceStage(StageModule):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        # Lightning calls setup before it moves the module to the accelerator: move it here so
+        # that the NeuS initialisation (thousands of field steps) runs on the GPU too.
+        if self._trainer is not None:
+            self.to(self.trainer.strategy.root_device)
         if self.guidance is None:
             self.guidance = build_guidance(self.cfg.guidance).to(self.device)
             self.freeze_component("guidance")
@@ -440,7 +444,7 @@ class AppearanceStage(StageModule):
             colors = vertex_colors_with_visibility(mesh, self.vertex_colour_fn(), n_views=sc.export_views)
         vertices = self.world_from_object(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.device))
         faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
-        body_rig = rig_from_body(self.body, self.shape, self.bind_pose)
+        body_rig = rig_from_body(self.body, self.shape, self.bind_pose).to("cpu")  # files and previews: CPU work
         rig = rig_surface(body_rig, vertices.cpu(), faces)
         if self.bind_pose_name != "t_pose":  # exported in the canonical rest pose, whatever it was made in
             rig = rig.to_rest("t_pose")

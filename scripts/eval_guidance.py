@@ -59,9 +59,9 @@ def main() -> None:
     parser.add_argument("--colour-pairs", default=",".join(f"{a}/{b}" for a, b in COLOUR_PAIRS),
                         help="shirt/trousers colour names from the vocabulary, comma-separated")  # fmt: skip
     args = parser.parse_args()
-    pairs = [tuple(pair.split("/")) for pair in args.colour_pairs.split(",")]
-    unknown = [c for pair in pairs for c in pair if c not in COLORS]
-    if any(len(pair) != 2 for pair in pairs) or unknown:
+    colour_pairs = [tuple(pair.split("/")) for pair in args.colour_pairs.split(",")]
+    unknown = [c for pair in colour_pairs for c in pair if c not in COLORS]
+    if any(len(pair) != 2 for pair in colour_pairs) or unknown:
         raise SystemExit(f"--colour-pairs={args.colour_pairs!r}: give shirt/trousers pairs of vocabulary colours, e.g. red/blue,green/black (unknown: {unknown})")
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=args.checkpoint))
     trained_on = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("meta", {}).get("combinations", "all")
@@ -79,14 +79,14 @@ def main() -> None:
     by_pair = {}  # row -> (garment named first, garment named second) -> binding verdicts
     for name, batch, paraphrase in rows:
         caps, plans = zip(*(caption(a, rng, held_out=paraphrase) for a in batch.attributes))
-        pairs = [swap_pair(p, a, rng) for p, a in zip(plans, batch.attributes)]
-        swapped = [pair and swapped_caption(p, a, *pair) for p, a, pair in zip(plans, batch.attributes, pairs)]
+        swaps = [swap_pair(p, a, rng) for p, a in zip(plans, batch.attributes)]
+        swapped = [pair and swapped_caption(p, a, *pair) for p, a, pair in zip(plans, batch.attributes, swaps)]
         posed = [pose_negative(p, a, rng) for p, a in zip(plans, batch.attributes)]
         m = retrieval_and_binding(guidance, batch.images, list(caps), swapped, pose_changed=posed)
         print(f"| {name} | {m['text_to_image_top1']:.3f} | {m['image_to_text_top1']:.3f} | "
               f"{m['binding_accuracy']:.3f} ({m['binding_pairs']}) | {m['pose_accuracy']:.3f} ({m['pose_pairs']}) |")  # fmt: skip
         by_pair[name] = defaultdict(list)
-        for pair, win in zip([p for p in pairs if p], m["binding_wins"]):
+        for pair, win in zip([p for p in swaps if p], m["binding_wins"]):
             by_pair[name][pair].append(win)
     # Where binding fails: which garments were swapped, in the order the caption names them.
     columns = [(a, b) for a in GARMENTS for b in GARMENTS if a != b]
@@ -102,7 +102,7 @@ def main() -> None:
         return
     body = AnnyBody(AnnyBodyConfig())
     print("\n| prompt | right (seeds) | median torso RGB | median legs RGB |\n|---|---|---|---|")
-    for top, bottom in pairs:
+    for top, bottom in colour_pairs:
         check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, steps=args.steps)
         torso, legs = (torch.tensor(rgb).median(0).values.tolist() for rgb in (check.torso, check.legs))
         print(f"| {check.prompt} | {sum(check.right)}/{len(check.right)} | "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +36,7 @@ from avatar.guidance.synthetic import (
 )
 from avatar.guidance.synthetic.appearance import TOP_KINDS
 from avatar.guidance.synthetic.captions import PATTERN_WORDS, POSE_PHRASES, pose_phrase
+from avatar.guidance.synthetic.generator import clips_in_category
 from avatar.priors.loading import load_codebook
 from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
 
@@ -217,6 +219,39 @@ def test_walking_is_only_said_where_the_view_shows_the_stride(anny_low):
         side = abs(math.sin(math.radians(azimuth))) > math.sin(math.radians(45.0))
         assert after == (before if side or before != "walking" else None), (before, after, azimuth, view)
     assert "walking" not in [w for w, _, _ in body_words(90.0)]
+
+
+def _manifest(path, rows: dict[str, str]):
+    lines = ["rel_path\tframes\tcategories"] + [f"cmu_asfamc/{clip}.amc\t100\t{cats}" for clip, cats in rows.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_clips_in_category_reads_the_manifest(tmp_path):
+    manifest = _manifest(tmp_path / "MANIFEST.tsv", {"07_09": "walk", "135_09": "punch/box/martial/sword", "49_22": "dance|walk"})
+    sources = ["/cache/cmu_asfamc/07_09.amc @ frame 3", "/cache/cmu_asfamc/135_09.amc @ frame 0",
+               "/cache/cgspeed_daz/49_22.bvh @ frame 8", "/cache/x/99_99.bvh @ frame 1"]
+    assert clips_in_category(sources, manifest, "walk").tolist() == [True, False, True, False]
+    with pytest.raises(FileNotFoundError, match="walking_clips"):
+        clips_in_category(sources, tmp_path / "missing.tsv", "walk")
+    (tmp_path / "other.tsv").write_text("path\tkind\nx\ty\n")
+    with pytest.raises(ValueError, match="rel_path/categories"):
+        clips_in_category(sources, tmp_path / "other.tsv", "walk")
+
+
+def test_walking_is_only_said_for_strides_from_walk_clips(anny_low, tmp_path):
+    clips = sorted({Path(s.split(" @ ")[0]).stem for s in load_codebook().sources})
+    no_walks = _manifest(tmp_path / "none.tsv", {clip: "dance" for clip in clips})
+    all_walks = _manifest(tmp_path / "all.tsv", {clip: "walk" for clip in clips})
+
+    def attributes(manifest: str) -> list:
+        cfg = SyntheticConfig(topology=LOW_POLY, image_size=16, named_pose_prob=0.0, walking_clips=manifest)
+        return SyntheticRenderer(cfg, body=anny_low).generate(48, torch.Generator().manual_seed(5)).attributes
+
+    geometry = [a["pose"]["body"] for a in attributes("")]
+    assert geometry.count("walking") >= 3
+    assert [a["pose"]["body"] for a in attributes(str(all_walks))] == geometry  # the same draws
+    assert [a["pose"]["body"] for a in attributes(str(no_walks))] == [None if w == "walking" else w for w in geometry]
 
 
 @pytest.mark.parametrize("prob", [0.0, 1.0])

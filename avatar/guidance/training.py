@@ -78,6 +78,7 @@ class GuidanceTrainStageConfig:
     pose_frequency: float = 0.0  # SyntheticConfig.pose_frequency: 1 = poses as often as the corpus holds them
     pose_mention_prob: float = 0.5  # SyntheticConfig.pose_mention_prob
     stride_view_deg: float = 0.0  # SyntheticConfig.stride_view_deg: "walking" only where a stride shows
+    walking_clips: str = ""  # SyntheticConfig.walking_clips: MANIFEST.tsv; "walking" only for poses from walk clips
     pose_phrasings: bool = False  # SyntheticConfig.pose_phrasings: "raising both arms", "striding", ...
 
 
@@ -124,7 +125,7 @@ class GuidanceTrainStage(StageModule):
             self.model = MiniImageTextModel(model_cfg)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
-            pose_balance=sc.pose_balance, pose_frequency=sc.pose_frequency, stride_view_deg=sc.stride_view_deg, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
+            pose_balance=sc.pose_balance, pose_frequency=sc.pose_frequency, stride_view_deg=sc.stride_view_deg, walking_clips=sc.walking_clips, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
         ))  # fmt: skip
         embed = self.model.cfg.embed_dim
         self.pose_heads = torch.nn.ModuleDict({

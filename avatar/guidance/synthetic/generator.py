@@ -10,10 +10,12 @@ held-out attribute combinations of :mod:`avatar.guidance.synthetic.holdout`.
 
 from __future__ import annotations
 
+import csv
 import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,12 @@ class SyntheticConfig:
     # "walking" only where the view shows the stride: from within stride_view_deg of the front
     # or back a stride is depth only, and the pose reads as no body word there. 0 = everywhere.
     stride_view_deg: float = 0.0
+    # "walking" from the geometry alone (ankles a stride apart) also names karate stances, lunges
+    # and dance steps: of the shipped codebook's stride poses, 26% of the corpus mass comes from
+    # walks (scripts/report_pose_labels.py). walking_clips = the mocap corpus's MANIFEST.tsv: then
+    # "walking" is said only for codebook poses from clips it files under "walk" (a stride from
+    # any other clip reads as no body word; named poses keep the geometric word). "" = geometry only.
+    walking_clips: str = ""
     pose_phrasings: bool = False  # say pose words in varied phrasings (captions.POSE_PHRASES)
     face_prob: float = 0.2  # face close-ups (AvatarCLIP: 1 view in 4)
     age_range: tuple[float, float] = (0.35, 1.0)  # Anny age: 1/3 child .. 1 old
@@ -93,6 +101,25 @@ def pose_draw_weights(joints: torch.Tensor, cluster_sizes, balance: float, frequ
     return weights / weights.sum()
 
 
+def clips_in_category(sources: list[str], manifest: str | Path, category: str) -> torch.Tensor:
+    """(N,) bool: is the source clip of each codebook entry ("<folder>/<clip>.<ext> @ frame <i>")
+    filed under ``category`` in the mocap corpus's MANIFEST.tsv (its ``categories`` column, keywords
+    joined by "|")? Clips the manifest does not list count as not in it."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"walking_clips={str(manifest)!r}: no such file; give the mocap corpus's MANIFEST.tsv "
+            "(e.g. ../shared/mocap/MANIFEST.tsv) or leave it empty for the geometric word alone"
+        )
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if rows and not {"rel_path", "categories"} <= set(rows[0]):
+        raise ValueError(f"{path} has no rel_path/categories columns: is it the corpus's MANIFEST.tsv?")
+    categories = {Path(row["rel_path"]).stem: set(row["categories"].split("|")) for row in rows}
+    stems = [Path(source.split(" @ ")[0]).stem for source in sources]
+    return torch.tensor([category in categories.get(stem, ()) for stem in stems], dtype=torch.bool)
+
+
 def stride_hidden(azimuth_deg: float, within_deg: float) -> bool:
     """Is a camera at this azimuth (0 = the front) within ``within_deg`` of the body's front or back?"""
     return abs(math.sin(math.radians(azimuth_deg))) < math.sin(math.radians(min(within_deg, 90.0)))
@@ -112,6 +139,7 @@ class SyntheticRenderer:
         self.codebook_weights = pose_draw_weights(
             codebook.joints, codebook.cluster_sizes, self.cfg.pose_balance, self.cfg.pose_frequency
         )
+        self.walk_entries = clips_in_category(codebook.sources, self.cfg.walking_clips, "walk") if self.cfg.walking_clips else None
         self.named = CanonicalPose.cat([named_pose(n) for n in pose_names()])
         size = self.cfg.image_size * self.cfg.supersample
         self.renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
@@ -126,6 +154,12 @@ class SyntheticRenderer:
         rot = torch.where(named[:, None, None], self.named.rotations[k_named], self.codebook_poses.rotations[k_code])
         sources = [f"named:{pose_names()[a]}" if m else f"codebook:{b}" for m, a, b in zip(named, k_named, k_code)]
         return CanonicalPose(rot, torch.zeros(n, 3)), sources
+
+    def _from_walk(self, source: str) -> bool:
+        """May a pose drawn from ``source`` ("codebook:<k>" or "named:<name>") be called walking?"""
+        if self.walk_entries is None or not source.startswith("codebook:"):
+            return True
+        return bool(self.walk_entries[int(source.split(":")[1])])
 
     def _cameras(self, vertices: torch.Tensor, joints: torch.Tensor, g: torch.Generator):
         """Per-sample views (a loop of single-view draws: each body has its own size and aim)."""
@@ -169,7 +203,7 @@ class SyntheticRenderer:
             attrs = sample_outfit(rng, phenotype["gender"], cfg.appearance, cfg.combinations)
             view = "face" if info["is_face"][i] else ("back" if info["is_back"][i] else "body")
             azimuth = float(info["azimuth_deg"][i])  # 0 = the front, 90 = the body's left
-            if words[i]["body"] == "walking" and stride_hidden(azimuth, cfg.stride_view_deg):
+            if words[i]["body"] == "walking" and (stride_hidden(azimuth, cfg.stride_view_deg) or not self._from_walk(sources[i])):
                 words[i] = {**words[i], "body": None}
             attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i],
                          azimuth_deg=azimuth)

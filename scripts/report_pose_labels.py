@@ -12,7 +12,6 @@ the word: "walking" (ankles a stride apart) also reads karate stances, lunges an
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from avatar.guidance.synthetic.generator import clip_categories, source_clip  # noqa: E402
 from avatar.guidance.synthetic.poses import BODY_WORDS, pose_words  # noqa: E402
 from avatar.priors.loading import load_codebook  # noqa: E402
 
@@ -29,14 +29,13 @@ def main() -> None:
     parser.add_argument("--manifest", default=str(ROOT.parent / "shared" / "mocap" / "MANIFEST.tsv"))
     parser.add_argument("--top", type=int, default=3, help="categories listed per word")
     args = parser.parse_args()
-    with open(args.manifest, newline="") as f:
-        categories = {Path(row["rel_path"]).stem: row["categories"] or "(none)" for row in csv.DictReader(f, delimiter="\t")}
+    categories = {clip: "|".join(sorted(cats - {""})) or "(none)" for clip, cats in clip_categories(args.manifest).items()}
     codebook = load_codebook()
     words = [w["body"] for w in pose_words(codebook.joints)]
     mass: dict[str, Counter] = defaultdict(Counter)  # word -> clip categories -> corpus poses
     entries = Counter(words)
     for word, source, size in zip(words, codebook.sources, codebook.cluster_sizes):
-        mass[word][categories.get(Path(source.split(" @ ")[0]).stem, "(not in the manifest)")] += int(size)
+        mass[word][categories.get(source_clip(source), "(not in the manifest)")] += int(size)
     total = sum(int(s) for s in codebook.cluster_sizes)
     print(f"{len(words)} codebook entries standing for {total} corpus poses\n")
     print("| body word | entries | corpus poses | from clips filed under (share of the word's poses) |\n|---|---|---|---|")

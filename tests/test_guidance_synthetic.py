@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +35,7 @@ from avatar.guidance.synthetic import (
 )
 from avatar.guidance.synthetic.appearance import TOP_KINDS
 from avatar.guidance.synthetic.captions import PATTERN_WORDS, POSE_PHRASES, pose_phrase
-from avatar.guidance.synthetic.generator import clips_in_category
+from avatar.guidance.synthetic.generator import clips_in_category, source_clip
 from avatar.priors.loading import load_codebook
 from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
 
@@ -240,7 +239,7 @@ def test_clips_in_category_reads_the_manifest(tmp_path):
 
 
 def test_walking_is_only_said_for_strides_from_walk_clips(anny_low, tmp_path):
-    clips = sorted({Path(s.split(" @ ")[0]).stem for s in load_codebook().sources})
+    clips = sorted({source_clip(s) for s in load_codebook().sources})
     no_walks = _manifest(tmp_path / "none.tsv", {clip: "dance" for clip in clips})
     all_walks = _manifest(tmp_path / "all.tsv", {clip: "walk" for clip in clips})
 

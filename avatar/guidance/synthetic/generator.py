@@ -101,10 +101,8 @@ def pose_draw_weights(joints: torch.Tensor, cluster_sizes, balance: float, frequ
     return weights / weights.sum()
 
 
-def clips_in_category(sources: list[str], manifest: str | Path, category: str) -> torch.Tensor:
-    """(N,) bool: is the source clip of each codebook entry ("<folder>/<clip>.<ext> @ frame <i>")
-    filed under ``category`` in the mocap corpus's MANIFEST.tsv (its ``categories`` column, keywords
-    joined by "|")? Clips the manifest does not list count as not in it."""
+def clip_categories(manifest: str | Path) -> dict[str, set[str]]:
+    """Clip name (file stem) -> its keyword categories in the mocap corpus's MANIFEST.tsv."""
     path = Path(manifest)
     if not path.is_file():
         raise FileNotFoundError(
@@ -115,9 +113,19 @@ def clips_in_category(sources: list[str], manifest: str | Path, category: str) -
         rows = list(csv.DictReader(f, delimiter="\t"))
     if rows and not {"rel_path", "categories"} <= set(rows[0]):
         raise ValueError(f"{path} has no rel_path/categories columns: is it the corpus's MANIFEST.tsv?")
-    categories = {Path(row["rel_path"]).stem: set(row["categories"].split("|")) for row in rows}
-    stems = [Path(source.split(" @ ")[0]).stem for source in sources]
-    return torch.tensor([category in categories.get(stem, ()) for stem in stems], dtype=torch.bool)
+    return {Path(row["rel_path"]).stem: set(row["categories"].split("|")) for row in rows}
+
+
+def source_clip(source: str) -> str:
+    """The clip name of a codebook entry's source ("<folder>/<clip>.<ext> @ frame <i>")."""
+    return Path(source.split(" @ ")[0]).stem
+
+
+def clips_in_category(sources: list[str], manifest: str | Path, category: str) -> torch.Tensor:
+    """(N,) bool: is the source clip of each codebook entry filed under ``category`` in the mocap
+    corpus's MANIFEST.tsv? Clips the manifest does not list count as not in it."""
+    categories = clip_categories(manifest)
+    return torch.tensor([category in categories.get(source_clip(s), ()) for s in sources], dtype=torch.bool)
 
 
 def stride_hidden(azimuth_deg: float, within_deg: float) -> bool:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -35,6 +36,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
         return run_pipeline(cfg, overrides)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     module = build_stage(cfg)
     loggers = build_loggers(cfg, run_dir, overrides)
     try:
@@ -51,6 +54,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
             import wandb
 
             wandb.finish()
+    if torch.cuda.is_available():  # the stage's peak, for the README's time-and-memory table
+        result["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
     log.info("Run finished in %s: %s", run_dir, result)
     return result

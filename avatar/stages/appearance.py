@@ -422,6 +422,9 @@ class AppearanceStage(StageModule):
 
             save_video(self.run_dir() / "timelapse.mp4", [iio.imread(p) for p in frames], fps=4)
         self.export()
+        # Here, not in result(): after fit Lightning moves the module back to the CPU, but not the
+        # proposal mesh and renderer state kept outside parameters and buffers.
+        self._final_guidance_loss = self.final_guidance_loss() if self.guidance is not None else None
 
     def vertex_colour_fn(self):
         def colour(points: torch.Tensor, view_dirs: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
@@ -486,8 +489,8 @@ class AppearanceStage(StageModule):
             "region_rgb": info["region_rgb"],
         }
         if self.guidance is not None:
-            with torch.enable_grad():
-                metrics["guidance_loss_final"] = self.final_guidance_loss()
+            final = getattr(self, "_final_guidance_loss", None)
+            metrics["guidance_loss_final"] = self.final_guidance_loss() if final is None else final
         metrics["objective"] = metrics.get("guidance_loss_final", 0.0)
         atomic_write_text(self.run_dir() / "result.json", json.dumps(metrics, indent=2))
         return metrics
@@ -498,10 +501,11 @@ class AppearanceStage(StageModule):
         losses = []
         was_training = self.training
         self.eval()
-        for k in range(len(cams)):
-            b = self.render_views(cams[k], torch.Generator(), need_coarse=False, size=self.stage_cfg.val_size)
-            image = (b["color_b"] + 1 - b["opacity"]).detach()
-            text = self.stage_cfg.prompt_template.format(str(self.cfg.prompt.appearance).strip())
-            losses.append(float(self.guidance.guidance_loss(image, text).mean()))
+        with torch.enable_grad():  # the SDF normals need autograd
+            for k in range(len(cams)):
+                b = self.render_views(cams[k], torch.Generator(), need_coarse=False, size=self.stage_cfg.val_size)
+                image = (b["color_b"] + 1 - b["opacity"]).detach()
+                text = self.stage_cfg.prompt_template.format(str(self.cfg.prompt.appearance).strip())
+                losses.append(float(self.guidance.guidance_loss(image, text).mean()))
         self.train(was_training)
         return float(np.mean(losses))

@@ -2,8 +2,11 @@
 
 For prompts whose pose has a geometric reading (avatar.guidance.synthetic.poses.pose_words:
 "arms raised", "squatting", ...), the share of the kept candidates whose joints read as the
-expected word; plus the search time per prompt once the codebook embeddings are cached.
-The guidance model's own score is not used to judge it: the reading is pure geometry.
+expected word; the ROC-AUC of the prompt's score over the whole codebook for the entries that
+read as that word (less noisy than five candidates; for "walking" also for the strides from
+clips the mocap manifest files under walk, the poses a walk is made of); plus the search time
+per prompt once the codebook embeddings are cached. The guidance model's own score is not used
+to judge it: the reading is pure geometry.
 
     .venv/bin/python scripts/evaluate_pose_search.py                     # full Anny, mini guidance
     .venv/bin/python scripts/evaluate_pose_search.py body.topology=notoes_collapse5pc
@@ -23,10 +26,14 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from avatar.body.skeleton import CanonicalPose  # noqa: E402
 from avatar.config import register_configs  # noqa: E402
 from avatar.guidance import build_guidance  # noqa: E402
+from avatar.guidance.synthetic.generator import clips_in_category  # noqa: E402
 from avatar.guidance.synthetic.poses import pose_words  # noqa: E402
 from avatar.stages.pose import PoseStage  # noqa: E402
+
+MANIFEST = ROOT.parent / "shared" / "mocap" / "MANIFEST.tsv"  # the mocap corpus's clip categories
 
 # prompt -> (pose word group, expected word)
 PROMPTS = {
@@ -47,7 +54,11 @@ def main(overrides: list[str]) -> dict:
         cfg = compose("config", overrides=["stage=pose", *overrides, f"run_dir={tmp}"])
         stage = PoseStage(cfg)
         guidance = build_guidance(cfg.guidance)
-        stage.codebook(guidance)  # build (or load) the cache once, outside the timings
+        codebook = stage.codebook(guidance)  # build (or load) the cache once, outside the timings
+        with torch.no_grad():
+            rest = torch.zeros(len(codebook.rotations), 3)
+            readings = pose_words(stage.body(pose=CanonicalPose(codebook.rotations.to(stage.body.dtype), rest)).joints)
+        from_walks = clips_in_category(codebook.sources, MANIFEST, "walk") if MANIFEST.is_file() else None
         rows = {}
         for prompt, (group, word) in PROMPTS.items():
             stage.prompt = prompt
@@ -58,16 +69,30 @@ def main(overrides: list[str]) -> dict:
             with torch.no_grad():
                 joints = stage.body(pose=candidates.poses().to(stage.body.dtype)).joints
             words = [w[group] for w in pose_words(joints)]
+            scores = stage.scores(guidance, codebook.embeddings)
+            reads = torch.tensor([r[group] == word for r in readings])
             rows[prompt] = {"expected": word, "hit_rate": sum(w == word for w in words) / len(words),
-                            "read_as": words, "search_seconds": round(seconds, 3)}  # fmt: skip
+                            "auc": roc_auc(scores, reads), "read_as": words, "search_seconds": round(seconds, 3)}  # fmt: skip
+            if word == "walking" and from_walks is not None:
+                rows[prompt]["auc_walk_clips"] = roc_auc(scores, reads & from_walks)
     mean = sum(r["hit_rate"] for r in rows.values()) / len(rows)
-    print(f"{'prompt':32s} {'expected':16s} hits  search(s)  candidates read as")
+    mean_auc = sum(r["auc"] for r in rows.values()) / len(rows)
+    print(f"{'prompt':32s} {'expected':16s} hits  AUC    search(s)  candidates read as")
     for prompt, r in rows.items():
-        print(f"{prompt:32s} {r['expected']:16s} {r['hit_rate']:.1f}   {r['search_seconds']:.3f}      {r['read_as']}")
-    print(f"mean hit rate {mean:.2f}")
-    return {"prompts": rows, "mean_hit_rate": mean}
+        print(f"{prompt:32s} {r['expected']:16s} {r['hit_rate']:.1f}   {r['auc']:.3f}  {r['search_seconds']:.3f}      {r['read_as']}")
+    walk = rows.get("a person walking", {}).get("auc_walk_clips")
+    print(f"mean hit rate {mean:.2f}, mean AUC {mean_auc:.3f}" + (f"; walking AUC for strides from walk clips {walk:.3f}" if walk else ""))
+    return {"prompts": rows, "mean_hit_rate": mean, "mean_auc": mean_auc}
+
+
+def roc_auc(scores: torch.Tensor, positives: torch.Tensor) -> float:
+    """Chance that a random positive outscores a random negative (ties count half)."""
+    pos, neg = scores[positives], scores[~positives]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    return float((pos[:, None] > neg[None]).float().mean() + 0.5 * (pos[:, None] == neg[None]).float().mean())
 
 
 if __name__ == "__main__":
     result = main(sys.argv[1:])
-    print(json.dumps({"mean_hit_rate": result["mean_hit_rate"]}))
+    print(json.dumps({"mean_hit_rate": result["mean_hit_rate"], "mean_auc": result["mean_auc"]}))

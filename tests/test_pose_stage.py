@@ -185,6 +185,35 @@ def test_search_follows_the_prompt(tmp_path, small_codebook):
     assert first == int(load_pose_codebook(codebook).cluster_sizes.argmax())
 
 
+def test_contrast_ranks_by_the_prompts_share_among_pose_words(tmp_path):
+    """``stage.contrast=pose_words``: a pose the model finds even more "kicking" than "walking"
+    drops below one that is less like "walking" by cosine but unlike every other pose word.
+    The embeddings are made from the shipped mini model's own text embeddings."""
+    import torch.nn.functional as F
+
+    from avatar.guidance import build_guidance
+
+    cfg = compose_cfg(tmp_path, *pose_base(tmp_path), "stage.contrast=pose_words", "prompt.motion=a person walking")
+    stage = PoseStage(cfg)
+    guidance = build_guidance(cfg.guidance)
+    others = stage.contrast_prompts()
+    assert stage.prompt_text not in others and len(others) >= 8
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return F.normalize(guidance.encode_text(texts).float().cpu(), dim=-1)
+
+    walk = encode([stage.prompt_text])[0]
+    every = encode(others + [stage.prompt_text])
+    kick = encode([cfg.stage.template.format("a person kicking")])[0]
+    kick_like = F.normalize(walk + kick, dim=0)  # as "walking" as it is "kicking"
+    only_walk = F.normalize(walk - 0.8 * every.mean(0), dim=0)  # away from every pose word, walking least
+    embeddings = torch.stack([kick_like, only_walk])
+    cosine = embeddings @ walk
+    assert cosine[0] > cosine[1] + 0.05  # the paper's order: the kick-like pose first
+    shares = stage.contrast_scores(guidance, embeddings, cosine)
+    assert shares[1] > shares[0] + 0.5 and bool((shares <= 0).all())  # log shares: the walk-only pose first
+
+
 def test_cache_key_changes_with_what_the_embeddings_depend_on(tmp_path, small_codebook):
     from avatar.guidance.mini import MINI_CHECKPOINT, MINI_SCORER_CHECKPOINT
 
@@ -282,6 +311,8 @@ def test_latent_generator_optimises_the_prior_code(tmp_path):
         (["stage.template=a person"], r"stage\.template"),
         (["stage.azimuths=[]"], r"stage\.azimuths"),
         (["stage.prior_weight=-0.01"], r"stage\.prior_weight"),
+        (["stage.contrast=words"], r"stage\.contrast='words'.*pose_words"),
+        (["stage.contrast=pose_words", "stage.contrast_temperature=0"], r"stage\.contrast_temperature"),
     ],
 )
 def test_bad_settings_name_the_config_key(tmp_path, overrides, pattern):

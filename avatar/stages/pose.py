@@ -7,7 +7,9 @@ top ``top_k`` (40) are filtered for near-duplicates (mean absolute axis-angle di
 body joints <= ``dedupe_threshold``, 0.07) and the best ``num_candidates`` (5) are kept for the
 motion stage. The codebook's embeddings are cached per (guidance, body, codebook, render
 settings), so a new prompt costs one text encoding and a matrix product. ``prior_weight`` > 0
-(not in the paper, off by default) reorders the top_k by cosine + weight * log(cluster size).
+(not in the paper, off by default) reorders the top_k by cosine + weight * log(cluster size);
+``contrast=pose_words`` (not in the paper, off) ranks by the prompt's softmax share among
+prompts for the pose words, the candidates' scores then being log shares.
 
 The paper's two other generators are options (``stage.generator``), each a Lightning
 optimisation of ``num_candidates`` poses at once from seeded starts:
@@ -58,6 +60,7 @@ from avatar.utils.paths import cache_dir
 log = logging.getLogger(__name__)
 
 GENERATORS = ("codebook", "direct", "latent")
+CONTRASTS = ("", "pose_words")
 CACHE_VERSION = 1
 
 
@@ -82,8 +85,33 @@ class PoseStageConfig:
     # the guidance model scores alike the common one wins. 0 = the paper's cosine order; 0.01
     # helps "walking" and costs elsewhere (README, "Pose search with a frequency prior").
     prior_weight: float = 0.0
+    # "pose_words" (not in the paper, off by default): rank by the prompt's softmax share among
+    # itself and one prompt per pose word ("a person kicking", "a person squatting", ...; each
+    # in ``template``) at ``contrast_temperature``, as CLIP zero-shot classification does, not
+    # by the raw cosine: a kick that scores high on "walking" but higher on "kicking" drops.
+    contrast: str = ""  # "" = the paper's cosine | "pose_words"
+    contrast_temperature: float = 0.05
     codebook_chunk: int = 16  # poses rendered per batch when building the cache
     cache_dir: str = ""  # empty = <project cache>/pose_codebook
+    def scores(self, guidance, embeddings: torch.Tensor) -> torch.Tensor:
+        """(N,) the prompt's score for each embedded pose: cosine, or with ``contrast`` the log share."""
+        text = F.normalize(guidance.encode_text([self.prompt_text])[0].float().cpu(), dim=0)
+        scores = embeddings @ text
+        return self.contrast_scores(guidance, embeddings, scores) if self.stage_cfg.contrast else scores
+
+    def contrast_prompts(self) -> list[str]:
+        """One prompt per pose word (its first phrasing), those the prompt already is left out."""
+        from avatar.guidance.synthetic.captions import POSE_PHRASES
+
+        texts = [self.stage_cfg.template.format(f"a person {phrases[0]}") for phrases in POSE_PHRASES.values()]
+        return [t for t in texts if t != self.prompt_text]
+
+    def contrast_scores(self, guidance, embeddings: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """log softmax share of the prompt among itself and :meth:`contrast_prompts`, per pose."""
+        others = F.normalize(guidance.encode_text(self.contrast_prompts()).float().cpu(), dim=-1)
+        logits = torch.cat([scores[:, None], embeddings @ others.T], dim=1) / float(self.stage_cfg.contrast_temperature)
+        return logits[:, 0] - torch.logsumexp(logits, dim=1)
+
     # ---- direct / latent optimisation ------------------------------------------------------------
     lr: float = 0.01
     warmup_steps: int = 10
@@ -161,6 +189,10 @@ class PoseStage(StageModule):
             )
         if not (math.isfinite(float(sc.prior_weight)) and float(sc.prior_weight) >= 0):
             raise ValueError(f"stage.prior_weight={sc.prior_weight!r} must be a finite number >= 0 (0 = plain cosine order)")
+        if sc.contrast not in CONTRASTS:
+            raise ValueError(f"stage.contrast={sc.contrast!r} is not one of {list(CONTRASTS)} ('' = plain cosine)")
+        if sc.contrast and not (math.isfinite(float(sc.contrast_temperature)) and float(sc.contrast_temperature) > 0):
+            raise ValueError(f"stage.contrast_temperature={sc.contrast_temperature!r} must be a finite number > 0")
         self.prompt_text = sc.template.format(self.prompt)
         self.trainable = sc.generator != "codebook"
         self.body = build_body(cfg.body)
@@ -276,8 +308,7 @@ class PoseStage(StageModule):
         sc = self.stage_cfg
         rotations, sources, sizes, embeddings, hit, cache_file = self.codebook(guidance)
         start = time.perf_counter()
-        text = F.normalize(guidance.encode_text([self.prompt_text])[0].float().cpu(), dim=0)
-        scores = embeddings @ text
+        scores = self.scores(guidance, embeddings)
         prior = float(sc.prior_weight) * torch.log(sizes.clamp(min=1.0)) if sc.prior_weight else None
         kept = select_diverse(rotations, scores, int(sc.top_k), float(sc.dedupe_threshold), int(sc.num_candidates), prior)
         seconds = time.perf_counter() - start
@@ -289,6 +320,25 @@ class PoseStage(StageModule):
             "codebook_renders": self.codebook_renders, "search_seconds": round(seconds, 4),
         }  # fmt: skip
         return candidates, info
+
+    def scores(self, guidance, embeddings: torch.Tensor) -> torch.Tensor:
+        """(N,) the prompt's score for each embedded pose: cosine, or with ``contrast`` the log share."""
+        text = F.normalize(guidance.encode_text([self.prompt_text])[0].float().cpu(), dim=0)
+        scores = embeddings @ text
+        return self.contrast_scores(guidance, embeddings, scores) if self.stage_cfg.contrast else scores
+
+    def contrast_prompts(self) -> list[str]:
+        """One prompt per pose word (its first phrasing), those the prompt already is left out."""
+        from avatar.guidance.synthetic.captions import POSE_PHRASES
+
+        texts = [self.stage_cfg.template.format(f"a person {phrases[0]}") for phrases in POSE_PHRASES.values()]
+        return [t for t in texts if t != self.prompt_text]
+
+    def contrast_scores(self, guidance, embeddings: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """log softmax share of the prompt among itself and :meth:`contrast_prompts`, per pose."""
+        others = F.normalize(guidance.encode_text(self.contrast_prompts()).float().cpu(), dim=-1)
+        logits = torch.cat([scores[:, None], embeddings @ others.T], dim=1) / float(self.stage_cfg.contrast_temperature)
+        return logits[:, 0] - torch.logsumexp(logits, dim=1)
 
     # ---- direct / latent optimisation ---------------------------------------------------------------
     def rotations(self) -> torch.Tensor:

@@ -236,6 +236,14 @@ def test_an_in_place_walk_travels_with_planted_feet(tmp_path):
     distance = float((travel[-1, :2] - travel[0, :2]).norm())
     assert 0.6 * true_distance < distance < 1.4 * true_distance
     assert skate(travel) < 0.5 * skate(in_place)
+    # The lower foot stays at one height (a squat in place does not rise off the floor), and a
+    # second pass changes nothing.
+    from avatar.mocap.contact import FEET
+
+    joints = forward_kinematics(CanonicalPose(walk.rotations, travel))
+    lowest = torch.stack([joints[:, list(f), 2] for f in FEET], 1).amin((1, 2))
+    assert float(lowest.max() - lowest.min()) < 1e-4
+    assert torch.allclose(travel_from_foot_contacts(walk.rotations, travel), travel, atol=1e-5)
     # The animate stage applies it to in-place clips only (stage.travel=auto).
     save_motion(tmp_path / "motion.npz", CanonicalMotion(walk.rotations, in_place, walk.fps))
     stage = AnimateStage(compose_cfg(tmp_path / "run", *ANIMATE, f"stage.motion={tmp_path / 'motion.npz'}"))

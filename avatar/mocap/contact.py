@@ -20,7 +20,10 @@ def travel_from_foot_contacts(
     rotations: torch.Tensor, transl: torch.Tensor, rest_joints: torch.Tensor | None = None, smooth: int = 3
 ) -> torch.Tensor:
     """New root translations (T, 3) for rotations (T, 22, 3) and translations (T, 3): the
-    horizontal path that keeps the stance foot planted; z is ``transl``'s.
+    horizontal path that keeps the stance foot planted, and a height that keeps the lower foot
+    at its first-frame height (a squat in place would otherwise lift the feet off the floor:
+    in-place clips carry no vertical root motion); ``transl``'s own z is replaced, so a clip
+    already treated is unchanged. Airborne phases (jumps) stay on the floor.
 
     ``rest_joints`` (22, 3): the skeleton the motion is shown on (body frame; default the
     template). ``smooth``: width (frames) of a moving average of the per-frame steps, which
@@ -45,6 +48,8 @@ def travel_from_foot_contacts(
         steps[1:, :2] = torch.nn.functional.conv1d(padded, kernel)[:, 0].T
     out = transl.clone()
     out[:, :2] = transl[:1, :2] + steps[:, :2].cumsum(0)
+    lowest = height.amin(-1)  # (T,) the lower foot's lowest joint, root at the origin
+    out[:, 2] = transl[0, 2] + lowest[0] - lowest
     return out
 
 

@@ -13,7 +13,7 @@ by linear blend skinning, and everything is written in formats other tools open:
 
 The motion is any canonical motion: a motion stage's run directory or ``motion.npz``, a BVH
 file, or an AMASS ``.npz``, so captured clips animate the avatar too. A clip decoded in place
-(the motion VAE has no translation) gets root travel from its foot contacts
+(the motion VAE has no translation) gets root travel and height from its foot contacts
 (``avatar.mocap.contact``: a generated walk walks); the clip is then shifted vertically (one
 offset for the whole clip) so the avatar's lowest point touches the floor.
 """

@@ -93,25 +93,6 @@ class PoseStageConfig:
     contrast_temperature: float = 0.05
     codebook_chunk: int = 16  # poses rendered per batch when building the cache
     cache_dir: str = ""  # empty = <project cache>/pose_codebook
-    def scores(self, guidance, embeddings: torch.Tensor) -> torch.Tensor:
-        """(N,) the prompt's score for each embedded pose: cosine, or with ``contrast`` the log share."""
-        text = F.normalize(guidance.encode_text([self.prompt_text])[0].float().cpu(), dim=0)
-        scores = embeddings @ text
-        return self.contrast_scores(guidance, embeddings, scores) if self.stage_cfg.contrast else scores
-
-    def contrast_prompts(self) -> list[str]:
-        """One prompt per pose word (its first phrasing), those the prompt already is left out."""
-        from avatar.guidance.synthetic.captions import POSE_PHRASES
-
-        texts = [self.stage_cfg.template.format(f"a person {phrases[0]}") for phrases in POSE_PHRASES.values()]
-        return [t for t in texts if t != self.prompt_text]
-
-    def contrast_scores(self, guidance, embeddings: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """log softmax share of the prompt among itself and :meth:`contrast_prompts`, per pose."""
-        others = F.normalize(guidance.encode_text(self.contrast_prompts()).float().cpu(), dim=-1)
-        logits = torch.cat([scores[:, None], embeddings @ others.T], dim=1) / float(self.stage_cfg.contrast_temperature)
-        return logits[:, 0] - torch.logsumexp(logits, dim=1)
-
     # ---- direct / latent optimisation ------------------------------------------------------------
     lr: float = 0.01
     warmup_steps: int = 10

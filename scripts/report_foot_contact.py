@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,22 +20,21 @@ from avatar.body.skeleton import CanonicalPose, forward_kinematics  # noqa: E402
 from avatar.metrics.motion import foot_skating  # noqa: E402
 from avatar.mocap.bvh import read_bvh  # noqa: E402
 from avatar.mocap.contact import travel_from_foot_contacts  # noqa: E402
+from avatar.mocap.dataset import find_motion_files  # noqa: E402
 from avatar.mocap.retarget import retarget  # noqa: E402
 
-CORPUS_WALK = ("cgspeed_daz.tar.xz", "Przestr__motion-capture/07_01.bvh")
+CORPUS_WALK = "cgspeed_daz/Przestr__motion-capture/07_01.bvh"  # in the shared corpus (extracted once, cached)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bvh", help="a BVH clip (default: CMU 07_01, a straight walk, from the shared corpus)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.bvh) if args.bvh else Path(tmp) / "walk.bvh"
-        if not args.bvh:
-            with tarfile.open(ROOT.parent / "shared" / "mocap" / CORPUS_WALK[0], "r:xz") as tar:
-                member = next(m for m in tar if m.name.endswith(CORPUS_WALK[1]))
-                path.write_bytes(tar.extractfile(member).read())
-        walk = retarget(read_bvh(path))
+    if args.bvh:
+        path = Path(args.bvh)
+    else:
+        path = next(p for p in find_motion_files(ROOT.parent / "shared" / "mocap", ("bvh",)) if p.as_posix().endswith(CORPUS_WALK))
+    walk = retarget(read_bvh(path))
     flat = walk.transl.clone()
     flat[:] = walk.transl[0]  # in place, no vertical motion: as the motion stage hands clips over
     travel = travel_from_foot_contacts(walk.rotations, flat)

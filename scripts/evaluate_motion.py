@@ -11,12 +11,15 @@ Overrides apply to the motion stage (the pose stage gets the body/guidance/rende
 one prefixed "pose:" goes to the pose stage only:
 
     .venv/bin/python scripts/evaluate_motion.py body.topology=notoes_collapse5pc pose:stage.prior_weight=0.01
+
+``--keep <dir>`` keeps each prompt's motion run there (``motion_<i>/images``, ``motion.mp4``) to look at.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -46,10 +49,11 @@ POSE_KEYS = ("body.", "guidance", "render.", "seed")  # overrides the pose stage
 POSE_ONLY = "pose:"  # "pose:stage.prior_weight=0.01": an override for the pose stage alone
 
 
-def main(overrides: list[str]) -> list[dict]:
+def main(overrides: list[str], keep: str = "") -> list[dict]:
     register_configs()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    folder = contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()
+    with folder as tmp, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         pose_only = [o.removeprefix(POSE_ONLY) for o in overrides if o.startswith(POSE_ONLY)]
         overrides = [o for o in overrides if not o.startswith(POSE_ONLY)]
         pose_overrides = [o for o in overrides if o.startswith(POSE_KEYS)] + pose_only
@@ -78,6 +82,7 @@ def main(overrides: list[str]) -> list[dict]:
                 "scorer_score": round(float(result.get("scorer_score", float("nan"))), 3),
                 "jerk": round(float(result["jerk"]), 1),
                 "source": result.get("retrieval_source", result["generator"]),
+                "description": result.get("retrieval_description", ""),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -90,4 +95,12 @@ def main(overrides: list[str]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    keep = ""
+    if "--keep" in args:
+        at = args.index("--keep")
+        if at + 1 >= len(args):
+            sys.exit("--keep needs a folder: --keep <dir>")
+        keep = args.pop(at + 1)
+        args.pop(at)
+    main(args, keep)

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from avatar.guidance.synthetic.generator import clip_categories, source_clip  # noqa: E402
 from avatar.guidance.synthetic.poses import BODY_WORDS, pose_words  # noqa: E402
+from avatar.mocap.manifest import read_manifest, source_clip  # noqa: E402
 from avatar.priors.loading import load_codebook  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--manifest", default=str(ROOT.parent / "shared" / "mocap" / "MANIFEST.tsv"))
     parser.add_argument("--top", type=int, default=3, help="categories listed per word")
     args = parser.parse_args()
-    categories = {clip: "|".join(sorted(cats - {""})) or "(none)" for clip, cats in clip_categories(args.manifest).items()}
+    categories = {clip: "|".join(sorted(info.categories)) or "(none)" for clip, info in read_manifest(args.manifest, "--manifest").items()}
     codebook = load_codebook()
     words = [w["body"] for w in pose_words(codebook.joints)]
     mass: dict[str, Counter] = defaultdict(Counter)  # word -> clip categories -> corpus poses

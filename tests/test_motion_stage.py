@@ -171,7 +171,7 @@ def test_search_init_starts_from_the_prior_sample_closest_to_the_candidates(tmp_
     assert stage.search_info["search_samples"] == 64 and start < min(normal), (start, normal)
 
 
-def write_motion_codebook(path, num_frames: int = 60):
+def write_motion_codebook(path, num_frames: int = 60, descriptions: tuple[str, ...] = ()):
     """Three real-looking clips (named poses swinging at different rates), one motion codebook."""
     import numpy as np
     from synthetic_mocap import oscillating_motion
@@ -180,7 +180,7 @@ def write_motion_codebook(path, num_frames: int = 60):
 
     clips = torch.stack([oscillating_motion(base, num_frames, 30.0, seed).rotations.float()
                          for seed, base in enumerate(("a_pose", "walk_stride", "arms_raised"))])  # fmt: skip
-    MotionCodebook(clips, 30.0, np.ones(3, dtype=np.int64), ["a", "b", "c"], {}).save(path)
+    MotionCodebook(clips, 30.0, np.ones(3, dtype=np.int64), ["a", "b", "c"], {}, list(descriptions)).save(path)
     return clips
 
 
@@ -189,7 +189,7 @@ def test_retrieval_picks_the_clip_that_passes_through_the_candidates(tmp_path):
     frames = clips[1, [5, 20, 35, 50, 10]]  # five moments of clip "b", out of order
     CandidatePoses(frames, torch.linspace(0.3, 0.2, 5), ["b"] * 5, PROMPT, f"a 3D rendering of {PROMPT} in unreal engine").save(tmp_path / "poses.npz")
     stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}",
-                       "stage.retrieval_top_k=2")  # fmt: skip
+                       "stage.retrieval_top_k=2", "stage.lambda_description=0")  # fmt: skip
     assert not stage.trainable and stage.guidance is not None  # the paper's guidance term ranks the shortlist
     rotations = stage.motion_rotations()
     assert stage.search_info["retrieval_source"] == "b" and stage.search_info["retrieval_joint_distance_m"] < 1e-3
@@ -200,6 +200,29 @@ def test_retrieval_picks_the_clip_that_passes_through_the_candidates(tmp_path):
     short = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'short.npz'}")
     with pytest.raises(ValueError, match=r"stage\.num_frames=60.*build_motion_codebook"):
         short.motion_rotations()
+    # The description term (on in the cpu preset) needs a codebook that has descriptions: the error says how.
+    plain = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}")
+    with pytest.raises(ValueError, match=r"stage\.lambda_description=1\.0 needs clip descriptions.*build_motion_codebook"):
+        plain.motion_rotations()
+
+
+def test_description_term_retrieves_the_clip_the_corpus_describes_by_the_prompt(tmp_path):
+    """Candidates that pass through clip "a" (filed as a salsa dance): "a person walking" retrieves
+    "a" on the poses alone and the walk "b" with the description term; a prompt that no
+    description names (raising both arms) leaves the retrieval to the poses."""
+    clips = write_motion_codebook(tmp_path / "book.npz", descriptions=("salsa dance", "walk", "sit on stepstool, stand up"))
+    book = f"prior.motion_codebook={tmp_path / 'book.npz'}"
+    picked = {}
+    for prompt, weight in (("a person walking", 0), ("a person walking", 1), ("a person raising both arms", 1)):
+        CandidatePoses(clips[0, [5, 20, 35, 50, 10]], torch.linspace(0.3, 0.2, 5), ["a"] * 5, prompt,
+                       f"a 3D rendering of {prompt} in unreal engine").save(tmp_path / "poses.npz")  # fmt: skip
+        stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", book, f"stage.lambda_description={weight}")
+        stage.motion_rotations()
+        picked[prompt, weight] = stage.search_info
+    assert picked["a person walking", 0]["retrieval_source"] == "a"
+    assert picked["a person walking", 1]["retrieval_source"] == "b" and picked["a person walking", 1]["retrieval_description"] == "walk"
+    assert picked["a person walking", 1]["retrieval_description_distance"] < 0.1
+    assert picked["a person raising both arms", 1]["retrieval_source"] == "a"
 
 
 def test_retrieval_from_stride_poses_walks(tmp_path):
@@ -217,7 +240,7 @@ def test_retrieval_from_stride_poses_walks(tmp_path):
     picked = strides[:: max(1, len(strides) // 5)][:5]
     CandidatePoses(book.rotations[picked], torch.linspace(0.3, 0.2, 5), [book.sources[i] for i in picked], "a person walking",
                    "a 3D rendering of a person walking in unreal engine").save(tmp_path / "poses.npz")  # fmt: skip
-    stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval")
+    stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", "stage.lambda_description=0")  # poses alone
     rotations = stage.motion_rotations()
     walking = [w["body"] == "walking" for w in pose_words(motion_joints(CanonicalMotion(rotations, torch.zeros(60, 3), 30.0)))]
     assert contact_travel_distance(rotations) > 0.5, stage.search_info
@@ -334,6 +357,7 @@ def test_presets_compose(tmp_path):
     assert small.trainer.max_steps == 1500
     # The paper's latent optimisation at paper settings; real clips on the project's own stack.
     assert paper.stage.generator == "latent" and cpu.stage.generator == small.stage.generator == "retrieval"
+    assert paper.stage.lambda_description == 0 and cpu.stage.lambda_description == small.stage.lambda_description == 1.0
 
 
 # ---- metrics ----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,9 @@ class MotionCodebook:
     cluster_sizes: np.ndarray  # (K,) how many corpus windows each entry stands for
     sources: list[str]  # "<clip> @ frame <i>" of each entry's first frame
     meta: dict
+    # Each entry's clip description from the corpus's MANIFEST.tsv (motion_descriptions.py; ""
+    # where it has none); empty when the codebook was built from a corpus without a manifest.
+    descriptions: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.rotations.shape[0]
@@ -52,6 +55,7 @@ class MotionCodebook:
             np.savez_compressed(
                 tmp, rotations=self.rotations.numpy().astype(np.float16), fps=np.float32(self.fps),
                 cluster_sizes=self.cluster_sizes, sources=np.array(self.sources), meta=json.dumps(self.meta),
+                descriptions=np.array(self.descriptions, dtype=str),
             )  # fmt: skip
         return path
 
@@ -66,12 +70,15 @@ def read_motion_codebook(path: str | Path | None = None, key: str = "prior.motio
     try:
         data = np.load(path)
         rotations = torch.from_numpy(data["rotations"].astype(np.float32))
+        descriptions = [str(d) for d in data["descriptions"]] if "descriptions" in data.files else []
         book = MotionCodebook(rotations, float(data["fps"]), data["cluster_sizes"], [str(s) for s in data["sources"]],
-                              json.loads(str(data["meta"])))  # fmt: skip
+                              json.loads(str(data["meta"])), descriptions)  # fmt: skip
     except (KeyError, ValueError, OSError) as err:
         raise ValueError(f"{path} ({key}) is not a motion codebook: {err}. Rebuild it with `python train.py stage=build_motion_codebook`") from err
     if rotations.ndim != 4 or rotations.shape[2:] != (22, 3) or len(book.sources) != len(rotations):
         raise ValueError(f"{path} ({key}) holds rotations of shape {tuple(rotations.shape)}, expected (K, T, 22, 3)")
+    if book.descriptions and len(book.descriptions) != len(book):
+        raise ValueError(f"{path} ({key}) holds {len(book.descriptions)} descriptions for {len(book)} clips: rebuild it")
     return book
 
 

@@ -12,6 +12,7 @@ too), retargeted to the canonical skeleton, split by subject (held-out subjects 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,14 +25,32 @@ from torch.utils.data import DataLoader
 
 from avatar.engine.run_info import git_revision
 from avatar.mocap.contact import contact_travel_distance
+from avatar.mocap.manifest import MANIFEST_NAME
 from avatar.priors.codebook import WEIGHTS_DIR, build_pose_codebook
+from avatar.priors.data import (
+    DEFAULT_MOCAP_ROOT,
+    MotionCorpus,
+    MotionWindows,
+    PoseFrames,
+    body_joints,
+    load_corpus,
+    sequence_joints,
+)
 from avatar.priors.loading import pack_state_dict
 from avatar.priors.motion_codebook import build_motion_codebook
-from avatar.priors.data import MotionCorpus, MotionWindows, PoseFrames, body_joints, load_corpus, sequence_joints
-from avatar.priors.motion_vae import MotionVAE, MotionVAEConfig, canonical_to_features, features_to_canonical, rot6d_to_rotmat
+from avatar.priors.motion_descriptions import clip_descriptions
+from avatar.priors.motion_vae import (
+    MotionVAE,
+    MotionVAEConfig,
+    canonical_to_features,
+    features_to_canonical,
+    rot6d_to_rotmat,
+)
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.utils.io import atomic_path, atomic_write_text, publish_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -359,9 +378,15 @@ class MotionCodebookStage(_CodebookStage):
         rotations = torch.stack([windows[i][0] for i in range(len(windows))])
         sources = _sources(train, np.array(windows.starts))
         codebook = build_motion_codebook(rotations, sources, sc.size, sc.fps, int(self.cfg.seed), sc.add_mirrored, sc.feature_stride)
+        manifest = Path(sc.mocap_root or DEFAULT_MOCAP_ROOT) / MANIFEST_NAME
+        if manifest.is_file():  # the retrieval generator's lambda_description matches prompts against these
+            codebook.descriptions = clip_descriptions(codebook.sources, manifest)
+        else:
+            log.info("No %s in the mocap folder: the motion codebook's clips get no descriptions", MANIFEST_NAME)
         locomotion = locomotion_share(codebook.rotations)
         codebook.meta.update(git=git_revision()["commit"], locomotion_share=round(locomotion, 3),
-                             heldout_subjects=sorted(set(test.subjects)))  # fmt: skip
+                             heldout_subjects=sorted(set(test.subjects)),
+                             described=sum(bool(d) for d in codebook.descriptions))  # fmt: skip
         out = codebook.save(run_dir / "motion_codebook.npz")
         return self.finish(out, {"size": len(codebook), "corpus_windows": codebook.meta["corpus_windows"],
                                  "locomotion_share": locomotion, "build_seconds": codebook.meta["build_seconds"],

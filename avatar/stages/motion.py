@@ -130,6 +130,12 @@ class MotionStageConfig:
     # x 1e4), against the one-frame spikes the closest-frame reconstruction otherwise favours.
     lambda_smoothness: Any = 0.0
     lambda_latent: Any = 0.0  # mean(z^2); 0 = the paper
+    # Not in the paper, retrieval only: 1 - cosine of the prompt with the clip's description in
+    # the mocap corpus (avatar/priors/motion_descriptions.py: "walk", "salsa dance", ...) added to
+    # the ranking and the score; the pose search cannot tell a stride from a lunge, descriptions can.
+    lambda_description: Any = 0.0
+    description_temperature: float = 0.05  # softmax temperature of that match
+    description_min_share: float = 0.5  # a description with a lower share of the prompt does not name it
     # ---- outputs -------------------------------------------------------------------------
     preview_size: int = 192  # validation strips and motion.mp4
     val_frames: int = 6  # frames in a validation strip
@@ -172,6 +178,8 @@ class MotionStage(StageModule):
         self.guidance_renders = 0  # frames rendered for the guidance (0 when it is off)
         self.search_info: dict = {}  # what latent_init=search or the retrieval generator found
 
+        if self.generator != "retrieval" and not is_always_zero(self.loss_weights["description"]):
+            log.warning("stage.lambda_description only ranks the retrieval generator's clips: ignored by generator=%s", sc.generator)
         terms = ("reconstruction", "guidance", "delta", "latent", "smoothness")
         if self.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
             raise ValueError(
@@ -334,19 +342,41 @@ class MotionStage(StageModule):
             )
         clips = self._with_root(book.rotations[:, :t])
         recon = self.position_distances(clips)  # (N,): rank-weighted, metres
-        shortlist = recon.argsort()[: max(1, int(sc.retrieval_top_k))]
+        description = self.description_distances(book) if self.active("description") else torch.zeros(len(book))
+        shortlist = (recon + self.weight("description") * description).argsort()[: max(1, int(sc.retrieval_top_k))]
         totals = []
         for i in shortlist.tolist():
             # The paper's terms with reconstruction measured in joint positions (as the ranking);
             # no smoothness term: it counters optimisation spikes, and would rank real walks low.
             losses = self.motion_losses(clips[i], roma.rotvec_to_rotmat(clips[i, :, 1:]), smoothness=False, reconstruction=False)
             losses["reconstruction"] = recon[i]
+            if self.active("description"):
+                losses["description"] = description[i]
             totals.append(float(sum(self.weight(name) * value for name, value in losses.items())))
         best = int(shortlist[int(np.argmin(totals))])
         self.search_info = {"retrieval_clips": len(book), "retrieval_source": book.sources[best], "retrieval_index": best,
                             "retrieval_joint_distance_m": float(recon[best]), "retrieval_loss": float(min(totals))}  # fmt: skip
+        if book.descriptions:
+            self.search_info["retrieval_description"] = book.descriptions[best]
+        if self.active("description"):
+            self.search_info["retrieval_description_distance"] = float(description[best])
         log.info("Retrieved %s (joint distance %.3f m, loss %.4f; %d shortlisted)", book.sources[best], recon[best], min(totals), len(shortlist))
         return clips[best]
+
+    def description_distances(self, book) -> torch.Tensor:
+        """(N,) 1 - cosine of the prompt with each codebook clip's description."""
+        from avatar.priors.motion_descriptions import description_distances
+
+        if not book.descriptions:
+            raise ValueError(
+                f"stage.lambda_description={self.loss_weights['description']} needs clip descriptions, and the motion codebook "
+                f"({self.cfg.prior.motion_codebook or 'shipped'}, prior.motion_codebook) has none: rebuild it from a corpus with a "
+                "MANIFEST.tsv (`python train.py stage=build_motion_codebook`; ../shared/mocap has one) or set stage.lambda_description=0"
+            )
+        if not self.prompt:
+            raise ValueError(self._empty_prompt_message())
+        sc = self.stage_cfg
+        return description_distances(self.prompt, book.descriptions, float(sc.description_temperature), float(sc.description_min_share))
 
     @torch.no_grad()
     def motion_rotations(self) -> torch.Tensor:

@@ -309,11 +309,10 @@ class PoseStage(StageModule):
         return self.contrast_scores(guidance, embeddings, scores) if self.stage_cfg.contrast else scores
 
     def contrast_prompts(self) -> list[str]:
-        """One prompt per pose word (its first phrasing), those the prompt already is left out."""
-        from avatar.guidance.synthetic.captions import POSE_PHRASES
+        """One prompt per pose word (its first phrasing), those the prompt names left out."""
+        from avatar.guidance.synthetic.captions import contrast_phrases
 
-        texts = [self.stage_cfg.template.format(f"a person {phrases[0]}") for phrases in POSE_PHRASES.values()]
-        return [t for t in texts if t != self.prompt_text]
+        return [self.stage_cfg.template.format(f"a person {phrase}") for phrase in contrast_phrases(self.prompt)]
 
     def contrast_scores(self, guidance, embeddings: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """log softmax share of the prompt among itself and :meth:`contrast_prompts`, per pose."""

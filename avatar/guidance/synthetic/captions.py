@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from dataclasses import dataclass, field
 
 from avatar.guidance.synthetic.appearance import HAIR_COLORS, AppearanceConfig, color_distance, sample_color
@@ -54,6 +55,21 @@ POSE_PHRASES: dict[str, tuple[str, ...]] = {
     "bending forward": ("bending forward", "bending over", "leaning forward"),
     "standing": ("standing", "standing upright", "standing still"),
 }  # fmt: skip
+
+
+def named_pose_words(text: str) -> set[str]:
+    """The pose words one of whose phrasings ``text`` contains (whole words, any case)."""
+    return {word for word, phrases in POSE_PHRASES.items()
+            if any(re.search(rf"\b{re.escape(p)}\b", text, flags=re.IGNORECASE) for p in phrases)}  # fmt: skip
+
+
+def contrast_phrases(text: str) -> list[str]:
+    """Zero-shot-classification alternatives to a prompt: each pose word's first phrasing,
+    except the words the prompt itself names ("raising both arms" leaves out "with arms raised")."""
+    named = named_pose_words(text)
+    return [phrases[0] for word, phrases in POSE_PHRASES.items() if word not in named]
+
+
 # Words whose meaning comes from phenotypes (Anny: gender 0 male..1 female, age 1/3 child,
 # 2/3 adult, 1 old). A word is only said beyond these thresholds.
 CHILD_AGE, OLD_AGE = 0.45, 0.9

@@ -10,7 +10,6 @@ held-out attribute combinations of :mod:`avatar.guidance.synthetic.holdout`.
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 from collections import Counter
@@ -22,12 +21,24 @@ import torch.nn.functional as F
 
 from avatar.body.anny_body import PHENOTYPES, AnnyBody, AnnyBodyConfig
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose, pose_names
-from avatar.guidance.synthetic.appearance import AppearanceConfig, BodyParts, vertex_colors
+from avatar.guidance.synthetic.appearance import (
+    AppearanceConfig,
+    BodyParts,
+    vertex_colors,
+)
 from avatar.guidance.synthetic.captions import caption
 from avatar.guidance.synthetic.holdout import COMBINATIONS, sample_outfit
 from avatar.guidance.synthetic.poses import pose_words
+from avatar.mocap.manifest import read_manifest, source_clip
 from avatar.priors.loading import load_codebook
-from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, ViewSamplingConfig, make_background, sample_views
+from avatar.render import (
+    Cameras,
+    MeshRenderConfig,
+    MeshRenderer,
+    ViewSamplingConfig,
+    make_background,
+    sample_views,
+)
 
 BACKGROUNDS = ("white", "black", "noise", "checkerboard")
 
@@ -101,31 +112,11 @@ def pose_draw_weights(joints: torch.Tensor, cluster_sizes, balance: float, frequ
     return weights / weights.sum()
 
 
-def clip_categories(manifest: str | Path) -> dict[str, set[str]]:
-    """Clip name (file stem) -> its keyword categories in the mocap corpus's MANIFEST.tsv."""
-    path = Path(manifest)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"walking_clips={str(manifest)!r}: no such file; give the mocap corpus's MANIFEST.tsv "
-            "(e.g. ../shared/mocap/MANIFEST.tsv) or leave it empty for the geometric word alone"
-        )
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if rows and not {"rel_path", "categories"} <= set(rows[0]):
-        raise ValueError(f"{path} has no rel_path/categories columns: is it the corpus's MANIFEST.tsv?")
-    return {Path(row["rel_path"]).stem: set(row["categories"].split("|")) for row in rows}
-
-
-def source_clip(source: str) -> str:
-    """The clip name of a codebook entry's source ("<folder>/<clip>.<ext> @ frame <i>")."""
-    return Path(source.split(" @ ")[0]).stem
-
-
 def clips_in_category(sources: list[str], manifest: str | Path, category: str) -> torch.Tensor:
     """(N,) bool: is the source clip of each codebook entry filed under ``category`` in the mocap
     corpus's MANIFEST.tsv? Clips the manifest does not list count as not in it."""
-    categories = clip_categories(manifest)
-    return torch.tensor([category in categories.get(source_clip(s), ()) for s in sources], dtype=torch.bool)
+    clips = read_manifest(manifest, key="walking_clips")
+    return torch.tensor([source_clip(s) in clips and category in clips[source_clip(s)].categories for s in sources], dtype=torch.bool)
 
 
 def stride_hidden(azimuth_deg: float, within_deg: float) -> bool:

@@ -32,7 +32,9 @@ objective minimised over the real mocap clips of the motion codebook
 (avatar/priors/motion_codebook.py) instead of the VAE's codes: the ``retrieval_top_k`` clips
 closest to the candidates (reconstruction measured in joint positions, see
 ``position_distances``) are scored by the active paper terms (that reconstruction + guidance -
-delta: real clips need no smoothness term) and the lowest wins. It exists because the project's
+delta: real clips need no smoothness term) and the lowest wins; with ``lambda_description``
+the prompt's match with each clip's mocap description (avatar/priors/motion_descriptions.py)
+joins both the ranking and the score. It exists because the project's
 CPU-trained VAE cannot decode gait (a walk comes back as swaying in place,
 ``scripts/report_priors.py``), so no latent code walks; a clip does. Also not in the paper:
 ``latent_init=search`` starts the latent run from the best of ``search_samples`` prior samples.

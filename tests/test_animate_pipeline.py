@@ -51,6 +51,9 @@ def test_animate_exports_what_it_renders(tmp_path):
     stage = AnimateStage(compose_cfg(tmp_path / "x", *ANIMATE, f"stage.motion={tmp_path / 'motion'}"))
     grounded, vertices = stage.grounded()
     assert float(vertices[..., 2].min()) == pytest.approx(0.0, abs=1e-5)  # on the floor, not under it
+    # A clip with its own translation is shifted once for the whole clip (a jump stays a jump).
+    assert stage.travel_used == "keep"
+    assert torch.allclose(grounded.transl[:, 2] - motion.transl[:, 2], grounded.transl[:1, 2] - motion.transl[:1, 2])
     # The glTF plays the same skinned avatar (Y-up), frame for frame.
     data = read_animated_gltf(run_dir / "avatar_animated.glb")
     assert len(data["times"]) == 12 and data["fps"] == pytest.approx(20.0)
@@ -248,3 +251,7 @@ def test_an_in_place_walk_travels_with_planted_feet(tmp_path):
     save_motion(tmp_path / "motion.npz", CanonicalMotion(walk.rotations, in_place, walk.fps))
     stage = AnimateStage(compose_cfg(tmp_path / "run", *ANIMATE, f"stage.motion={tmp_path / 'motion.npz'}"))
     assert stage.travelled() is not stage.motion and stage.travel_used == "feet"
+    # ...and stands each frame of an in-place clip on the avatar's lowest point (the foot joints'
+    # height alone leaves pointed toes under the floor and flat feet above it).
+    _, vertices = stage.grounded()
+    assert vertices[..., 2].amin(-1).abs().max() < 1e-5

@@ -157,17 +157,21 @@ class AnimateStage(torch.nn.Module):
         return motion
 
     def grounded(self) -> tuple[CanonicalMotion, torch.Tensor]:
-        """The motion (with its root travel) shifted so the avatar's lowest point over the clip
-        is at z = 0, and its skinned vertices."""
+        """The motion (with its root travel) shifted so the avatar stands on z = 0, and its
+        skinned vertices. A clip with its own translation is shifted once (its lowest point over
+        the clip on the floor, so jumps stay jumps); an in-place clip (``travel_used`` "feet") has
+        no height of its own, and each frame stands on its lowest point: the foot-joint height of
+        ``travel_from_foot_contacts`` let pointed toes (a ballet relevé) reach below the floor,
+        and one shift for the clip then floated the flat-footed frames by up to ~15 cm."""
         motion = self.travelled()
         vertices = self.skinned(motion)
         if self.stage_cfg.ground:
-            lift = -float(vertices[..., 2].min())
+            lowest = vertices[..., 2].amin(-1)  # (T,)
+            lift = -lowest if self.travel_used == "feet" else -lowest.min().expand_as(lowest)
             transl = motion.transl.clone()
             transl[:, 2] += lift
             motion = CanonicalMotion(motion.rotations, transl, motion.fps, motion.source)
-            vertices = vertices.clone()
-            vertices[..., 2] += lift
+            vertices = vertices + lift[:, None, None] * vertices.new_tensor([0.0, 0.0, 1.0])
         return motion, vertices
 
     @torch.no_grad()

@@ -206,6 +206,27 @@ def test_retrieval_picks_the_clip_that_passes_through_the_candidates(tmp_path):
         plain.motion_rotations()
 
 
+def test_retrieval_match_window_prefers_a_held_pose_to_a_flashed_one(tmp_path):
+    """match_window applies to retrieval as to the optimisation: candidates that clip "flash"
+    reaches for one frame exactly and clip "hold" keeps nearly all along; the paper's closest
+    frame (1) picks the flash, a 10-frame window the hold."""
+    from avatar.priors.motion_codebook import MotionCodebook
+
+    raised, rest = named_pose("arms_raised").rotations, named_pose("a_pose").rotations
+    flash = rest.expand(60, -1, -1).clone()
+    flash[30] = raised[0]
+    hold = (0.85 * raised + 0.15 * rest).expand(60, -1, -1)
+    MotionCodebook(torch.stack([flash, hold]), 30.0, np.ones(2, dtype=np.int64), ["flash", "hold"], {}).save(tmp_path / "book.npz")
+    CandidatePoses(raised.expand(5, -1, -1), torch.linspace(0.3, 0.2, 5), ["raised"] * 5, PROMPT, PROMPT).save(tmp_path / "poses.npz")
+    picked = {}
+    for window in (1, 10):
+        stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}",
+                           "stage.lambda_description=0", f"stage.match_window={window}")  # fmt: skip
+        stage.motion_rotations()
+        picked[window] = stage.search_info["retrieval_source"]
+    assert picked == {1: "flash", 10: "hold"}
+
+
 def test_description_term_retrieves_the_clip_the_corpus_describes_by_the_prompt(tmp_path):
     """Candidates that pass through clip "a" (filed as a salsa dance): "a person walking" retrieves
     "a" on the poses alone and the walk "b" with the description term; a prompt that no

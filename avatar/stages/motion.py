@@ -403,14 +403,18 @@ class MotionStage(StageModule):
     def position_distances(self, clips: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         """Per clip of clips (N, T, 22, 3): the rank-weighted sum over candidates of the mean
         joint-position distance (m, template skeleton, pelvis at the origin) to the closest
-        frame. Retrieval ranks by positions: rotation distances between clips of different
-        people are dominated by wrist and spine details, positions by the posture."""
+        frame (run of ``match_window`` frames). Retrieval ranks by positions: rotation distances
+        between clips of different people are dominated by wrist and spine details, positions
+        by the posture."""
         cands = body_joints(self.candidate_rotations)  # (K, 22, 3)
+        window = int(self.stage_cfg.match_window)
         out = []
         for part in clips.split(chunk):
             n, t = part.shape[:2]
             frames = body_joints(part.reshape(n * t, 22, 3)).reshape(n, t, 22, 3)
             dist = (frames[:, None] - cands[None, :, None]).norm(dim=-1).mean(-1)  # (n, K, T)
+            if window > 1:  # as in reconstruction_distances: the closest run of `window` frames
+                dist = torch.nn.functional.avg_pool1d(dist.reshape(-1, 1, t), window, stride=1).reshape(n, len(cands), -1)
             out.append((self.rank_weights * dist.min(-1).values).sum(-1))
         return torch.cat(out)
 

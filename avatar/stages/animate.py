@@ -162,7 +162,7 @@ class AnimateStage(torch.nn.Module):
         the clip on the floor, so jumps stay jumps); an in-place clip (``travel_used`` "feet") has
         no height of its own, and each frame stands on its lowest point: the foot-joint height of
         ``travel_from_foot_contacts`` let pointed toes (a ballet relevé) reach below the floor,
-        and one shift for the clip then floated the flat-footed frames by up to ~15 cm."""
+        and one shift for the clip then floated the flat-footed frames by centimetres."""
         motion = self.travelled()
         vertices = self.skinned(motion)
         if self.stage_cfg.ground:

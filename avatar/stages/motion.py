@@ -366,7 +366,8 @@ class MotionStage(StageModule):
         return clips[best]
 
     def description_distances(self, book) -> torch.Tensor:
-        """(N,) 1 - cosine of the prompt with each codebook clip's description."""
+        """(N,) per codebook clip, 1 - the prompt's share among the pose words for its description
+        (``motion_descriptions.description_distances``)."""
         from avatar.priors.motion_descriptions import description_distances
 
         if not book.descriptions:

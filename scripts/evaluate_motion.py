@@ -17,9 +17,9 @@ one prefixed "pose:" goes to the pose stage only:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-import contextlib
 import tempfile
 from pathlib import Path
 

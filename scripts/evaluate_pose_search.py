@@ -31,9 +31,11 @@ from avatar.config import register_configs  # noqa: E402
 from avatar.guidance import build_guidance  # noqa: E402
 from avatar.guidance.synthetic.generator import clips_in_category  # noqa: E402
 from avatar.guidance.synthetic.poses import pose_words  # noqa: E402
+from avatar.mocap.manifest import MANIFEST_NAME  # noqa: E402
+from avatar.priors.data import DEFAULT_MOCAP_ROOT  # noqa: E402
 from avatar.stages.pose import PoseStage  # noqa: E402
 
-MANIFEST = ROOT.parent / "shared" / "mocap" / "MANIFEST.tsv"  # the mocap corpus's clip categories
+MANIFEST = DEFAULT_MOCAP_ROOT / MANIFEST_NAME  # the mocap corpus's clip categories
 
 # prompt -> (pose word group, expected word)
 PROMPTS = {

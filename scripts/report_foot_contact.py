@@ -1,7 +1,8 @@
 """Root travel and height from foot contacts (avatar.mocap.contact) on a captured walk with its
 translation removed, as the motion stage hands clips over: how much of the captured distance
 comes back, and foot skating (avatar.metrics.motion.foot_skating) in place, with the travel at
-a constant height, with the foot-contact height (what the animate stage uses) and as captured.
+a constant height, with the foot-contact height (the skeleton-level height; the animate stage
+then stands each in-place frame on the avatar mesh's lowest point) and as captured.
 
     .venv/bin/python scripts/report_foot_contact.py                      # CMU 07_01 from ../shared/mocap
     .venv/bin/python scripts/report_foot_contact.py --bvh <clip.bvh>
@@ -22,6 +23,7 @@ from avatar.mocap.bvh import read_bvh  # noqa: E402
 from avatar.mocap.contact import travel_from_foot_contacts  # noqa: E402
 from avatar.mocap.dataset import find_motion_files  # noqa: E402
 from avatar.mocap.retarget import retarget  # noqa: E402
+from avatar.priors.data import DEFAULT_MOCAP_ROOT  # noqa: E402
 
 CORPUS_WALK = "cgspeed_daz/Przestr__motion-capture/07_01.bvh"  # in the shared corpus (extracted once, cached)
 
@@ -33,7 +35,7 @@ def main() -> None:
     if args.bvh:
         path = Path(args.bvh)
     else:
-        path = next(p for p in find_motion_files(ROOT.parent / "shared" / "mocap", ("bvh",)) if p.as_posix().endswith(CORPUS_WALK))
+        path = next(p for p in find_motion_files(DEFAULT_MOCAP_ROOT, ("bvh",)) if p.as_posix().endswith(CORPUS_WALK))
     walk = retarget(read_bvh(path))
     flat = walk.transl.clone()
     flat[:] = walk.transl[0]  # in place, no vertical motion: as the motion stage hands clips over

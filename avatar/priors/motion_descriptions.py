@@ -15,7 +15,6 @@ the retrieval generator (not in the paper; AvatarCLIP has no retrieval).
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
@@ -34,14 +33,10 @@ class SentenceEncoder:
     """all-MiniLM-L6-v2 sentence embeddings (N, 384), offline from the pip package."""
 
     def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
+        from avatar.guidance.mini_model import load_minilm
 
-        from avatar.guidance.mini_model import minilm_path
-
-        path = minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self.tokenizer, self.model = load_minilm()
+        self.model.eval()
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:

@@ -98,6 +98,32 @@ def test_change_negatives_are_a_loss_term_with_a_checked_copy_probability(tmp_pa
         STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, "stage.change_copy_prob=1.5"))
 
 
+def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour_free_text(tmp_path):
+    small = ("stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.embed_dim=32",
+             "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1", "trainer.val_every_n_steps=0",
+             "trainer.enable_progress_bar=false", "logger=csv")  # fmt: skip
+    start = tmp_path / "start"
+    run(compose_cfg(start, *small, "trainer.max_steps=1"))
+    # Both options keep what a starting model learnt: without one they are refused, naming the fix.
+    for option in ("stage.lambda_anchor=1.0", "stage.train_image_tower=false"):
+        with pytest.raises(ValueError, match="stage.init_weights"):
+            STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, option))
+    tuned_dir = tmp_path / "tuned"
+    tuned = compose_cfg(tuned_dir, *small, "trainer.max_steps=3", f"stage.init_weights={start / 'mini.pt'}",
+                        "stage.train_image_tower=false", "stage.lambda_anchor=1.0", "stage.lr=1e-2", "stage.text_lr=1e-3")  # fmt: skip
+    stage = STAGES.get("train_guidance")(tuned)
+    losses = stage.compute_losses(None)
+    # At the start the model is its anchor: the anchor loss is zero, and it has a gradient path.
+    assert set(losses) >= {"contrastive", "binding", "anchor"} and abs(losses["anchor"].item()) < 1e-5
+    assert losses["anchor"].requires_grad and not any(p.requires_grad for p in stage.anchor.parameters())
+    run(tuned)
+    before = torch.load(start / "mini.pt", weights_only=True)["state_dict"]
+    after = torch.load(tuned_dir / "mini.pt", weights_only=True)["state_dict"]
+    image_keys = [k for k in before if k.startswith("image.")]
+    assert image_keys and all(torch.equal(before[k], after[k]) for k in image_keys)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("text."))
+
+
 def test_colour_field_basis_is_resolution_independent_and_skips_small_components():
     """Two meshes of one shape at 4x different resolutions get modes of the same scale (unit RMS
     per vertex), and an extra disconnected part (Anny's eyes and mouth) costs one more vector, not

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,18 @@ from avatar.engine.run_info import git_revision
 from avatar.guidance.evaluation import retrieval_and_binding
 from avatar.guidance.mini import WEIGHTS_DIR
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
-from avatar.guidance.synthetic.captions import change_negative, pose_negative, swap_negative
+from avatar.guidance.synthetic.captions import POSE_PHRASES, change_negative, pose_negative, render_caption, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.utils.io import atomic_path, atomic_write_text, publish_file
 
+# Colour-free prompts of the kind the pose, motion and shape stages ask (lambda_anchor).
+ANCHOR_PROMPTS: tuple[str, ...] = (
+    *(f"a person {phrase}" for phrases in POSE_PHRASES.values() for phrase in phrases),
+    *(f"a {words} {noun}" for words in ("tall", "short", "heavy", "slim", "muscular", "tall heavy", "short slim")
+      for noun in ("man", "woman", "person")),
+)  # fmt: skip
 
 
 @dataclass
@@ -80,6 +86,14 @@ class GuidanceTrainStageConfig:
     stride_view_deg: float = 0.0  # SyntheticConfig.stride_view_deg: "walking" only where a stride shows
     walking_clips: str = ""  # SyntheticConfig.walking_clips: MANIFEST.tsv; "walking" only for poses from walk clips
     pose_phrasings: bool = False  # SyntheticConfig.pose_phrasings: "raising both arms", "striding", ...
+    # Fine-tuning without forgetting (needs init_weights): train_image_tower=false keeps the image
+    # tower as it was, and lambda_anchor keeps the text embeddings of colour-free captions (the
+    # batch's captions with garments and hair left out, and the pose and shape prompts the
+    # pipeline asks) where the starting model put them, so what the pose, shape and motion stages
+    # read from the model stays while the binding of colours to garments is trained.
+    train_image_tower: bool = True
+    lambda_anchor: Any = 0.0
+    anchor_texts: int = 48  # colour-free texts per step, half from the batch, half prompts
 
 
 def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -119,10 +133,21 @@ class GuidanceTrainStage(StageModule):
             text_trainable_layers=sc.text_trainable_layers,
         )  # fmt: skip
         self.init_meta: dict | None = None  # the starting checkpoint's meta when fine-tuning
+        self.anchor: MiniImageTextModel | None = None  # the starting model, frozen (lambda_anchor)
         if sc.init_weights:
             self.model, self.init_meta = load_initial_model(sc.init_weights, model_cfg)
         else:
             self.model = MiniImageTextModel(model_cfg)
+        needs_start = [k for k, on in (("stage.lambda_anchor", self.active("anchor")),
+                                       ("stage.train_image_tower=false", not sc.train_image_tower)) if on]  # fmt: skip
+        if needs_start and not sc.init_weights:
+            raise ValueError(f"{', '.join(needs_start)} keeps what a starting model learnt: give stage.init_weights (a mini checkpoint)")
+        if self.active("anchor"):
+            self.anchor, _ = load_initial_model(sc.init_weights, model_cfg)
+            self.freeze_component("anchor")
+            self.anchor.eval()
+        if not sc.train_image_tower:
+            self.model.image.requires_grad_(False)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
             pose_balance=sc.pose_balance, pose_frequency=sc.pose_frequency, stride_view_deg=sc.stride_view_deg, walking_clips=sc.walking_clips, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
@@ -138,7 +163,8 @@ class GuidanceTrainStage(StageModule):
         g = self.step_generator()
         data = self.synthetic.generate(self.stage_cfg.batch_size, g)
         rng = random.Random(int(torch.randint(2**62, (1,), generator=g)))
-        image = self.model.encode_image(data.images)
+        with torch.set_grad_enabled(self.stage_cfg.train_image_tower):
+            image = self.model.encode_image(data.images)
         text = self.model.encode_text(data.captions)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         same = torch.tensor([[a == b for b in data.captions] for a in data.captions])
@@ -157,7 +183,20 @@ class GuidanceTrainStage(StageModule):
             loss = self.pose_word_loss(image, data.attributes)
             if loss is not None:
                 losses["pose_words"] = loss
+        if self.active("anchor"):
+            losses["anchor"] = self.anchor_loss(data.plans, data.attributes, rng)
         return losses
+
+    def anchor_loss(self, plans, attributes, rng: random.Random) -> torch.Tensor:
+        """1 - cosine between this model's and the starting model's embeddings of colour-free
+        captions: ``anchor_texts`` of the batch's captions with garments and hair left out, and
+        as many pose and shape prompts ("a person raising both arms", "a tall heavy man")."""
+        half = self.stage_cfg.anchor_texts // 2
+        texts = {render_caption(replace(plan, garments=[], hair=False), attrs) for plan, attrs in zip(plans[:half], attributes[:half])}
+        texts = sorted(texts | set(rng.sample(ANCHOR_PROMPTS, min(half, len(ANCHOR_PROMPTS)))))
+        with torch.no_grad():
+            target = self.anchor.encode_text(texts)
+        return 1.0 - (self.model.encode_text(texts) * target).sum(-1).mean()
 
     def pose_word_loss(self, image: torch.Tensor, attributes: list[dict]) -> torch.Tensor | None:
         """Cross-entropy of the pose heads on the body views' image embeddings (None: only

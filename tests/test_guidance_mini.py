@@ -105,7 +105,7 @@ def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour
     start = tmp_path / "start"
     run(compose_cfg(start, *small, "trainer.max_steps=1"))
     # Both options keep what a starting model learnt: without one they are refused, naming the fix.
-    for option in ("stage.lambda_anchor=1.0", "stage.train_image_tower=false"):
+    for option in ("stage.lambda_anchor=1.0", "stage.lambda_anchor_image=1.0", "stage.train_image_tower=false"):
         with pytest.raises(ValueError, match="stage.init_weights"):
             STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, option))
     tuned_dir = tmp_path / "tuned"
@@ -116,6 +116,10 @@ def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour
     # At the start the model is its anchor: the anchor loss is zero, and it has a gradient path.
     assert set(losses) >= {"contrastive", "binding", "anchor"} and abs(losses["anchor"].item()) < 1e-5
     assert losses["anchor"].requires_grad and not any(p.requires_grad for p in stage.anchor.parameters())
+    # With the image tower trained, lambda_anchor_image holds its embeddings: zero at the start.
+    free = compose_cfg(tmp_path / "free", *small, f"stage.init_weights={start / 'mini.pt'}", "stage.lambda_anchor_image=1.0")
+    losses = STAGES.get("train_guidance")(free).compute_losses(None)
+    assert abs(losses["anchor_image"].item()) < 1e-5 and losses["anchor_image"].requires_grad
     run(tuned)
     before = torch.load(start / "mini.pt", weights_only=True)["state_dict"]
     after = torch.load(tuned_dir / "mini.pt", weights_only=True)["state_dict"]

@@ -87,12 +87,14 @@ class GuidanceTrainStageConfig:
     walking_clips: str = ""  # SyntheticConfig.walking_clips: MANIFEST.tsv; "walking" only for poses from walk clips
     pose_phrasings: bool = False  # SyntheticConfig.pose_phrasings: "raising both arms", "striding", ...
     # Fine-tuning without forgetting (needs init_weights): train_image_tower=false keeps the image
-    # tower as it was, and lambda_anchor keeps the text embeddings of colour-free captions (the
+    # tower as it was, lambda_anchor keeps the text embeddings of colour-free captions (the
     # batch's captions with garments and hair left out, and the pose and shape prompts the
-    # pipeline asks) where the starting model put them, so what the pose, shape and motion stages
-    # read from the model stays while the binding of colours to garments is trained.
+    # pipeline asks) where the starting model put them, and lambda_anchor_image the batch's image
+    # embeddings, so what the pose, shape and motion stages read from the model stays while the
+    # binding of colours to garments is trained.
     train_image_tower: bool = True
     lambda_anchor: Any = 0.0
+    lambda_anchor_image: Any = 0.0
     anchor_texts: int = 48  # colour-free texts per step, half from the batch, half prompts
 
 
@@ -138,11 +140,12 @@ class GuidanceTrainStage(StageModule):
             self.model, self.init_meta = load_initial_model(sc.init_weights, model_cfg)
         else:
             self.model = MiniImageTextModel(model_cfg)
-        needs_start = [k for k, on in (("stage.lambda_anchor", self.active("anchor")),
+        anchored = self.active("anchor") or self.active("anchor_image")
+        needs_start = [k for k, on in (("stage.lambda_anchor / lambda_anchor_image", anchored),
                                        ("stage.train_image_tower=false", not sc.train_image_tower)) if on]  # fmt: skip
         if needs_start and not sc.init_weights:
             raise ValueError(f"{', '.join(needs_start)} keeps what a starting model learnt: give stage.init_weights (a mini checkpoint)")
-        if self.active("anchor"):
+        if anchored:
             self.anchor, _ = load_initial_model(sc.init_weights, model_cfg)
             self.freeze_component("anchor")
             self.anchor.eval()
@@ -185,12 +188,16 @@ class GuidanceTrainStage(StageModule):
                 losses["pose_words"] = loss
         if self.active("anchor"):
             losses["anchor"] = self.anchor_loss(data.plans, data.attributes, rng)
+        if self.active("anchor_image"):
+            with torch.no_grad():
+                target = self.anchor.encode_image(data.images)
+            losses["anchor_image"] = 1.0 - (image * target).sum(-1).mean()
         return losses
 
     def anchor_loss(self, plans, attributes, rng: random.Random) -> torch.Tensor:
         """1 - cosine between this model's and the starting model's embeddings of colour-free
-        captions: ``anchor_texts`` of the batch's captions with garments and hair left out, and
-        as many pose and shape prompts ("a person raising both arms", "a tall heavy man")."""
+        captions: half of ``anchor_texts`` the batch's captions with garments and hair left out,
+        half pose and shape prompts ("a person raising both arms", "a tall heavy man")."""
         half = self.stage_cfg.anchor_texts // 2
         texts = {render_caption(replace(plan, garments=[], hair=False), attrs) for plan, attrs in zip(plans[:half], attributes[:half])}
         texts = sorted(texts | set(rng.sample(ANCHOR_PROMPTS, min(half, len(ANCHOR_PROMPTS)))))

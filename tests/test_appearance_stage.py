@@ -191,6 +191,9 @@ def test_avatar_made_in_a_pose_is_exported_in_the_t_pose(tmp_path):
     assert np.ptp(trimesh.load(tmp_path / "avatar.ply", process=False).vertices[:, 0]) > 1.3  # arms spread
 
 
+# 300 + 300 NeuS steps: minutes on the 2-core machines this project had, 563 s and once >600 s on
+# a slower 2.4 GHz EPYC (2026-11-26, alone): the suite-wide 600 s guard against hangs is too tight.
+@pytest.mark.timeout(1800)
 def test_quality_check_red_shirt_blue_trousers(tmp_path):
     """Issue 4's check: with the shipped offline guidance model, "a person in a red shirt and blue
     trousers" gives an exported avatar whose torso vertices are mostly red and whose leg vertices

@@ -17,6 +17,7 @@ held-out-combination numbers are an upper bound, not a generalisation measuremen
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -146,7 +147,7 @@ class GuidanceTrainStage(StageModule):
         if needs_start and not sc.init_weights:
             raise ValueError(f"{', '.join(needs_start)} keeps what a starting model learnt: give stage.init_weights (a mini checkpoint)")
         if anchored:
-            self.anchor, _ = load_initial_model(sc.init_weights, model_cfg)
+            self.anchor = copy.deepcopy(self.model)
             self.freeze_component("anchor")
             self.anchor.eval()
         if not sc.train_image_tower:
@@ -166,8 +167,7 @@ class GuidanceTrainStage(StageModule):
         g = self.step_generator()
         data = self.synthetic.generate(self.stage_cfg.batch_size, g)
         rng = random.Random(int(torch.randint(2**62, (1,), generator=g)))
-        with torch.set_grad_enabled(self.stage_cfg.train_image_tower):
-            image = self.model.encode_image(data.images)
+        image = self.model.encode_image(data.images)
         text = self.model.encode_text(data.captions)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         same = torch.tensor([[a == b for b in data.captions] for a in data.captions])

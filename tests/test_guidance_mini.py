@@ -126,6 +126,17 @@ def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour
     image_keys = [k for k in before if k.startswith("image.")]
     assert image_keys and all(torch.equal(before[k], after[k]) for k in image_keys)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("text."))
+    # A second chunk starts from the tuned model but stays anchored to the first start: the anchor
+    # is the start's weights, so the anchor loss is no longer zero.
+    chunk = compose_cfg(tmp_path / "chunk", *small, f"stage.init_weights={tuned_dir / 'mini.pt'}",
+                        f"stage.anchor_weights={start / 'mini.pt'}", "stage.lambda_anchor=1.0")  # fmt: skip
+    stage = STAGES.get("train_guidance")(chunk)
+    anchor = stage.anchor.state_dict()
+    assert all(torch.equal(v, anchor[k]) for k, v in before.items())
+    assert stage.compute_losses(None)["anchor"].item() > 1e-4
+    with pytest.raises(ValueError, match="stage.anchor_weights"):
+        STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, f"stage.init_weights={start / 'mini.pt'}",
+                                                 f"stage.anchor_weights={start / 'mini.pt'}"))  # fmt: skip
 
 
 def test_colour_field_basis_is_resolution_independent_and_skips_small_components():

@@ -97,6 +97,9 @@ class GuidanceTrainStageConfig:
     lambda_anchor: Any = 0.0
     lambda_anchor_image: Any = 0.0
     anchor_texts: int = 48  # colour-free texts per step, half from the batch, half prompts
+    # The mini checkpoint the anchors hold to; empty: the starting model (init_weights). Set it to
+    # continue a fine-tune in chunks (init_weights = the last chunk) without the anchor drifting.
+    anchor_weights: str = ""
 
 
 def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -146,8 +149,10 @@ class GuidanceTrainStage(StageModule):
                                        ("stage.train_image_tower=false", not sc.train_image_tower)) if on]  # fmt: skip
         if needs_start and not sc.init_weights:
             raise ValueError(f"{', '.join(needs_start)} keeps what a starting model learnt: give stage.init_weights (a mini checkpoint)")
+        if sc.anchor_weights and not anchored:
+            raise ValueError(f"stage.anchor_weights={sc.anchor_weights!r} is only read by the anchors: set stage.lambda_anchor or stage.lambda_anchor_image > 0, or leave it empty")
         if anchored:
-            self.anchor = copy.deepcopy(self.model)
+            self.anchor = load_initial_model(sc.anchor_weights, model_cfg)[0] if sc.anchor_weights else copy.deepcopy(self.model)
             self.freeze_component("anchor")
             self.anchor.eval()
         if not sc.train_image_tower:

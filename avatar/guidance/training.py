@@ -281,7 +281,7 @@ class GuidanceTrainStage(StageModule):
     def result(self) -> dict:
         metrics = {**self.evaluate(), "train_seconds": round(time.perf_counter() - self._start, 1), "steps": int(self.global_step)}
         meta = {**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed), "combinations": self.seen_combinations(),
-                "init_weights": self.stage_cfg.init_weights}  # fmt: skip
+                "init_weights": self.stage_cfg.init_weights, "anchor_weights": self.stage_cfg.anchor_weights}  # fmt: skip
         payload = self.model.checkpoint(meta)
         out = self.run_dir() / f"{self.stage_cfg.output_name}.pt"
         with atomic_path(out) as tmp:

@@ -98,6 +98,30 @@ def test_change_negatives_are_a_loss_term_with_a_checked_copy_probability(tmp_pa
         STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, "stage.change_copy_prob=1.5"))
 
 
+def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
+    small = ("stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.embed_dim=32",
+             "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1")  # fmt: skip
+    stage = STAGES.get("train_guidance")(compose_cfg(tmp_path, *small, "stage.binding_swaps=all"))
+    assert torch.isfinite(stage.compute_losses(None)["binding"])
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    captions = ["a red shirt", "a blue shirt", "a green shirt", "a pink shirt"]
+    with torch.no_grad():
+        emb = dict(zip(captions, stage.model.encode_text(captions)))
+    scale = torch.tensor(10.0)
+    # Image 0 against two negatives, image 1 none (skipped), image 2 one: the mean of the two
+    # rows' cross-entropies over (caption, its negatives).
+    loss = stage.hard_negative_loss(image, text, [["a red shirt", "a blue shirt"], [], ["a green shirt"]], scale)
+    row0 = torch.stack([image[0] @ text[0], image[0] @ emb["a red shirt"], image[0] @ emb["a blue shirt"]])
+    row2 = torch.stack([image[2] @ text[2], image[2] @ emb["a green shirt"]])
+    expected = 0.5 * (-(scale * row0).log_softmax(0)[0] - (scale * row2).log_softmax(0)[0])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert stage.hard_negative_loss(image, text, [[], [], []], scale) is None
+    with pytest.raises(ValueError, match="stage.binding_swaps"):
+        STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, "stage.binding_swaps=some"))
+
+
 def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour_free_text(tmp_path):
     small = ("stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.embed_dim=32",
              "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1", "trainer.val_every_n_steps=0",

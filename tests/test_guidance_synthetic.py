@@ -20,6 +20,7 @@ from avatar.guidance.synthetic import (
     HELD_OUT_KIND_PATTERNS,
     SyntheticConfig,
     SyntheticRenderer,
+    all_swap_negatives,
     caption,
     change_negative,
     color_family,
@@ -139,6 +140,26 @@ def test_hard_negatives_differ_by_the_swap_only(synth):
         if changed is not None:
             assert changed != text and len(changed.split()) >= len(text.split()) - 2
     assert swaps > 0
+
+
+def test_all_swap_negatives_swap_every_pair_of_differently_coloured_garments(synth):
+    attrs = copy.deepcopy(synth.generate(1, torch.Generator().manual_seed(4)).attributes[0])
+    attrs.update(textureless=False, view="body", hair=None)
+    for garment, colour in (("top", "red"), ("bottom", "blue"), ("shoes", "green")):
+        attrs[garment] = {"kind": {"shoes": "boots"}.get(garment, attrs[garment]["kind"]), "color": colour, "pattern": "solid"}
+    rng = random.Random(3)
+    text, plan = caption(attrs, rng)
+    while len(plan.garments) < 3:
+        text, plan = caption(attrs, rng)
+    negatives = all_swap_negatives(plan, attrs)
+    assert len(negatives) == 3 and len(set(negatives)) == 3 and text not in negatives
+    words = [w.strip(",.") for w in text.split()]
+    for negative in negatives:  # two of the three colour words trade places, the third stays
+        swapped = [w.strip(",.") for w in negative.split()]
+        moved = [c for c in ("red", "blue", "green") if words.index(c) != swapped.index(c)]
+        assert len(moved) == 2 and sorted(text.split()) == sorted(negative.split())
+    attrs["shoes"]["color"] = "blue"  # the bottom and the shoes now share a colour: no swap between them
+    assert len(all_swap_negatives(plan, attrs)) == 2
 
 
 def test_change_negative_can_copy_another_garments_colour(synth):

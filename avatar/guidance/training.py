@@ -33,7 +33,9 @@ from avatar.engine.run_info import git_revision
 from avatar.guidance.evaluation import retrieval_and_binding
 from avatar.guidance.mini import WEIGHTS_DIR
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
-from avatar.guidance.synthetic.captions import POSE_PHRASES, change_negative, pose_negative, render_caption, swap_negative
+from avatar.guidance.synthetic.captions import (
+    POSE_PHRASES, all_swap_negatives, change_negative, pose_negative, render_caption, swap_negative,
+)
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
@@ -70,6 +72,9 @@ class GuidanceTrainStageConfig:
     init_weights: str = ""
     lambda_contrastive: Any = 1.0
     lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
+    # "one": one random pair of mentioned garments swapped per caption; "all": every pair, all of
+    # them negatives in one softmax (a caption naming three garments gets three swaps).
+    binding_swaps: str = "one"
     lambda_pose: Any = 0.0  # image vs its caption and the caption with a pose word changed (README: no gain measured)
     # Image vs its caption and the caption with one attribute changed (captions.change_negative);
     # with chance change_copy_prob a garment takes another mentioned garment's colour ("a blue
@@ -132,6 +137,8 @@ class GuidanceTrainStage(StageModule):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         sc = self.stage_cfg
+        if sc.binding_swaps not in ("one", "all"):
+            raise ValueError(f"stage.binding_swaps={sc.binding_swaps!r}: 'one' (a random garment pair swapped per caption) or 'all' (every pair)")
         if not 0.0 <= sc.change_copy_prob <= 1.0:
             raise ValueError(f"stage.change_copy_prob={sc.change_copy_prob}: a probability in [0, 1] (0.5 by default)")
         model_cfg = MiniModelConfig(
@@ -180,10 +187,14 @@ class GuidanceTrainStage(StageModule):
         if self.active("contrastive"):
             logits = scale * image @ text.T
             losses["contrastive"] = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
-        change = partial(change_negative, copy_prob=self.stage_cfg.change_copy_prob)
-        for term, make_negative in (("binding", swap_negative), ("pose", pose_negative), ("change", change)):
+        def one(make_negative):  # a list of at most one negative per caption
+            return lambda p, a, rng: [t] if (t := make_negative(p, a, rng)) else []
+
+        change = one(partial(change_negative, copy_prob=self.stage_cfg.change_copy_prob))
+        swaps = one(swap_negative) if self.stage_cfg.binding_swaps == "one" else lambda p, a, rng: all_swap_negatives(p, a)
+        for term, make_negatives in (("binding", swaps), ("pose", one(pose_negative)), ("change", change)):
             if self.active(term):
-                negatives = [make_negative(p, a, rng) for p, a in zip(data.plans, data.attributes)]
+                negatives = [make_negatives(p, a, rng) for p, a in zip(data.plans, data.attributes)]
                 loss = self.hard_negative_loss(image, text, negatives, scale)
                 if loss is not None:
                     losses[term] = loss
@@ -223,16 +234,20 @@ class GuidanceTrainStage(StageModule):
             loss = loss + F.cross_entropy(self.pose_heads[group](image[idx]), target)
         return loss
 
-    def hard_negative_loss(self, image, text, negatives: list[str | None], scale) -> torch.Tensor | None:
-        """Cross-entropy of each image between its caption and its hard negative (None: no
-        image in the batch has one)."""
+    def hard_negative_loss(self, image, text, negatives: list[list[str]], scale) -> torch.Tensor | None:
+        """Cross-entropy of each image between its caption and its hard negatives, one softmax
+        per image (None: no image in the batch has one)."""
         idx = [i for i, t in enumerate(negatives) if t]
         if not idx:
             return None
-        negative = self.model.encode_text([negatives[i] for i in idx])
-        pos = (image[idx] * text[idx]).sum(-1)
-        neg = (image[idx] * negative).sum(-1)
-        return F.cross_entropy(scale * torch.stack([pos, neg], 1), torch.zeros(len(idx), dtype=torch.long))
+        negative = self.model.encode_text([t for i in idx for t in negatives[i]])
+        counts = torch.tensor([len(negatives[i]) for i in idx])
+        owner = torch.repeat_interleave(torch.arange(len(idx)), counts)  # image row of each negative
+        slot = torch.cat([torch.arange(c) for c in counts.tolist()]) + 1
+        logits = image.new_full((len(idx), 1 + int(counts.max())), float("-inf"))
+        logits[:, 0] = (image[idx] * text[idx]).sum(-1)
+        logits[owner, slot] = (image[idx][owner] * negative).sum(-1)
+        return F.cross_entropy(scale * logits, torch.zeros(len(idx), dtype=torch.long))
 
     def configure_optimizers(self):
         text_params = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("text.bert.")]

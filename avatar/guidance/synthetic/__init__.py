@@ -17,6 +17,7 @@ from avatar.guidance.synthetic.captions import (
     HELD_OUT_TEMPLATES,
     TRAIN_TEMPLATES,
     CaptionPlan,
+    all_swap_negatives,
     caption,
     change_negative,
     plan_caption,
@@ -41,7 +42,7 @@ __all__ = [
     "ARM_WORDS", "BACK_TEMPLATE", "BASIC_COLORS", "BODY_WORDS", "COLORS", "FACE_TEMPLATE", "HAIR_COLORS",
     "HELD_OUT_COLOR_PAIRS", "HELD_OUT_KIND_PATTERNS", "HELD_OUT_TEMPLATES", "PATTERNS", "TRAIN_TEMPLATES",
     "AppearanceConfig", "BodyParts", "CaptionPlan", "SyntheticBatch", "SyntheticConfig", "SyntheticRenderer",
-    "caption", "change_negative", "color_family", "generate_batch", "held_out_combinations", "is_held_out",
+    "all_swap_negatives", "caption", "change_negative", "color_family", "generate_batch", "held_out_combinations", "is_held_out",
     "plan_caption", "pose_features", "pose_words", "render_caption", "sample_appearance", "sample_outfit",
     "pose_negative", "swap_negative", "swap_pair", "swapped_caption", "vertex_colors",
 ]  # fmt: skip

@@ -214,13 +214,24 @@ def swap_negative(plan: CaptionPlan, attrs: dict, rng: random.Random) -> str | N
     return None if pair is None else swapped_caption(plan, attrs, *pair)
 
 
-def swap_pair(plan: CaptionPlan, attrs: dict, rng: random.Random) -> tuple[str, str] | None:
-    """The two mentioned garments (in the caption's order) whose colours ``swap_negative`` swaps."""
-    pairs = [
+def swap_pairs(plan: CaptionPlan, attrs: dict) -> list[tuple[str, str]]:
+    """Every pair of mentioned garments (in the caption's order) with different colours."""
+    return [
         (a, b) for i, a in enumerate(plan.garments) for b in plan.garments[i + 1:]
         if attrs[a]["color"] != attrs[b]["color"]
     ]
+
+
+def swap_pair(plan: CaptionPlan, attrs: dict, rng: random.Random) -> tuple[str, str] | None:
+    """The two mentioned garments (in the caption's order) whose colours ``swap_negative`` swaps."""
+    pairs = swap_pairs(plan, attrs)
     return rng.choice(pairs) if pairs else None
+
+
+def all_swap_negatives(plan: CaptionPlan, attrs: dict) -> list[str]:
+    """The caption once per pair in ``swap_pairs`` with that pair's colours swapped (a caption
+    naming three garments of different colours gets three)."""
+    return [swapped_caption(plan, attrs, a, b) for a, b in swap_pairs(plan, attrs)]
 
 
 def swapped_caption(plan: CaptionPlan, attrs: dict, a: str, b: str) -> str:

@@ -109,7 +109,7 @@ def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
     captions = ["a red shirt", "a blue shirt", "a green shirt", "a pink shirt"]
     with torch.no_grad():
         emb = dict(zip(captions, stage.model.encode_text(captions)))
-    scale = torch.tensor(10.0)
+    scale = torch.tensor(10.0, requires_grad=True)
     # Image 0 against two negatives, image 1 none (skipped), image 2 one: the mean of the two
     # rows' cross-entropies over (caption, its negatives).
     loss = stage.hard_negative_loss(image, text, [["a red shirt", "a blue shirt"], [], ["a green shirt"]], scale)
@@ -117,6 +117,8 @@ def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
     row2 = torch.stack([image[2] @ text[2], image[2] @ emb["a green shirt"]])
     expected = 0.5 * (-(scale * row0).log_softmax(0)[0] - (scale * row2).log_softmax(0)[0])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()  # the padding of image 2's row must not reach the learnt scale's gradient
+    assert torch.isfinite(scale.grad)
     assert stage.hard_negative_loss(image, text, [[], [], []], scale) is None
     with pytest.raises(ValueError, match="stage.binding_swaps"):
         STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, "stage.binding_swaps=some"))

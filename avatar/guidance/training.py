@@ -244,10 +244,12 @@ class GuidanceTrainStage(StageModule):
         counts = torch.tensor([len(negatives[i]) for i in idx])
         owner = torch.repeat_interleave(torch.arange(len(idx)), counts)  # image row of each negative
         slot = torch.cat([torch.arange(c) for c in counts.tolist()]) + 1
-        logits = image.new_full((len(idx), 1 + int(counts.max())), float("-inf"))
+        logits = image.new_zeros((len(idx), 1 + int(counts.max())))
         logits[:, 0] = (image[idx] * text[idx]).sum(-1)
         logits[owner, slot] = (image[idx][owner] * negative).sum(-1)
-        return F.cross_entropy(scale * logits, torch.zeros(len(idx), dtype=torch.long))
+        empty = torch.arange(logits.shape[1]) > counts[:, None]  # padding of images with fewer negatives
+        # Masked after scaling: -inf in the product would give the learnt scale a NaN gradient.
+        return F.cross_entropy((scale * logits).masked_fill(empty, float("-inf")), torch.zeros(len(idx), dtype=torch.long))
 
     def configure_optimizers(self):
         text_params = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("text.bert.")]

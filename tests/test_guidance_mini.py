@@ -16,6 +16,9 @@ from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.stages.base import STAGES
 from helpers import LOW_POLY, compose_cfg
 
+# The training stage at test size (low-poly body, a small image tower, one MiniLM layer trained).
+SMALL_STAGE = ("stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.embed_dim=32",
+               "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1")  # fmt: skip
 SMALL = MiniModelConfig(embed_dim=32, image_channels=(8, 16, 16, 16, 16), image_hidden=32, text_trainable_layers=1)
 
 
@@ -88,20 +91,16 @@ def test_pose_word_heads_train_the_image_tower_on_body_views_only(tmp_path):
 
 
 def test_change_negatives_are_a_loss_term_with_a_checked_copy_probability(tmp_path):
-    small = ("stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.embed_dim=32",
-             "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1")  # fmt: skip
-    stage = STAGES.get("train_guidance")(compose_cfg(tmp_path, *small, "stage.lambda_change=1.0", "stage.change_copy_prob=1.0"))
+    stage = STAGES.get("train_guidance")(compose_cfg(tmp_path, *SMALL_STAGE, "stage.lambda_change=1.0", "stage.change_copy_prob=1.0"))
     losses = stage.compute_losses(None)
     assert set(losses) >= {"contrastive", "binding", "change"} and torch.isfinite(losses["change"])
-    assert "change" not in STAGES.get("train_guidance")(compose_cfg(tmp_path / "off", *small)).compute_losses(None)
+    assert "change" not in STAGES.get("train_guidance")(compose_cfg(tmp_path / "off", *SMALL_STAGE)).compute_losses(None)
     with pytest.raises(ValueError, match="stage.change_copy_prob"):
-        STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, "stage.change_copy_prob=1.5"))
+        STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *SMALL_STAGE, "stage.change_copy_prob=1.5"))
 
 
 def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
-    small = ("stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.embed_dim=32",
-             "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1")  # fmt: skip
-    stage = STAGES.get("train_guidance")(compose_cfg(tmp_path, *small, "stage.binding_swaps=all"))
+    stage = STAGES.get("train_guidance")(compose_cfg(tmp_path, *SMALL_STAGE, "stage.binding_swaps=all"))
     assert torch.isfinite(stage.compute_losses(None)["binding"])
     torch.manual_seed(0)
     image = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
@@ -121,13 +120,11 @@ def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
     assert torch.isfinite(scale.grad)
     assert stage.hard_negative_loss(image, text, [[], [], []], scale) is None
     with pytest.raises(ValueError, match="stage.binding_swaps"):
-        STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *small, "stage.binding_swaps=some"))
+        STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *SMALL_STAGE, "stage.binding_swaps=some"))
 
 
 def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour_free_text(tmp_path):
-    small = ("stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.embed_dim=32",
-             "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1", "trainer.val_every_n_steps=0",
-             "trainer.enable_progress_bar=false", "logger=csv")  # fmt: skip
+    small = (*SMALL_STAGE, "trainer.val_every_n_steps=0", "trainer.enable_progress_bar=false", "logger=csv")
     start = tmp_path / "start"
     run(compose_cfg(start, *small, "trainer.max_steps=1"))
     # Both options keep what a starting model learnt: without one they are refused, naming the fix.

@@ -113,6 +113,12 @@ def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.T
     return -(log_prob.masked_fill(~positives, float("-inf")).logsumexp(dim=1)).mean()
 
 
+def at_most_one(make_negative):
+    """A negative maker (caption plan, attributes, rng) -> text or None, as one returning a list
+    of zero or one texts (``GuidanceTrainStage.hard_negative_loss`` takes lists)."""
+    return lambda plan, attrs, rng: [text] if (text := make_negative(plan, attrs, rng)) else []
+
+
 def load_initial_model(path: str, expected: MiniModelConfig) -> tuple[MiniImageTextModel, dict]:
     """The model in a mini checkpoint, to fine-tune (its architecture must be ``expected``'s),
     and the checkpoint's meta."""
@@ -187,12 +193,9 @@ class GuidanceTrainStage(StageModule):
         if self.active("contrastive"):
             logits = scale * image @ text.T
             losses["contrastive"] = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
-        def one(make_negative):  # a list of at most one negative per caption
-            return lambda p, a, rng: [t] if (t := make_negative(p, a, rng)) else []
-
-        change = one(partial(change_negative, copy_prob=self.stage_cfg.change_copy_prob))
-        swaps = one(swap_negative) if self.stage_cfg.binding_swaps == "one" else lambda p, a, rng: all_swap_negatives(p, a)
-        for term, make_negatives in (("binding", swaps), ("pose", one(pose_negative)), ("change", change)):
+        change = at_most_one(partial(change_negative, copy_prob=self.stage_cfg.change_copy_prob))
+        swaps = at_most_one(swap_negative) if self.stage_cfg.binding_swaps == "one" else lambda p, a, rng: all_swap_negatives(p, a)
+        for term, make_negatives in (("binding", swaps), ("pose", at_most_one(pose_negative)), ("change", change)):
             if self.active(term):
                 negatives = [make_negatives(p, a, rng) for p, a in zip(data.plans, data.attributes)]
                 loss = self.hard_negative_loss(image, text, negatives, scale)
@@ -241,12 +244,13 @@ class GuidanceTrainStage(StageModule):
         if not idx:
             return None
         negative = self.model.encode_text([t for i in idx for t in negatives[i]])
+        rows = image[idx]
         counts = torch.tensor([len(negatives[i]) for i in idx])
         owner = torch.repeat_interleave(torch.arange(len(idx)), counts)  # image row of each negative
-        slot = torch.cat([torch.arange(c) for c in counts.tolist()]) + 1
+        slot = torch.cat([torch.arange(1, c + 1) for c in counts.tolist()])  # its column (0: the caption)
         logits = image.new_zeros((len(idx), 1 + int(counts.max())))
-        logits[:, 0] = (image[idx] * text[idx]).sum(-1)
-        logits[owner, slot] = (image[idx][owner] * negative).sum(-1)
+        logits[:, 0] = (rows * text[idx]).sum(-1)
+        logits[owner, slot] = (rows[owner] * negative).sum(-1)
         empty = torch.arange(logits.shape[1]) > counts[:, None]  # padding of images with fewer negatives
         # Masked after scaling: -inf in the product would give the learnt scale a NaN gradient.
         return F.cross_entropy((scale * logits).masked_fill(empty, float("-inf")), torch.zeros(len(idx), dtype=torch.long))

@@ -38,12 +38,15 @@ import numpy as np
 import torch
 
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
+from avatar.export.media import image_grid, save_image, to_uint8
 from avatar.guidance import build_guidance
 from avatar.guidance.evaluation import colour_check, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.synthetic.appearance import COLORS
 from avatar.guidance.synthetic.captions import GARMENTS, caption, pose_negative, swap_pair, swapped_caption
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
+from avatar.render import MeshRenderConfig, MeshRenderer
+from avatar.render.cameras import framing_cameras
 
 # Colour check: (shirt colour, trouser colour) -> "a person in a <shirt> shirt and <trousers> trousers"
 COLOUR_PAIRS = (("red", "blue"), ("yellow", "purple"), ("crimson", "navy"))
@@ -58,6 +61,8 @@ def main() -> None:
     parser.add_argument("--colour-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)")
     parser.add_argument("--colour-pairs", default=",".join(f"{a}/{b}" for a, b in COLOUR_PAIRS),
                         help="shirt/trousers colour names from the vocabulary, comma-separated")  # fmt: skip
+    parser.add_argument("--figure", default=None,
+                        help="write the colour fits of seed 1 (of 0 with one seed) as a PNG: a row per pair, front/side/back")  # fmt: skip
     args = parser.parse_args()
     colour_pairs = [tuple(pair.split("/")) for pair in args.colour_pairs.split(",")]
     unknown = [c for pair in colour_pairs for c in pair if c not in COLORS]
@@ -102,11 +107,29 @@ def main() -> None:
         return
     body = AnnyBody(AnnyBodyConfig())
     print("\n| prompt | right (seeds) | median torso RGB | median legs RGB |\n|---|---|---|---|")
+    figure_rows = []
     for top, bottom in colour_pairs:
         check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, steps=args.steps)
+        figure_rows.append(check.colors[min(1, len(check.colors) - 1)])
         torso, legs = (torch.tensor(rgb).median(0).values.tolist() for rgb in (check.torso, check.legs))
         print(f"| {check.prompt} | {sum(check.right)}/{len(check.right)} | "
               f"{', '.join(f'{c:.2f}' for c in torso)} | {', '.join(f'{c:.2f}' for c in legs)} |")  # fmt: skip
+    if args.figure:
+        save_image(args.figure, colour_fit_figure(body, figure_rows))
+        print(f"\nwrote {args.figure} (rows: {args.colour_pairs}; front, side, back)")
+
+
+def colour_fit_figure(body: AnnyBody, fits: list[torch.Tensor], size: int = 192) -> np.ndarray:
+    """Each fit's vertex colours on the rest-pose body from the front, the left side and the back."""
+    vertices = body().vertices.detach()
+    cams = framing_cameras(vertices, azimuths_deg=(0.0, 90.0, 180.0), margin=1.05)
+    renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
+    tiles = []
+    for colors in fits:
+        with torch.no_grad():
+            rgb = renderer.render(vertices[0], body.faces, cams, colors=colors, background=torch.ones(3)).rgb
+        tiles += [to_uint8(image) for image in rgb]
+    return image_grid(tiles, ncols=3)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ class ColourCheckResult:
     right: list[bool]  # per seed
     torso: list[tuple[float, float, float]]  # per seed
     legs: list[tuple[float, float, float]]
+    colors: list[torch.Tensor]  # per seed, (V, 3) vertex colours: what the fit looks like
 
 
 def colour_check(
@@ -112,12 +113,13 @@ def colour_check(
     """The colour check over several seeds (views, backgrounds and crops differ per seed): one
     seed is not a measurement, a fit can land either way depending on its views."""
     prompt = f"a person in {with_article(top)} shirt and {bottom} trousers"
-    result = ColourCheckResult(prompt, [], [], [])
+    result = ColourCheckResult(prompt, [], [], [], [])
     for seed in range(seeds):
         fit = optimise_body_colours(guidance, body, prompt, seed=seed, **fit_options)
         result.right.append(colour_pair_right(fit.region_means, top, bottom))
         result.torso.append(fit.region_means["torso"])
         result.legs.append(fit.region_means["legs"])
+        result.colors.append(fit.colors)
     return result
 
 

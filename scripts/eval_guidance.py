@@ -23,8 +23,9 @@ A second table splits binding by the two swapped garments, in the order the capt
 Colour check: a grey body's low-frequency colour field optimised for each prompt from
 ``--colour-seeds`` seeds (views, backgrounds and crops differ); a run is right when the torso's
 mean RGB is nearer the shirt colour than the trouser colour and the legs' the other way round
-(full Anny mesh); the count of right runs and the median region colours are printed;
-``--steps 0`` skips it.
+(full Anny mesh; ``--topology notoes_collapse5pc --colour-views 4 --colour-size 96 --steps 100
+--colour-seeds 3`` is the check of tests/test_guidance_mini.py); the count of right runs and the
+median region colours are printed; ``--figure`` draws one fit per pair; ``--steps 0`` skips it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--colour-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)")
     parser.add_argument("--colour-pairs", default=",".join(f"{a}/{b}" for a, b in COLOUR_PAIRS),
                         help="shirt/trousers colour names from the vocabulary, comma-separated")  # fmt: skip
+    parser.add_argument("--topology", default="anny", help="colour-check body topology: anny (full) or notoes_collapse5pc (the tests' low-poly body)")
+    parser.add_argument("--colour-views", type=int, default=8, help="colour-check views per step")
+    parser.add_argument("--colour-size", type=int, default=128, help="colour-check render size (px)")
     parser.add_argument("--figure", default=None,
                         help="write the colour fits of seed 1 (of 0 with one seed) as a PNG: a row per pair, front/side/back")  # fmt: skip
     args = parser.parse_args()
@@ -105,11 +109,12 @@ def main() -> None:
               "combinations, so their row is an upper bound, not a generalisation measurement.")  # fmt: skip
     if args.steps <= 0:
         return
-    body = AnnyBody(AnnyBodyConfig())
+    body = AnnyBody(AnnyBodyConfig(topology=args.topology))
     print("\n| prompt | right (seeds) | median torso RGB | median legs RGB |\n|---|---|---|---|")
     figure_rows = []
     for top, bottom in colour_pairs:
-        check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, steps=args.steps)
+        check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, steps=args.steps,
+                             views=args.colour_views, size=args.colour_size)  # fmt: skip
         figure_rows.append(check.colors[min(1, len(check.colors) - 1)])
         torso, legs = (torch.tensor(rgb).median(0).values.tolist() for rgb in (check.torso, check.legs))
         print(f"| {check.prompt} | {sum(check.right)}/{len(check.right)} | "

@@ -13,6 +13,7 @@ from avatar.guidance import build_guidance
 from avatar.guidance.evaluation import colour_check, colour_pair_right, laplacian_basis, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
+from avatar.guidance.synthetic.poses import BODY_WORDS
 from avatar.stages.base import STAGES
 from helpers import LOW_POLY, compose_cfg
 
@@ -88,6 +89,10 @@ def test_pose_word_heads_train_the_image_tower_on_body_views_only(tmp_path):
     body = [{"view": "body", "pose": {"arms": None, "body": "walking"}}, faces[0]]
     alone = stage.pose_word_loss(image[:1], body[:1])
     assert torch.allclose(stage.pose_word_loss(image, body), alone)
+    # A lower-body view shows no arms: it trains the body head only.
+    legs = [{"view": "legs", "pose": {"arms": "arms raised", "body": "walking"}}]
+    body_head_only = torch.nn.functional.cross_entropy(stage.pose_heads["body"](image[:1]), torch.tensor([BODY_WORDS.index("walking")]))
+    assert torch.allclose(stage.pose_word_loss(image[:1], legs), body_head_only)
 
 
 def test_change_negatives_are_a_loss_term_with_a_checked_copy_probability(tmp_path):

@@ -7,11 +7,12 @@ from __future__ import annotations
 import copy
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
 
-from avatar.body.skeleton import CanonicalPose, forward_kinematics, named_pose, pose_names
+from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, forward_kinematics, named_pose, pose_names
 from avatar.guidance.synthetic import (
     ARM_WORDS,
     BODY_WORDS,
@@ -309,6 +310,28 @@ def test_pose_phrasings_vary_and_a_pose_negative_keeps_the_phrasing_slot(synth):
     # Off (the default), a pose word is said as itself.
     text, plan = caption(batch.attributes[0], random.Random(0), pose_prob=1.0)
     assert all(pose_phrase(plan, batch.attributes[0], g) == POSE_PHRASES[batch.attributes[0]["pose"][g]][0] for g in plan.pose)
+
+
+def test_lower_body_views_frame_the_legs_and_caption_only_what_they_show(anny_low):
+    legs = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=32, face_prob=0.0, legs_prob=1.0), body=anny_low)
+    batch = legs.generate(24, torch.Generator().manual_seed(3))
+    assert {a["view"] for a in batch.attributes} == {"legs"}
+    assert sum(bool(p.garments) for p in batch.plans) >= 12
+    for plan in batch.plans:
+        assert "top" not in plan.garments and not plan.hair and "arms" not in plan.pose
+
+    out = anny_low()  # the same body seen 16 times as a body view and as a lower-body view
+    vertices, joints = out.vertices.float().expand(16, -1, -1), out.joints.float().expand(16, -1, -1)
+    spans = {}
+    for name, prob in (("body", 0.0), ("legs", 1.0)):
+        synth = SyntheticRenderer(replace(legs.cfg, legs_prob=prob), body=anny_low)
+        cameras, info = synth._cameras(vertices, joints, torch.Generator().manual_seed(4))
+        assert info["is_legs"].all() == bool(prob) and info["is_legs"].any() == bool(prob)
+        ends = joints[0, [JOINT_INDEX["pelvis"], JOINT_INDEX["left_ankle"]]]
+        pixels, _ = cameras.project(ends, 64, 64)
+        spans[name] = (pixels[:, 0] - pixels[:, 1]).norm(dim=-1).median()
+    # pelvis to ankle is about half the body's height: framed alone it spans ~twice the pixels
+    assert spans["legs"] > 1.5 * spans["body"], spans
 
 
 def test_generation_is_reproducible(synth):

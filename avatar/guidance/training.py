@@ -90,6 +90,7 @@ class GuidanceTrainStageConfig:
     pose_frequency: float = 0.0  # SyntheticConfig.pose_frequency: 1 = poses as often as the corpus holds them
     pose_mention_prob: float = 0.5  # SyntheticConfig.pose_mention_prob
     stride_view_deg: float = 0.0  # SyntheticConfig.stride_view_deg: "walking" only where a stride shows
+    legs_prob: float = 0.0  # SyntheticConfig.legs_prob: share of lower-body views (bottom and shoes fill the image)
     walking_clips: str = ""  # SyntheticConfig.walking_clips: MANIFEST.tsv; "walking" only for poses from walk clips
     pose_phrasings: bool = False  # SyntheticConfig.pose_phrasings: "raising both arms", "striding", ...
     # Fine-tuning without forgetting (needs init_weights): train_image_tower=false keeps the image
@@ -172,7 +173,7 @@ class GuidanceTrainStage(StageModule):
             self.model.image.requires_grad_(False)
         self.synthetic = SyntheticRenderer(SyntheticConfig(
             topology=sc.topology, image_size=self.model.cfg.image_size, combinations=sc.combinations,
-            pose_balance=sc.pose_balance, pose_frequency=sc.pose_frequency, stride_view_deg=sc.stride_view_deg, walking_clips=sc.walking_clips, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
+            pose_balance=sc.pose_balance, pose_frequency=sc.pose_frequency, stride_view_deg=sc.stride_view_deg, legs_prob=sc.legs_prob, walking_clips=sc.walking_clips, pose_mention_prob=sc.pose_mention_prob, pose_phrasings=sc.pose_phrasings,
         ))  # fmt: skip
         embed = self.model.cfg.embed_dim
         self.pose_heads = torch.nn.ModuleDict({
@@ -226,12 +227,15 @@ class GuidanceTrainStage(StageModule):
 
     def pose_word_loss(self, image: torch.Tensor, attributes: list[dict]) -> torch.Tensor | None:
         """Cross-entropy of the pose heads on the body views' image embeddings (None: only
-        face close-ups in the batch)."""
-        idx = [i for i, a in enumerate(attributes) if a["view"] != "face"]
-        if not idx:
+        face close-ups in the batch); the arms head skips lower-body views too."""
+        hidden = {"arms": ("face", "legs"), "body": ("face",)}
+        if all(a["view"] == "face" for a in attributes):
             return None
         loss = image.new_zeros(())
         for group, words in (("arms", ARM_WORDS), ("body", BODY_WORDS)):
+            idx = [i for i, a in enumerate(attributes) if a["view"] not in hidden[group]]
+            if not idx:
+                continue
             classes = {w: k for k, w in enumerate(words)}  # None -> len(words)
             target = torch.tensor([classes.get(attributes[i]["pose"][group], len(words)) for i in idx])
             loss = loss + F.cross_entropy(self.pose_heads[group](image[idx]), target)

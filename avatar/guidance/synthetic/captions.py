@@ -125,7 +125,9 @@ def plan_caption(
     """Draw the choices of a caption for ``attrs`` (a generator sample's attributes).
 
     Face views use AvatarCLIP's face template and may only mention the head and the top;
-    back views the back template; body views a training (or ``held_out``) paraphrase.
+    back views the back template; body and lower-body ("legs") views a training (or
+    ``held_out``) paraphrase, lower-body views mentioning only the bottom, the shoes and the
+    body's pose word (no hair, no arms).
     Every attribute is mentioned with probability 1/2 (garments 2/3, pose words ``pose_prob``)
     and none is invented; ``pose_phrasings`` draws a phrasing of each pose word from
     POSE_PHRASES (else the word itself, with no extra draw from ``rng``).
@@ -136,7 +138,7 @@ def plan_caption(
     plan = CaptionPlan(template=template, verb=rng.choice(("wearing", "in")))
     plan.shape = [w for w in shape_words(attrs["phenotype"]) if rng.random() < 0.5]
     if not attrs["textureless"]:
-        visible = ("top",) if view == "face" else GARMENTS
+        visible = {"face": ("top",), "legs": ("bottom", "shoes")}.get(view, GARMENTS)
         for g in visible:
             garment = attrs[g]
             if garment["kind"] == "barefoot" or rng.random() > 2 / 3:
@@ -148,9 +150,10 @@ def plan_caption(
                 plan.pattern_words[g] = rng.choice(PATTERN_WORDS[garment["pattern"]])
                 plan.second_color[g] = rng.random() < 0.5
         rng.shuffle(plan.garments)
-        plan.hair = attrs["hair"] is not None and rng.random() < 0.5
+        plan.hair = view != "legs" and attrs["hair"] is not None and rng.random() < 0.5
     if view != "face":
-        plan.pose = [k for k in ("arms", "body") if attrs["pose"][k] is not None and rng.random() < pose_prob]
+        groups = ("body",) if view == "legs" else ("arms", "body")
+        plan.pose = [k for k in groups if attrs["pose"][k] is not None and rng.random() < pose_prob]
         if pose_phrasings:
             plan.pose_phrasing = {k: rng.random() for k in plan.pose}
     return plan

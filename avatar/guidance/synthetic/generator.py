@@ -69,6 +69,11 @@ class SyntheticConfig:
     walking_clips: str = ""
     pose_phrasings: bool = False  # say pose words in varied phrasings (captions.POSE_PHRASES)
     face_prob: float = 0.2  # face close-ups (AvatarCLIP: 1 view in 4)
+    # Lower-body views (not in AvatarCLIP): of the other samples, this share is framed on the body
+    # below the pelvis, so trousers and shoes fill the image instead of a few pixels at 64 px;
+    # their captions name only the bottom and the shoes. 0 (default) draws nothing extra, so
+    # the batches are those of a run without the option.
+    legs_prob: float = 0.0
     age_range: tuple[float, float] = (0.35, 1.0)  # Anny age: 1/3 child .. 1 old
     # Body views: distance drawn in these multiples of the distance at which the body's bounding
     # sphere fills the field of view; polar spread wider than AvatarCLIP's 60 degrees to get
@@ -164,9 +169,14 @@ class SyntheticRenderer:
         """Per-sample views (a loop of single-view draws: each body has its own size and aim)."""
         cfg = self.cfg
         face = (torch.rand(len(vertices), generator=g) < cfg.face_prob).tolist()
+        legs = [False] * len(vertices)
+        if cfg.legs_prob > 0:
+            legs = [not f and bool(u < cfg.legs_prob) for f, u in zip(face, torch.rand(len(vertices), generator=g))]
         half_fov = math.radians(cfg.views.fov_deg) / 2
         cams, infos = [], []
         for i, verts in enumerate(vertices):
+            if legs[i]:  # up is +Z: the vertices below the pelvis joint
+                verts = verts[verts[:, 2] <= joints[i, JOINT_INDEX["pelvis"], 2]]
             lo, hi = verts.min(0).values, verts.max(0).values
             centre = (lo + hi) / 2
             fit = (verts - centre).norm(dim=-1).max().item() / math.sin(half_fov)
@@ -178,6 +188,7 @@ class SyntheticRenderer:
             cams.append(cam)
             infos.append(info)
         info = {k: torch.cat([d[k] for d in infos]) for k in infos[0]}
+        info["is_legs"] = torch.tensor(legs, dtype=torch.bool)
         cameras = Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
         return cameras, info
 
@@ -200,7 +211,7 @@ class SyntheticRenderer:
         for i in range(n):
             phenotype = dict(zip(PHENOTYPES, shape[i].tolist()))
             attrs = sample_outfit(rng, phenotype["gender"], cfg.appearance, cfg.combinations)
-            view = "face" if info["is_face"][i] else ("back" if info["is_back"][i] else "body")
+            view = "face" if info["is_face"][i] else "legs" if info["is_legs"][i] else "back" if info["is_back"][i] else "body"
             azimuth = float(info["azimuth_deg"][i])  # 0 = the front, 90 = the body's left
             if words[i]["body"] == "walking" and (stride_hidden(azimuth, cfg.stride_view_deg) or not self._from_walk(sources[i])):
                 words[i] = {**words[i], "body": None}

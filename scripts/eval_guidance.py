@@ -128,11 +128,11 @@ def colour_fit_figure(body: AnnyBody, fits: list[torch.Tensor], size: int = 192)
     """Each fit's vertex colours on the rest-pose body from the front, the left side and the back."""
     vertices = body().vertices.detach()
     cams = framing_cameras(vertices, azimuths_deg=(0.0, 90.0, 180.0), margin=1.05)
-    renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
+    renderer = MeshRenderer(MeshRenderConfig(height=size, width=size, background="white"))
     tiles = []
     for colors in fits:
         with torch.no_grad():
-            rgb = renderer.render(vertices[0], body.faces, cams, colors=colors, background=torch.ones(3)).rgb
+            rgb = renderer.render(vertices[0], body.faces, cams, colors=colors).rgb
         tiles += [to_uint8(image) for image in rgb]
     return image_grid(tiles, ncols=3)
 

@@ -26,9 +26,10 @@ from avatar.guidance import build_guidance
 from avatar.guidance.augment import random_crops
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.render import MeshRenderConfig, MeshRenderer, ViewSamplingConfig, make_background, sample_views
+from avatar.stages.appearance import AppearanceStageConfig
 
 SUBJECT = "a person in a red shirt and blue trousers"
-TEMPLATES = {"body": "a 3d rendering of {} in unreal engine", "face": "the face of {}"}  # the appearance stage's
+TEMPLATES = {"body": AppearanceStageConfig.prompt_template, "face": AppearanceStageConfig.face_template}
 VIEWS = {  # name -> (view sampling, template)
     "colour check views": (ViewSamplingConfig(polar_std_deg=45.0, distance_range=(2.0, 2.6)), "body"),
     "appearance views": (ViewSamplingConfig(face_every=0), "body"),

@@ -1,6 +1,7 @@
 """The project's own guidance model: checkpoint round trip through the `mini` backend, and a
 short run of its training stage on synthetic renders."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,49 @@ def test_checkpoint_round_trip_through_the_backend(tmp_path):
     loss.backward()
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in guidance.parameters())
+
+
+def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tmp_path):
+    """WiSE-FT of a fine-tune with its start (scripts/interpolate_guidance.py): the image tower
+    at one weight, the text side at another; the result is a loadable mini checkpoint."""
+    import importlib.util
+
+    base_model, tuned_model = MiniImageTextModel(SMALL), MiniImageTextModel(SMALL)
+    tuned_model.load_state_dict(base_model.state_dict())
+    with torch.no_grad():
+        for p in tuned_model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    base, tuned = tmp_path / "base.pt", tmp_path / "tuned.pt"
+    torch.save(base_model.checkpoint({"seed": 0}), base)
+    torch.save(tuned_model.checkpoint({"seed": 0, "combinations": "train"}), tuned)
+    spec = importlib.util.spec_from_file_location("interpolate_guidance", Path(__file__).parents[1] / "scripts" / "interpolate_guidance.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = script.main(["--base", str(base), "--finetuned", str(tuned), "--alpha-text", "0.5", "--alpha-image", "1", "--out", str(tmp_path / "mixed.pt")])
+    a, b, mixed = (torch.load(p, weights_only=True) for p in (base, tuned, out))
+    assert mixed["meta"]["alpha_text"] == 0.5 and mixed["meta"]["combinations"] == "train"
+    text_keys = [k for k in a["state_dict"] if not k.startswith("image.")]
+    assert text_keys and any(k.startswith("text.bert.") for k in text_keys)
+    for key, value in mixed["state_dict"].items():
+        if key.startswith("image."):
+            assert torch.equal(value, b["state_dict"][key]), key
+        else:
+            expected = 0.5 * (a["state_dict"][key].float() + b["state_dict"][key].float())
+            assert torch.allclose(value.float(), expected, atol=1e-3), key
+    guidance = build_guidance(MiniGuidanceConfig(checkpoint=str(out)))
+    texts = ["a person in a red shirt"]
+    embeddings = [build_guidance(MiniGuidanceConfig(checkpoint=str(p))).encode_text(texts) for p in (base, tuned)]
+    mixed_text = guidance.encode_text(texts)
+    assert not torch.allclose(mixed_text, embeddings[0], atol=1e-4) and not torch.allclose(mixed_text, embeddings[1], atol=1e-4)
+    # Bad input: a weight outside [0, 1], another architecture.
+    with pytest.raises(SystemExit, match="alpha_image=1.5"):
+        script.main(["--base", str(base), "--finetuned", str(tuned), "--alpha-text", "0", "--alpha-image", "1.5", "--out", str(tmp_path / "x.pt")])
+    other = tmp_path / "other.pt"
+    torch.save(MiniImageTextModel(replace(SMALL, embed_dim=16)).checkpoint({}), other)
+    with pytest.raises(SystemExit, match="embed_dim"):
+        script.main(["--base", str(base), "--finetuned", str(other), "--alpha-text", "0.5", "--alpha-image", "0.5", "--out", str(tmp_path / "x.pt")])
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):

@@ -130,3 +130,29 @@ class MiniImageTextModel(nn.Module):
             raise ValueError(f"mini guidance checkpoint has unknown entries {sorted(unexpected)[:5]}...")
         model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()}, strict=False)
         return model
+
+
+def interpolate_checkpoints(base: dict, finetuned: dict, alpha_text: float, alpha_image: float, meta: dict | None = None) -> dict:
+    """Weight-space interpolation of two mini checkpoints of one architecture (WiSE-FT, Wortsman
+    et al. 2022, "Robust fine-tuning of zero-shot models"): each trained parameter becomes
+    ``(1 - alpha) * base + alpha * finetuned``, with ``alpha_image`` for the image tower and
+    ``alpha_text`` for the rest (the fine-tuned MiniLM layers, the pooling and projection heads,
+    the logit scale). A fine-tune that gains one skill (binding) while losing another (what a
+    stage needs from the model) often keeps most of the gain halfway, with the loss undone;
+    ``finetuned`` must descend from ``base`` (fine-tuned from it) for the halfway point to mean
+    anything. ``meta`` is stored with the result, plus the two alphas."""
+    for name, alpha in (("alpha_text", alpha_text), ("alpha_image", alpha_image)):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"{name}={alpha}: an interpolation weight lies in [0, 1] (0: the base, 1: the fine-tuned model)")
+    if base["config"] != finetuned["config"]:
+        differ = {k: (v, finetuned["config"].get(k)) for k, v in base["config"].items() if finetuned["config"].get(k) != v}
+        raise ValueError(f"the two mini checkpoints have different architectures: {differ} (base, fine-tuned); interpolate only a fine-tune with its start")
+    if set(base["state_dict"]) != set(finetuned["state_dict"]):
+        raise ValueError(f"the two mini checkpoints store different parameters: {sorted(set(base['state_dict']) ^ set(finetuned['state_dict']))[:5]}")
+    state = {}
+    for key, start in base["state_dict"].items():
+        alpha = alpha_image if key.startswith("image.") else alpha_text
+        mixed = torch.lerp(start.float(), finetuned["state_dict"][key].float(), alpha)
+        state[key] = mixed.to(start.dtype)  # checkpoints are float16 (``checkpoint``)
+    return {"config": dict(base["config"]), "state_dict": state,
+            "meta": {**(meta or {}), "alpha_text": float(alpha_text), "alpha_image": float(alpha_image)}}  # fmt: skip

@@ -7,7 +7,7 @@
 Each trained parameter becomes ``(1 - alpha) * base + alpha * fine-tuned``, ``--alpha-image``
 for the image tower and ``--alpha-text`` for the text side (``mini_model.interpolate_checkpoints``).
 The result is an ordinary mini checkpoint (``guidance.checkpoint=MIXED.pt``); its meta names both
-sources with their git blobs' checksums, and keeps the fine-tune's ``combinations`` (what the
+source files with their SHA-1, and keeps the fine-tune's ``combinations`` (what the
 evaluation's held-out row has seen). Judge it like any new weights: the colour check, then the
 stages (README, "The offline guidance model").
 """

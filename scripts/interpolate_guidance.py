@@ -24,18 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avatar.engine.run_info import git_revision  # noqa: E402
-from avatar.guidance.mini_model import interpolate_checkpoints  # noqa: E402
+from avatar.guidance.mini_model import interpolate_checkpoints, read_checkpoint  # noqa: E402
 from avatar.utils.io import atomic_path  # noqa: E402
-
-
-def load(path: str, flag: str) -> dict:
-    file = Path(path)
-    if not file.is_file():
-        raise SystemExit(f"{flag} {path!r} does not exist: give a mini guidance checkpoint (e.g. avatar/guidance/weights/mini.pt)")
-    payload = torch.load(file, map_location="cpu", weights_only=True)
-    if not {"config", "state_dict"} <= set(payload):
-        raise SystemExit(f"{flag} {path!r} is not a mini guidance checkpoint (needs 'config' and 'state_dict')")
-    return payload
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -46,17 +36,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--alpha-image", type=float, required=True, help="0: the base's image tower, 1: the fine-tune's")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    base, finetuned = load(args.base, "--base"), load(args.finetuned, "--finetuned")
-    sha1 = {name: hashlib.sha1(Path(path).read_bytes()).hexdigest() for name, path in (("base", args.base), ("finetuned", args.finetuned))}
-    ft_meta = finetuned.get("meta", {})
-    meta = {
-        "interpolated": {"base": args.base, "base_sha1": sha1["base"], "finetuned": args.finetuned, "finetuned_sha1": sha1["finetuned"]},
-        "combinations": ft_meta.get("combinations", "all"), "seed": base.get("meta", {}).get("seed"),
-        "git": git_revision()["commit"],
-    }  # fmt: skip
     try:
+        base, finetuned = read_checkpoint(args.base, "--base"), read_checkpoint(args.finetuned, "--finetuned")
+        sha1 = {name: hashlib.sha1(Path(path).read_bytes()).hexdigest() for name, path in (("base", args.base), ("finetuned", args.finetuned))}
+        meta = {
+            "interpolated": {"base": args.base, "base_sha1": sha1["base"], "finetuned": args.finetuned, "finetuned_sha1": sha1["finetuned"]},
+            "combinations": finetuned.get("meta", {}).get("combinations", "all"), "seed": base.get("meta", {}).get("seed"),
+            "git": git_revision()["commit"],
+        }  # fmt: skip
         mixed = interpolate_checkpoints(base, finetuned, args.alpha_text, args.alpha_image, meta)
-    except ValueError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from None
     out = Path(args.out)
     with atomic_path(out) as tmp:

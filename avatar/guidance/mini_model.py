@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,18 @@ class MiniImageTextModel(nn.Module):
             raise ValueError(f"mini guidance checkpoint has unknown entries {sorted(unexpected)[:5]}...")
         model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()}, strict=False)
         return model
+
+
+def read_checkpoint(path: str | os.PathLike, source: str) -> dict:
+    """The payload of a mini checkpoint file (config, state_dict, meta); ``source`` names where the
+    path came from (a config key or a command-line flag) in the errors."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{source}={str(path)!r} does not exist: give a mini checkpoint, e.g. avatar/guidance/weights/mini.pt")
+    payload = torch.load(file, map_location="cpu", weights_only=True)
+    if not {"config", "state_dict"} <= set(payload):
+        raise ValueError(f"{source}={str(path)!r} is not a mini guidance checkpoint (needs 'config' and 'state_dict')")
+    return payload
 
 
 def interpolate_checkpoints(base: dict, finetuned: dict, alpha_text: float, alpha_image: float, meta: dict | None = None) -> dict:

@@ -23,7 +23,6 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from avatar.engine.run_info import git_revision
 from avatar.guidance.evaluation import retrieval_and_binding
 from avatar.guidance.mini import WEIGHTS_DIR
-from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
+from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig, read_checkpoint
 from avatar.guidance.synthetic.captions import (
     POSE_PHRASES, all_swap_negatives, change_negative, pose_negative, render_caption, swap_negative,
 )
@@ -123,12 +122,7 @@ def at_most_one(make_negative):
 def load_initial_model(path: str, expected: MiniModelConfig) -> tuple[MiniImageTextModel, dict]:
     """The model in a mini checkpoint, to fine-tune (its architecture must be ``expected``'s),
     and the checkpoint's meta."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"stage.init_weights={path!r} does not exist: give a mini checkpoint, e.g. avatar/guidance/weights/mini.pt")
-    payload = torch.load(file, map_location="cpu", weights_only=True)
-    if not {"config", "state_dict"} <= set(payload):
-        raise ValueError(f"stage.init_weights={path!r} is not a mini guidance checkpoint (needs 'config' and 'state_dict')")
+    payload = read_checkpoint(path, "stage.init_weights")
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()}
     differ = {k: (saved.get(k), v) for k, v in asdict(expected).items() if saved.get(k) != v}
     if differ:

@@ -39,6 +39,8 @@ from avatar.stages.pose import PoseStageConfig
 from avatar.stages.pose_fit import PoseFitStageConfig
 from avatar.stages.shape import ShapeStageConfig
 from avatar.stages.showcase import ShowcaseStageConfig
+from avatar.engine.schedules import validate_weight
+from avatar.utils.bounds import at_least, check_bounds
 
 
 @dataclass
@@ -66,10 +68,10 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_steps: int = 200
-    log_every_n_steps: int = 10
-    val_every_n_steps: int = 100  # validation images (renders) every N optimisation steps
-    checkpoint_every_n_steps: int = 100
+    max_steps: int = at_least(1, 200, "a run of 0 steps reports an untrained result")
+    log_every_n_steps: int = at_least(1, 10)
+    val_every_n_steps: int = at_least(0, 100)  # 0: none; validation images (renders) every N optimisation steps
+    checkpoint_every_n_steps: int = at_least(1, 100, "a run with no checkpoints cannot resume")
     gradient_clip_val: Optional[float] = None
     deterministic: bool = False
     enable_progress_bar: bool = True
@@ -147,6 +149,50 @@ def validate_config(cfg: DictConfig) -> None:
         _merge_strict(OmegaConf.structured(schemas[name]), plain[group], prefix=group)
         plain[group] = None
     _merge_strict(OmegaConf.structured(Config), plain, prefix="")
+    # Values: declared bounds (avatar.utils.bounds), loss weights, prompts.
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for group, schemas in OPTION_SCHEMAS.items():
+        check_bounds(schemas[resolved[group]["name"]], resolved[group], group)
+    check_bounds(Config, {k: v for k, v in resolved.items() if k not in OPTION_SCHEMAS}, "")
+    for key, spec in resolved["stage"].items():
+        if key.startswith("lambda_"):
+            validate_weight(f"stage.{key}", spec)
+    check_prompts_readable(resolved)
+
+
+def keep_prompts_literal(cfg: DictConfig) -> None:
+    """Prompts are text: ``${...}`` in a prompt is kept as written, never interpolated by OmegaConf
+    ("a man with ${oc.env:HOME}" must not become "a man with /root")."""
+    prompts = cfg.get("prompt")
+    if prompts is None:
+        return
+    raw = OmegaConf.to_container(prompts, resolve=False)
+    for key, text in raw.items():
+        if isinstance(text, str) and "${" in text and "\\${" not in text:
+            prompts[key] = text.replace("${", "\\${")
+
+
+def check_prompts_readable(resolved: dict) -> None:
+    """The offline ``mini`` model reads English words only: a prompt with no word in the Latin
+    alphabet (Chinese, Arabic, emoji...) would guide the run by nothing and pick an arbitrary
+    result, so it is an error; words it cannot read beside English ones are a warning."""
+    if resolved["guidance"].get("name") != "mini":
+        return
+    import logging
+
+    for key, text in resolved.get("prompt", {}).items():
+        words = str(text).split()
+        unreadable = [w for w in words if not re.search(r"[A-Za-z]", w)]
+        if words and len(unreadable) == len(words):
+            raise ValueError(
+                f"prompt.{key}={text!r}: the offline `mini` guidance model reads English only and finds no "
+                "word it can read here. Write the prompt in English, or use guidance=clip / "
+                "guidance=open_clip with their weights for other languages."
+            )
+        if unreadable and any(ord(c) > 0x24F for w in unreadable for c in w):
+            logging.getLogger(__name__).warning(
+                "prompt.%s: the `mini` guidance model cannot read %s; it reads the English words only", key, unreadable
+            )
 
 
 def _merge_strict(schema: DictConfig, values: dict, prefix: str) -> None:

@@ -135,7 +135,8 @@ class PeakRss:
 
 
 def train_step(renderer: NeusVolumeRenderer, rays_o, rays_d, background) -> int:
-    out = renderer.render(rays_o, rays_d, cos_anneal_ratio=1.0, training=True)
+    out = renderer.render(rays_o, rays_d, cos_anneal_ratio=1.0, training=True,
+                          generator=torch.Generator(rays_o.device).manual_seed(0))
     rgb_a = out["color_a"] + (1 - out["opacity"])[:, None] * background
     rgb_b = out["color_b"] + (1 - out["opacity"])[:, None] * background
     loss = rgb_a.mean() + rgb_b.mean() + 0.1 * out["eikonal"] + 1e-3 * out["normal"].sum()

@@ -16,8 +16,9 @@ guidance, prompts and seeds apply to every stage, and stage-specific settings go
 
 Re-running the command with ``hydra.run.dir=<that run dir>`` continues it: a stage whose
 ``result.json`` exists with the same config (prompts other than its own aside) is reused; an
-interrupted optimisation stage resumes from its last checkpoint. A finished stage whose config
-changed, or that follows a stage that ran again, is an error naming the changes, unless
+interrupted optimisation stage resumes from its newest checkpoint (``resume=auto``). A finished
+*or interrupted* stage whose config changed, or that follows a stage that ran again, is an
+error naming the changes, unless
 ``pipeline.redo_changed=true``: then its folder is renamed ``<folder>.replaced-<time>`` (nothing
 is lost) and the stage runs again. So a new motion for the same avatar is
 ``... hydra.run.dir=<run dir> prompt.motion="..." pipeline.redo_changed=true``.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from avatar.engine.run_info import run_status
 from avatar.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -89,11 +91,12 @@ def _comparable(cfg: DictConfig, stage: str) -> dict:
     return relative(plain)
 
 
-def _differences(a, b, prefix: str = "") -> list[str]:
+def config_differences(a, b, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two plain config trees."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+            out += config_differences(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
 
@@ -129,26 +132,29 @@ def run_pipeline(cfg: DictConfig, overrides: list[str]) -> dict:
         stage_cfg = compose_stage(name, [*stage_overrides, f"run_dir={folder}"])
         result_file = folder / "result.json"
         saved = folder / "config_resolved.yaml"
-        if result_file.is_file() and saved.is_file():
-            changed = _differences(_comparable(OmegaConf.load(saved), name), _comparable(stage_cfg, name))
+        finished = result_file.is_file() and run_status(folder) in ("finished", "unknown")
+        if saved.is_file():  # finished, or interrupted / failed part-way: the same rule for both
+            changed = config_differences(_comparable(OmegaConf.load(saved), name), _comparable(stage_cfg, name))
             if ran_earlier:
                 changed.append(f"inputs from the re-run stage(s) {ran_earlier}")
-            if not changed:
+            if not changed and finished:
                 log.info("Pipeline: reusing %s (%s)", name, folder)
                 summary["stages"][name] = {"folder": str(folder), "reused": True, **json.loads(result_file.read_text())}
                 continue
-            if not cfg.pipeline.redo_changed:
+            if changed and not cfg.pipeline.redo_changed:
+                how = "finished" if finished else "started (and did not finish)"
                 raise RuntimeError(
-                    f"Stage {name!r} in {folder} finished with another config (changed: {changed[:8]}). "
-                    "Add pipeline.redo_changed=true to run it again (its folder is kept as "
+                    f"Stage {name!r} in {folder} {how} with another config (changed: {changed[:8]}). "
+                    "Add pipeline.redo_changed=true to run it again from scratch (its folder is kept as "
                     "<folder>.replaced-<time>), or start a new run directory."
                 )
-            aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-            folder.rename(aside)
-            log.info("Pipeline: %s changed (%s); the old run is kept in %s", name, changed[:8], aside)
-        if (folder / "checkpoints" / "last.ckpt").is_file():
-            log.info("Pipeline: resuming %s from its last checkpoint", name)
-            stage_cfg = compose_stage(name, [*stage_overrides, f"run_dir={folder}", "resume=last"])
+            if changed:
+                aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                folder.rename(aside)
+                log.info("Pipeline: %s changed (%s); the old run is kept in %s", name, changed[:8], aside)
+        if saved.is_file() and not finished:
+            log.info("Pipeline: continuing the interrupted stage %s (from its newest checkpoint, if any)", name)
+            stage_cfg = compose_stage(name, [*stage_overrides, f"run_dir={folder}", "resume=auto"])
         log.info("Pipeline: running %s in %s", name, folder)
         start = time.perf_counter()
         result = run(stage_cfg, overrides=[f"stage={name}", *stage_overrides])

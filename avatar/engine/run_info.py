@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from avatar.utils.io import atomic_write_text
 from avatar.utils.paths import PROJECT_ROOT
 
+RUN_INFO = "run_info.json"
+
 TRACKED_PACKAGES = (
     "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "numpy", "anny", "warp-lang",
     "smplx", "clip-anytorch", "open-clip-torch", "sentence-transformers", "wandb", "tensorboard",
@@ -56,8 +58,36 @@ def git_revision(root: Path = PROJECT_ROOT) -> dict[str, str | bool]:
         return {"commit": "unknown (not a git checkout)", "dirty": False}
 
 
-def write_run_info(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> dict:
-    """Write ``config_resolved.yaml`` and ``run_info.json`` into ``run_dir`` and return the info.
+def git_diff(root: Path = PROJECT_ROOT) -> str:
+    """The uncommitted changes to tracked files (what a dirty run really ran with)."""
+    try:
+        return subprocess.run(["git", "diff", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def read_run_info(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:  # written atomically, so only a hand-edited file gets here
+        return {}
+
+
+def previous_config(run_dir: str | Path) -> dict | None:
+    """The resolved config the run directory's last segment ran with, if any."""
+    path = Path(run_dir) / "config_resolved.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else None
+
+
+def write_run_info(run_dir: str | Path, cfg: DictConfig, overrides: list[str], resumed_from: dict | None = None,
+                   config_changes: dict | None = None) -> dict:
+    """Start a segment of the run: write ``config_resolved.yaml`` and add a segment to
+    ``run_info.json`` (command, overrides, git revision and diff, packages, hardware, what it
+    resumed from and what changed since the last segment). Earlier segments are kept; the
+    top-level fields describe the newest. Returns the info.
 
     Hydra itself writes ``.hydra/config.yaml`` (unresolved) and ``.hydra/overrides.yaml``.
     """
@@ -65,15 +95,46 @@ def write_run_info(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(resolved))
-    info = {
+    earlier = read_run_info(run_dir).get("segments", [])
+    git = git_revision()
+    if git.get("dirty"):
+        diff = git_diff()
+        name = f"git_diff.segment{len(earlier)}.patch"
+        atomic_write_text(run_dir / name, diff)
+        git["diff_file"] = name
+    segment = {
+        "segment": len(earlier),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": "running",
         "command": sys.argv,
         "overrides": overrides,
-        "git": git_revision(),
+        "resumed_from": resumed_from,
+        "config_changes": config_changes or {},
+        "git": git,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
         "hardware": hardware(),
     }
-    atomic_write_text(run_dir / "run_info.json", json.dumps(info, indent=2))
+    if earlier and earlier[-1].get("wandb_id"):
+        segment["wandb_id"] = earlier[-1]["wandb_id"]
+    info = {**{k: v for k, v in segment.items() if k != "segment"}, "segments": [*earlier, segment]}
+    atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=2, default=str))
     return info
+
+
+def update_segment(run_dir: str | Path, **fields) -> None:
+    """Record what happened to the newest segment (status, end time, error, W&B id...)."""
+    info = read_run_info(run_dir)
+    if not info.get("segments"):
+        return
+    info["segments"][-1].update(fields)
+    info.update({k: v for k, v in fields.items()})
+    atomic_write_text(Path(run_dir) / RUN_INFO, json.dumps(info, indent=2, default=str))
+
+
+def run_status(run_dir: str | Path) -> str:
+    """How a run directory's newest segment ended: finished | failed | interrupted | running;
+    "unknown" for folders written before segments were recorded."""
+    segments = read_run_info(run_dir).get("segments", [])
+    return segments[-1].get("status", "unknown") if segments else "unknown"

@@ -1,9 +1,21 @@
-"""Run one stage from a composed config: record the run, seed, build, fit or run, report."""
+"""Run one stage from a composed config: record the run, seed, build, fit or run, report.
+
+A run directory is the unit a researcher compares, so it must tell the truth:
+- every start of the run (first or resumed) is a *segment* in ``run_info.json``, with its
+  overrides, git state, what it resumed from and what changed; the segment ends ``finished``,
+  ``failed`` (traceback in ``traceback.txt``) or ``interrupted`` (SIGTERM/Ctrl-C, with a
+  checkpoint of the step it stopped at and the command that resumes it);
+- a resumed run continues the same optimisation: a config that differs from the one the run
+  started with is an error naming the keys, unless the new values are given explicitly on the
+  command line (then they are recorded as the segment's ``config_changes``);
+- ``result.json`` is written only when the run finishes.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import traceback
 from pathlib import Path
 
 import lightning as L
@@ -11,13 +23,25 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from avatar.config import validate_config
-from avatar.engine.run_info import write_run_info
+from avatar.config import keep_prompts_literal, validate_config
+from avatar.engine.checkpoints import INTERRUPT_EXIT_CODE, StopOnSigint, TrainClock, is_preemption, remove_temp_files
+from avatar.engine.run_info import previous_config, update_segment, write_run_info
 from avatar.engine.trainer import build_loggers, build_trainer, resolve_resume
 from avatar.stages import build_stage
 from avatar.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+# Keys that change how a run reports, not what it computes: they may differ between segments.
+BOOKKEEPING_KEYS = (
+    "run_dir", "resume", "pipeline", "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+    "trainer.val_every_n_steps", "trainer.checkpoint_every_n_steps",
+)  # fmt: skip
+
+
+class RunInterrupted(SystemExit):
+    """The run stopped on SIGTERM or Ctrl-C with a checkpoint of its current step; the exit code
+    is the shell's for the signal (143, 130), so a scheduler sees a failed job and can requeue."""
 
 
 def current_overrides() -> list[str]:
@@ -27,35 +51,135 @@ def current_overrides() -> list[str]:
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run ``cfg.stage`` in ``cfg.run_dir`` (or, with ``pipeline=full``, every stage) and return
     its result dict (``objective`` is what an Optuna sweep minimises)."""
+    keep_prompts_literal(cfg)
     validate_config(cfg)
     run_dir = Path(cfg.run_dir)
     overrides = current_overrides() if overrides is None else overrides
-    write_run_info(run_dir, cfg, overrides)
     if cfg.pipeline.name:
         from avatar.engine.pipeline import run_pipeline
 
-        return run_pipeline(cfg, overrides)
+        write_run_info(run_dir, cfg, overrides)
+        return _recorded(run_dir, overrides, lambda: run_pipeline(cfg, overrides), pipeline=True)
+    remove_temp_files(run_dir)
+    resume = resolve_resume(cfg, run_dir)
+    changes = _check_unchanged(cfg, run_dir, overrides) if resume else {}
+    resumed_from = {"checkpoint": str(resume[0]), "step": resume[1]} if resume else None
+    info = write_run_info(run_dir, cfg, overrides, resumed_from=resumed_from, config_changes=changes)
+    if resume:
+        log.info("Resuming %s from %s (step %d)", run_dir, resume[0], resume[1])
+    return _recorded(run_dir, overrides, lambda: _run_stage(cfg, run_dir, overrides, resume, info))
+
+
+def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, info: dict) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     module = build_stage(cfg)
-    loggers = build_loggers(cfg, run_dir, overrides)
+    wandb_id = info.get("wandb_id")
+    if cfg.logger.wandb.enabled and not wandb_id:
+        import wandb
+
+        wandb_id = wandb.util.generate_id()
+        update_segment(run_dir, wandb_id=wandb_id)
+    loggers = build_loggers(cfg, run_dir, overrides, resume_step=resume[1] if resume else None, wandb_id=wandb_id)
+    status, trainer = "failed", None
     try:
         if module.trainable:
             trainer = build_trainer(cfg, run_dir, loggers)
-            trainer.fit(module, ckpt_path=resolve_resume(cfg, run_dir))
+            trainer.fit(module, ckpt_path=str(resume[0]) if resume else None)
             result = module.result()
+            clock = next(c for c in trainer.callbacks if isinstance(c, TrainClock))
+            result["train_seconds"] = round(clock.seconds(), 1)  # every segment's optimisation
         else:
+            if resume:
+                raise ValueError(f"resume={cfg.resume}: stage {cfg.stage.name!r} has no checkpoints to resume (it is not an optimisation)")
             result = module.run(loggers)
+        status = "success"
+    except BaseException as err:
+        if trainer is not None and is_preemption(err):
+            signal = next((c.signal for c in trainer.callbacks if isinstance(c, StopOnSigint)), None)
+            raise RunInterrupted(INTERRUPT_EXIT_CODE.get(signal, 143)) from err
+        raise
     finally:
         for logger in loggers:
-            logger.finalize("success")
+            logger.finalize(status)
         if cfg.logger.wandb.enabled:
             import wandb
 
-            wandb.finish()
+            wandb.finish(exit_code=0 if status == "success" else 1)
     if torch.cuda.is_available():  # the stage's peak, for the README's time-and-memory table
         result["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
     log.info("Run finished in %s: %s", run_dir, result)
     return result
+
+
+def _recorded(run_dir: Path, overrides: list[str], body, pipeline: bool = False) -> dict:
+    """Run ``body`` and record how the segment ended (and, on failure, the traceback)."""
+    import time
+
+    def ended(status: str, **fields) -> None:
+        update_segment(run_dir, status=status, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
+
+    try:
+        result = body()
+    except (RunInterrupted, KeyboardInterrupt) as err:
+        command = resume_command(overrides, run_dir, pipeline)
+        ended("interrupted", resume_command=command)
+        log.error("Interrupted; a checkpoint of the current step is in %s/checkpoints. Resume with:\n  %s",
+                  run_dir, command)
+        raise
+    except BaseException as err:
+        if isinstance(err, SystemExit) and err.code in (0, None):
+            raise
+        atomic_write_text(run_dir / "traceback.txt", "".join(traceback.format_exception(err)))
+        ended("failed", error=f"{type(err).__name__}: {err}"[:2000])
+        raise
+    ended("finished")
+    return result
+
+
+def resume_command(overrides: list[str], run_dir: Path, pipeline: bool = False) -> str:
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "hydra.run.dir=", "run_dir="))]
+    if not pipeline:
+        kept.append("resume=auto")
+    quoted = [f"'{o}'" if any(c in o for c in " ${}()[]'\"*?") else o for o in kept]
+    return " ".join(["python train.py", *quoted, f"hydra.run.dir={run_dir}"])
+
+
+def _check_unchanged(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+    """A resumed segment must run the config the run started with. Keys that differ and are
+    named in this segment's overrides are deliberate (returned, to be recorded); any other
+    difference (an override forgotten on the resume command) is an error naming the keys."""
+    from omegaconf import OmegaConf
+
+    from avatar.engine.pipeline import config_differences
+
+    before = previous_config(run_dir)
+    if before is None:
+        return {}
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed = [k for k in config_differences(before, now) if not k.startswith(BOOKKEEPING_KEYS)]
+    named = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    deliberate = {k: [_select(before, k), _select(now, k)] for k in changed if any(k == n or k.startswith(n + ".") for n in named)}
+    forgotten = [k for k in changed if k not in deliberate]
+    if forgotten:
+        shown = {k: [_select(before, k), _select(now, k)] for k in forgotten[:8]}
+        raise ValueError(
+            f"Resuming {run_dir} with a config that differs from the one it ran with: {shown} "
+            "([was, now]). Repeat the run's overrides (see its run_info.json or .hydra/overrides.yaml), "
+            "or give the new values explicitly on the command line to change them on purpose "
+            "(they are recorded in run_info.json), or start a new run directory."
+        )
+    if deliberate:
+        log.warning("Resuming with deliberate config changes (recorded in run_info.json): %s", deliberate)
+    return deliberate
+
+
+def _select(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node

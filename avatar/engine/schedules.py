@@ -7,6 +7,7 @@ Schedules are pure functions of the global step, so resuming a run restores them
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,15 +16,28 @@ def validate_weight(name: str, spec: Any) -> None:
     if isinstance(spec, bool):
         raise ValueError(f"`{name}` must be a number or [start_step, start_value, end_value, end_step], got {spec!r}")
     if isinstance(spec, (int, float)):
+        _check_value(name, spec, spec)
         return
     if isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 4:
-        start_step, _, _, end_step = spec
+        start_step, start_value, end_value, end_step = spec
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec) and end_step > start_step:
+            for value in (start_value, end_value):
+                _check_value(name, value, spec)
             return
     raise ValueError(
         f"`{name}` must be a number or [start_step, start_value, end_value, end_step] with "
         f"end_step > start_step, got {spec!r}"
     )
+
+
+def _check_value(name: str, value: float, spec: Any) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}={spec}`: a loss weight must be a finite number")
+    if value < 0:
+        raise ValueError(
+            f"`{name}={spec}`: a loss weight must be >= 0 (a negative weight maximises the term); "
+            f"to ablate the term set it to 0"
+        )
 
 
 def weight_at(spec: Any, step: int) -> float:

@@ -3,23 +3,34 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
+from avatar.engine.checkpoints import (
+    CHECKPOINT_DIR,
+    StepCheckpoint,
+    StepSeed,
+    StopOnSigint,
+    TrainClock,
+    checkpoint_step,
+    newest_checkpoint,
+    readable,
+)
 from avatar.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -46,17 +57,62 @@ def log_image(loggers, tag: str, image, step: int, wandb_images: bool = True) ->
             logger.log_image(key=tag, images=[image], step=step)
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> list[Logger]:
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger deletes ``metrics.csv`` when its folder exists; a resumed run must
+    keep what it logged before its checkpoint. This one keeps the rows logged before step
+    ``resume_step`` and appends (rows of a killed segment after its checkpoint are dropped: the
+    resumed run logs those steps again)."""
+
+    def __init__(self, *args, resume_step: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_step = resume_step
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._experiment = _ContinuingWriter(self.log_dir, self._resume_step)
+        return self._experiment
+
+
+class _ContinuingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, resume_step: int | None) -> None:
+        self._resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        if self._resume_step is None:  # a fresh run in a used folder: keep the old log aside
+            path.rename(path.with_name(f"metrics.replaced-{time.strftime('%Y%m%d-%H%M%S')}.csv"))
+            return
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            header = list(reader.fieldnames or [])
+            rows = [row for row in reader if row.get("step") not in (None, "") and float(row["step"]) < self._resume_step]
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = header
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str], resume_step: int | None = None,
+                  wandb_id: str | None = None) -> list[Logger]:
+    """The configured loggers; ``resume_step`` continues the logs of an interrupted run from its
+    checkpoint's step (CSV rows kept, TensorBoard purges later steps, W&B resumes ``wandb_id``)."""
     loggers: list[Logger] = []
     if cfg.logger.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        extra = {"purge_step": resume_step} if resume_step is not None else {}
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", **extra))
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        loggers.append(ResumableCSVLogger(save_dir=str(run_dir), name="csv", version="", resume_step=resume_step))
     wandb_cfg = cfg.logger.wandb
     if wandb_cfg.enabled:
         if wandb_cfg.mode not in ("online", "offline", "disabled"):
             raise ValueError(f"logger.wandb.mode must be online, offline or disabled, got {wandb_cfg.mode!r}")
         os.environ.setdefault("WANDB_DIR", str(run_dir))
+        resume = {"id": wandb_id, "resume": "allow"} if wandb_id else {}
         loggers.append(
             WandbLogger(
                 project=wandb_cfg.project,
@@ -70,6 +126,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> list[
                 save_dir=str(run_dir),
                 mode=wandb_cfg.mode,
                 config=OmegaConf.to_container(cfg, resolve=True),
+                **resume,
             )
         )
     return loggers
@@ -78,14 +135,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> list[
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra_callbacks=()) -> L.Trainer:
     t = cfg.trainer
     callbacks = [
-        ModelCheckpoint(
-            dirpath=str(run_dir / CHECKPOINT_DIR),
-            filename="step{step:06d}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=t.checkpoint_every_n_steps,
-            save_top_k=-1,
-            save_last=True,
-        ),
+        StepCheckpoint(run_dir / CHECKPOINT_DIR, t.checkpoint_every_n_steps),
+        StepSeed(cfg.seed),
+        TrainClock(),
+        StopOnSigint(),
         *extra_callbacks,
     ]
     if t.enable_progress_bar:
@@ -115,19 +168,37 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra_c
     )
 
 
-def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint to resume from, or None for a fresh run; a clear error if it is missing."""
-    if not cfg.resume:
+RESUME_HELP = (
+    "resume= takes: auto (the newest checkpoint in this run directory if there is one, else a "
+    "fresh start: what a requeued job wants), last (the newest checkpoint; an error without one), "
+    "or the path of a checkpoint file. Combine auto/last with hydra.run.dir=<the run's directory>."
+)
+
+
+def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path, int] | None:
+    """The checkpoint (and its step) to resume from, or None for a fresh run."""
+    request = str(cfg.resume or "").strip()
+    if not request:
         return None
-    if cfg.resume == "last":
-        path = run_dir / CHECKPOINT_DIR / "last.ckpt"
-        if not path.is_file():
+    folder = run_dir / CHECKPOINT_DIR
+    if request in ("auto", "last"):
+        found = newest_checkpoint(folder)
+        if found is None and request == "last" and not (run_dir / "run_info.json").is_file():
             raise FileNotFoundError(
-                f"resume=last but {path} does not exist. Point the run at the interrupted run's "
-                "directory: python train.py ... resume=last hydra.run.dir=<that run's directory>"
+                f"resume=last: {run_dir} holds no run. Point the command at the interrupted run's "
+                "directory: python train.py <its overrides> resume=last hydra.run.dir=<that run's directory>"
             )
-        return str(path)
-    path = Path(cfg.resume).expanduser()
+        if found is None and request == "last":
+            raise FileNotFoundError(
+                f"resume=last: {run_dir} has no complete checkpoint yet (in {folder}): the run stopped "
+                f"before its first one (every trainer.checkpoint_every_n_steps={cfg.trainer.checkpoint_every_n_steps} "
+                "steps). Start it again without resume=, or use resume=auto, which starts fresh when "
+                "there is nothing to resume."
+            )
+        return found
+    path = Path(request).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint file")
-    return str(path)
+        raise FileNotFoundError(f"resume={request}: no such checkpoint file. {RESUME_HELP}")
+    if not readable(path):
+        raise ValueError(f"resume={request} is not a complete checkpoint (truncated or another format). {RESUME_HELP}")
+    return path, checkpoint_step(path)

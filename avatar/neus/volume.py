@@ -301,7 +301,8 @@ class NeusVolumeRenderer(nn.Module):
     def forward(self, *args, **kwargs) -> dict:
         return self.render(*args, **kwargs)
 
-    def render(self, rays_o: Tensor, rays_d: Tensor, cos_anneal_ratio: float = 1.0, training: bool = True) -> dict:
+    def render(self, rays_o: Tensor, rays_d: Tensor, cos_anneal_ratio: float = 1.0, training: bool = True,
+               generator: torch.Generator | None = None) -> dict:
         """Render N rays (object space; ``rays_d`` unit length). ``training`` turns on the
         sampling jitter (when ``cfg.perturb``). Gradients reach the fields through every output
         whenever autograd is enabled.
@@ -350,7 +351,7 @@ class NeusVolumeRenderer(nn.Module):
             step = (torch.full_like(lo, 2.0 / cfg.n_samples) if spacing is None
                     else ((hi - lo) / n_samples).clamp_min(1e-6))
             res = self._render_group(rays_o[idx], rays_d[idx], lo, hi, n_samples, n_importance, steps,
-                                     step, perturb, cos_anneal_ratio)
+                                     step, perturb, cos_anneal_ratio, generator)
             for key in out:
                 out[key] = out[key].index_copy(0, idx, res[key].to(dtype))
             n_points += res["n_points"]
@@ -361,7 +362,7 @@ class NeusVolumeRenderer(nn.Module):
         return out
 
     def _render_group(self, rays_o, rays_d, lo, hi, n_samples, n_importance, steps, sample_dist,
-                      perturb, cos_anneal_ratio) -> dict:
+                      perturb, cos_anneal_ratio, generator=None) -> dict:
         """NeuS sampling + ``render_core`` for rays with the same number of bands K: ``lo``,
         ``hi`` (M, K) band bounds; ``n_samples`` uniform samples per band; ``sample_dist`` (M, K)
         the nominal spacing of each band (NeuS: ``2 / n_samples``), also the length given to a
@@ -370,7 +371,9 @@ class NeusVolumeRenderer(nn.Module):
         lin = torch.linspace(0.0, 1.0, n_samples, device=rays_o.device, dtype=rays_o.dtype)
         z = lo[:, :, None] + (hi - lo)[:, :, None] * lin
         if perturb:  # NeuS: one shift per ray of up to half the (nominal) spacing
-            shift = torch.rand(m, 1, 1, device=z.device, dtype=z.dtype) - 0.5
+            if generator is None:
+                raise ValueError("perturbed (training) renders need a generator: pass generator= (a resumed run must repeat its draws)")
+            shift = torch.rand(m, 1, 1, generator=generator, device=generator.device, dtype=z.dtype).to(z.device) - 0.5
             z = z + shift * sample_dist[:, :, None]
         z = z.reshape(m, k * n_samples)
         n_points = 0

@@ -33,6 +33,7 @@ from torch import Tensor
 from avatar.render.backgrounds import make_background
 from avatar.render.cameras import Cameras
 from avatar.utils.warp_setup import init_warp
+from avatar.utils.bounds import at_least
 
 _MIN_RAYS_PER_THREAD = 4096
 
@@ -64,8 +65,8 @@ class MeshRenderConfig:
     clamped, to keep gradients). ``default_color`` is the grey albedo of textureless renders.
     """
 
-    height: int = 224
-    width: int = 224
+    height: int = at_least(1, 224)
+    width: int = at_least(1, 224)
     ambient: float = 0.3
     diffuse: float = 0.7
     background: str = "white"

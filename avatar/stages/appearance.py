@@ -44,6 +44,7 @@ from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, make_backgrou
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
+from avatar.utils.bounds import at_least
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class AppearanceStageConfig:
     # distance (fast), "render" fits it to renders of the coarse body (the paper's way), "none"
     # starts from the geometric-init sphere (ablation).
     init: str = "mesh"
-    init_steps: int = 1000
+    init_steps: int = at_least(0, 1000)
     init_lr: float = 1e-3
     init_batch_points: int = 8192
     init_cache: bool = True  # reuse a mesh initialisation with identical inputs (project cache)
@@ -75,9 +76,9 @@ class AppearanceStageConfig:
     prompt_template: str = PAPER_TEMPLATE
     face_template: str = "the face of {}"
     back_template: str = "the back of {}"
-    max_ray_num: int = 12544  # rays per step (paper; small: 7000)
+    max_ray_num: int = at_least(1, 12544)  # rays per step (paper; small: 7000)
     max_resolution: int = 512
-    views_per_step: int = 1  # the paper renders one view per step
+    views_per_step: int = at_least(1, 1)  # the paper renders one view per step
     lr: float = 5e-4
     warmup_steps: int = 500
     # paper switches
@@ -99,11 +100,11 @@ class AppearanceStageConfig:
     lambda_guidance_geometry: Any = 1.0  # 1 - cos of the textureless render
 
     # Validation and export
-    val_size: int = 128
-    val_views: int = 4
-    export_resolution: int = 512  # marching cubes grid (paper: 512^3)
-    export_views: int = 8  # views of the visibility test for vertex colours
-    turntable_frames: int = 60
+    val_size: int = at_least(8, 128)
+    val_views: int = at_least(1, 4)
+    export_resolution: int = at_least(16, 512)  # marching cubes grid (paper: 512^3)
+    export_views: int = at_least(1, 8)  # views of the visibility test for vertex colours
+    turntable_frames: int = at_least(1, 60)
 
 
 def resolution_for_rays(max_rays: int, views: int, silhouette_fraction: float, max_resolution: int) -> int:
@@ -200,12 +201,25 @@ class AppearanceStage(StageModule):
         if self.guidance is None:
             self.guidance = build_guidance(self.cfg.guidance).to(self.device)
             self.freeze_component("guidance")
-        if not self.cfg.resume:
+        if self._trainer is None or self.trainer.ckpt_path is None:  # resumed runs restore the fields
             self.initialise_fields()
 
-    def on_train_start(self) -> None:
-        if self.global_step > 0:  # resumed: the proposal follows the restored field
-            self.refresh_proposal()
+    # The surface sampler's proposal is state: it is extracted from the field every
+    # ``proposal_refresh_every`` steps, so a resumed run needs the one the run was using, not one
+    # extracted from the field at the resume step.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        proposal = self.volume._proposal
+        if proposal is not None:
+            checkpoint["neus_proposal"] = {"vertices": proposal["vertices"].cpu(), "faces": proposal["faces"].cpu()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        proposal = checkpoint.get("neus_proposal")
+        if proposal is None:
+            raise ValueError(
+                "This appearance checkpoint has no NeuS sampling proposal (written before proposals were "
+                "checkpointed), so resuming it cannot repeat the interrupted run; start the stage again."
+            )
+        self.volume.set_proposal(proposal["vertices"].to(self.device), proposal["faces"].to(self.device))
 
     def initialise_fields(self) -> None:
         sc = self.stage_cfg
@@ -304,7 +318,7 @@ class AppearanceStage(StageModule):
         else:
             select = torch.ones(n, size, size, dtype=torch.bool, device=origins.device)
         rays = select.reshape(-1).nonzero()[:, 0]
-        out = self.volume.render(origins.reshape(-1, 3)[rays], dirs.reshape(-1, 3)[rays], training=self.training)
+        out = self.volume.render(origins.reshape(-1, 3)[rays], dirs.reshape(-1, 3)[rays], training=self.training, generator=g)
 
         def scatter(values: torch.Tensor, channels: int) -> torch.Tensor:
             image = values.new_zeros(n * size * size, channels).index_copy(0, rays, values.reshape(len(rays), channels))

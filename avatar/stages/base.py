@@ -93,26 +93,52 @@ class StageModule(L.LightningModule):
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def on_fit_start(self) -> None:
+        if all(is_always_zero(spec) for spec in self.loss_weights.values()):
+            raise ValueError(
+                f"Every loss weight of stage {self.stage_cfg.name!r} is 0 "
+                f"({', '.join(f'stage.lambda_{n}' for n in self.loss_weights)}): nothing would be optimised. "
+                "Give at least one term a weight > 0."
+            )
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         raw = self.compute_losses(batch)
         unknown = set(raw) - set(self.loss_weights)
         if unknown:
             raise KeyError(f"loss terms {sorted(unknown)} have no lambda_<name> in the stage config")
-        total = sum(self.weight(name) * value for name, value in raw.items())
-        bad = [name for name, value in raw.items() if not torch.isfinite(value).all()]
+        if not raw:
+            raise ValueError(
+                f"No loss term is active at step {self.global_step}: every scheduled lambda_ of stage "
+                f"{self.stage_cfg.name!r} is 0 here. Give at least one term a weight > 0 at every step."
+            )
+        weighted = {name: self.weight(name) * value for name, value in raw.items()}
+        total = sum(weighted.values())
+        bad = [name for name in raw if not (torch.isfinite(raw[name]).all() and torch.isfinite(weighted[name]).all())]
         if bad or not torch.isfinite(total):
             raise NonFiniteLossError(
-                f"Non-finite loss at step {self.global_step}: terms {bad or ['total']}. "
-                f"Nothing was lost: the last checkpoint is in {self.checkpoint_dir()} "
-                "(resume with resume=last). Lower the learning rate or the offending lambda_."
+                f"Non-finite loss at step {self.global_step}: terms {bad or sorted(raw)} "
+                f"(raw {[float(raw[n].detach().float().mean()) for n in (bad or sorted(raw))]}, weights "
+                f"{[self.weight(n) for n in (bad or sorted(raw))]}). {self._checkpoint_note()} "
+                "Lower the learning rate or the offending lambda_."
             )
         for name, value in raw.items():
             w = self.weight(name)
             self.log(f"train/loss_{name}", value.detach(), on_step=True)
             self.log(f"train/lambda_{name}", w, on_step=True)
-            self.log(f"train/weighted_{name}", w * value.detach(), on_step=True)
+            self.log(f"train/weighted_{name}", weighted[name].detach(), on_step=True)
+        for name in sorted(self.loss_weights.keys() - raw.keys()):  # ablated or off: its weight is 0
+            self.log(f"train/lambda_{name}", 0.0, on_step=True)
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
         return total
+
+    def _checkpoint_note(self) -> str:
+        from avatar.engine.checkpoints import newest_checkpoint
+
+        found = newest_checkpoint(self.checkpoint_dir())
+        if found is None:
+            return (f"No checkpoint was written before this step (the first comes at step "
+                    f"{self.cfg.trainer.checkpoint_every_n_steps}); nothing to resume.")
+        return f"The newest good checkpoint is {found[0]} (step {found[1]}): resume with resume=auto."
 
     # ---- data, randomness, output ---------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

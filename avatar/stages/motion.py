@@ -81,6 +81,7 @@ from avatar.render import MeshRenderConfig, MeshRenderer
 from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import load_candidates, save_motion
 from avatar.utils.io import atomic_write_text
+from avatar.utils.bounds import above, at_least
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,10 @@ class MotionStageConfig:
     # ``retrieval_top_k`` that pass closest to the candidates (joint positions) are scored by the
     # paper's loss (reconstruction + guidance - delta; smoothness is for optimised clips)
     retrieval_top_k: int = 16
-    num_candidates: int = 5  # top candidates used (fewer if the file holds fewer)
+    num_candidates: int = at_least(1, 5)  # top candidates used (fewer if the file holds fewer)
     rank_weights: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.6, 0.4, 0.2])
-    num_frames: int = 60  # frames decoded (the VAE's training clips are 60 frames)
-    fps: float = 30.0  # the VAE's training frame rate (train_motion_vae's stage.fps)
+    num_frames: int = at_least(2, 60)  # frames decoded (the VAE's training clips are 60 frames)
+    fps: float = above(0.0, 30.0)  # the VAE's training frame rate (train_motion_vae's stage.fps)
     # Frames a candidate is matched over: 1 = the paper (the single closest frame, which the
     # optimisation can satisfy with a one-frame spike); w > 1 = the closest run of w frames.
     match_window: int = 1

@@ -48,6 +48,7 @@ from avatar.stages.base import STAGES
 from avatar.utils.fingerprint import config_identity, tensor_fingerprint
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
+from avatar.utils.bounds import at_least
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class ShapeStageConfig:
     # direction: AvatarCLIP's cos(image - neutral image, text - neutral text);
     # similarity: plain cos(image, text).
     scoring: str = "direction"
-    top_k: int = 5  # entries logged and shown in shape.png
+    top_k: int = at_least(1, 5)  # entries logged and shown in shape.png
     # ---- codebook (entry 0 is always the neutral body) --------------------------------------
     codebook_size: int = 512
     codebook_seed: int = 0

@@ -25,6 +25,7 @@ from avatar.render import MeshRenderer, make_background, orbit_cameras, sample_v
 from avatar.engine.trainer import log_image
 from avatar.stages.base import STAGES
 from avatar.utils.io import atomic_write_text
+from avatar.utils.bounds import above, at_least
 
 
 @dataclass
@@ -34,8 +35,8 @@ class ShowcaseStageConfig:
     fixed_azimuths: list[float] = field(default_factory=lambda: [0.0, 45.0, 90.0, 180.0])
     random_views: int = 2  # extra columns drawn with the paper's view sampling (and backgrounds)
     full_body_distance: float = 1.9  # metres, for the fixed turntable views
-    turntable_frames: int = 96
-    fps: int = 24
+    turntable_frames: int = at_least(1, 96)
+    fps: int = above(0, 24)
     export_meshes: bool = True
 
 

@@ -150,7 +150,9 @@ def validate_config(cfg: DictConfig) -> None:
         plain[group] = None
     _merge_strict(OmegaConf.structured(Config), plain, prefix="")
     # Values: declared bounds (avatar.utils.bounds), loss weights, prompts.
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    # (``run_dir`` is left out: it names Hydra's output folder, unset when a test composes.)
+    resolved = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                for key in cfg if key != "run_dir"}
     for group, schemas in OPTION_SCHEMAS.items():
         check_bounds(schemas[resolved[group]["name"]], resolved[group], group)
     check_bounds(Config, {k: v for k, v in resolved.items() if k not in OPTION_SCHEMAS}, "")

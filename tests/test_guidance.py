@@ -217,7 +217,7 @@ def test_clip_missing_checkpoint_names_path_key_and_hint(tmp_path):
 def test_clip_unreadable_checkpoint_is_a_weights_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(GuidanceWeightsError, match="Could not load CLIP weights"):
+    with pytest.raises(GuidanceWeightsError, match="guidance.checkpoint=.*bad.pt. is not a PyTorch file"):
         build_guidance(ClipGuidanceConfig(checkpoint=str(bad)))
 
 

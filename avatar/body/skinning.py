@@ -165,11 +165,14 @@ class Rig:
         return path
 
     @staticmethod
-    def load(path: str | Path, device=None) -> "Rig":
-        with np.load(Path(path)) as data:
-            if "weights" not in data or int(data.get("format", 0)) != _RIG_FORMAT:
-                raise ValueError(f"{path} is not a rig file written by Rig.save (format {_RIG_FORMAT})")
-            t = {k: torch.from_numpy(data[k]).to(device) for k in data.files if k != "format"}
+    def load(path: str | Path, device=None, key: str = "stage.avatar_dir") -> "Rig":
+        from avatar.utils.files import load_npz
+
+        data = load_npz(path, key, "a rig file written by Rig.save (an appearance run's avatar_rig.npz)",
+                        "Rerun the appearance stage (python train.py stage=appearance ...).")  # fmt: skip
+        if "weights" not in data or int(data.get("format", 0)) != _RIG_FORMAT:
+            raise ValueError(f"{path} is not a rig file written by Rig.save (format {_RIG_FORMAT})")
+        t = {k: torch.from_numpy(data[k]).to(device) for k in data if k != "format"}
         return Rig(
             vertices=t["vertices"], faces=t["faces"].long(), weights=t["weights"],
             bind_pose=CanonicalPose(t["bind_rotations"], t["bind_transl"]),

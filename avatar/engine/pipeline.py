@@ -114,7 +114,7 @@ def run_pipeline(cfg: DictConfig, overrides: list[str]) -> dict:
     unknown = [s for s in cfg.pipeline.stages if s not in {"shape", "appearance", "pose", "motion", "animate"}]
     if unknown:
         raise ValueError(f"pipeline.stages has unknown stages {unknown}")
-    extra = set(cfg.pipeline.overrides) - set(cfg.pipeline.stages)
+    extra = {name for name, given in cfg.pipeline.overrides.items() if given} - set(cfg.pipeline.stages)
     if extra:
         raise ValueError(f"pipeline.overrides names stages that are not in pipeline.stages: {sorted(extra)}")
     run_dir = Path(cfg.run_dir)

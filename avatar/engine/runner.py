@@ -101,6 +101,9 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
             raise RunInterrupted(INTERRUPT_EXIT_CODE.get(signal, 143)) from err
         raise
     finally:
+        weights = loaded_weights(module)
+        if weights:
+            update_segment(run_dir, loaded_weights=weights)
         for logger in loggers:
             logger.finalize(status)
         if cfg.logger.wandb.enabled:
@@ -112,6 +115,17 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
     atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
     log.info("Run finished in %s: %s", run_dir, result)
     return result
+
+
+def loaded_weights(module: torch.nn.Module) -> dict[str, dict]:
+    """What weights files the stage really loaded (file, short hash, architecture), from every
+    component that records them (``loaded_weights``), keyed by the component's name."""
+    found = {}
+    for name, component in [("stage", module), *vars(module).items(), *module.named_modules()]:
+        record = getattr(component, "loaded_weights", None)
+        if isinstance(record, dict) and record:
+            found[name or "stage"] = record
+    return found
 
 
 def _recorded(run_dir: Path, overrides: list[str], body, pipeline: bool = False) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -20,6 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from avatar.registry import Registry
+from avatar.utils.files import InputFileError, short_hash
+
+log = logging.getLogger(__name__)
 
 GUIDANCE: Registry["Guidance"] = Registry("guidance backend", "guidance")
 
@@ -31,6 +36,16 @@ class GuidanceWeightsError(FileNotFoundError, RuntimeError):
 
     Both a FileNotFoundError and a RuntimeError, so callers catching either see it. The message
     names the file expected, the config key to set and where to get the weights.
+    """
+
+
+class GuidanceFileError(GuidanceWeightsError, InputFileError):
+    """A weights file exists but is not what the config says: truncated, empty, random bytes, a
+    file of another kind, or weights of another architecture than the configured model.
+
+    Both a :class:`GuidanceWeightsError` (what callers of a backend catch) and the project's
+    :class:`~avatar.utils.files.InputFileError`. The message names the file, the config key
+    and the likely cause, and never advises unsafe loading.
     """
 
 
@@ -61,6 +76,30 @@ class Guidance(torch.nn.Module, abc.ABC):
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: dict[str, torch.Tensor] = {}
+        # What really ran: set by the backend's builder (:meth:`record_weights`) once loaded.
+        self.loaded_weights: dict[str, Any] | None = None
+
+    def record_weights(
+        self, file: str | os.PathLike, architecture: str, sha256_12: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """Note (``self.loaded_weights``) and log, in one INFO line, the weights that really
+        loaded: the file, the first 12 hex digits of its SHA-256, the architecture that runs and
+        backend-specific facts (``extra``, e.g. ``quick_gelu``). A stage or the runner copies
+        ``loaded_weights`` into the run record."""
+        info: dict[str, Any] = {
+            "backend": type(self).__name__,
+            "file": str(file),
+            "sha256_12": sha256_12 or short_hash(file),
+            "architecture": architecture,
+            **extra,
+        }
+        self.loaded_weights = info
+        details = "".join(f", {k}={v}" for k, v in extra.items())
+        log.info(
+            "Guidance weights loaded: %s (sha256 %s), architecture %s%s",
+            info["file"], info["sha256_12"], architecture, details,
+        )
+        return info
 
     # -- backend hooks --------------------------------------------------------------------
     @abc.abstractmethod

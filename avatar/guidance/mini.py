@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from avatar.guidance.base import GUIDANCE, Guidance, GuidanceWeightsError, config_from, setting
+from avatar.guidance.base import (
+    GUIDANCE,
+    Guidance,
+    GuidanceFileError,
+    GuidanceWeightsError,
+    config_from,
+    setting,
+)
+from avatar.utils.files import InputFileError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MINI_CHECKPOINT = str(WEIGHTS_DIR / "mini.pt")
@@ -52,15 +60,32 @@ class MiniGuidance(Guidance):
 
 @GUIDANCE.register("mini")
 def build_mini_guidance(cfg: Any) -> Guidance:
-    from avatar.guidance.mini_model import MiniImageTextModel
+    from avatar.guidance.mini_model import MiniImageTextModel, read_checkpoint
 
     cfg = config_from(MiniGuidanceConfig, cfg)
     path = Path(cfg.checkpoint).expanduser()
+    key = setting("checkpoint")
     if not path.is_file():
         raise GuidanceWeightsError(
-            f"The offline guidance weights {str(path)!r} (config key `{setting('checkpoint')}`) do not "
+            f"The offline guidance weights {str(path)!r} (config key `{key}`) do not "
             "exist. Train them with `python train.py stage=train_guidance stage.publish=true`, or use "
-            f"CLIP with local weights: `{GUIDANCE.config_key}=clip {setting('checkpoint')}=/path/to/ViT-B-32.pt`."
+            f"CLIP with local weights: `{GUIDANCE.config_key}=clip {key}=/path/to/ViT-B-32.pt`."
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return MiniGuidance(MiniImageTextModel.from_checkpoint(payload), cfg.device)
+    try:
+        payload = read_checkpoint(path, key)
+        model = MiniImageTextModel.from_checkpoint(payload)
+    except InputFileError as err:
+        raise GuidanceFileError(str(err)) from err
+    except ValueError as err:  # the payload's parts do not fit together
+        raise GuidanceFileError(
+            f"`{key}={path}` is not a usable mini guidance checkpoint: {err}. It may come from another "
+            "version of this project, or be damaged."
+        ) from err
+    guidance = MiniGuidance(model, cfg.device)
+    m = model.cfg
+    guidance.record_weights(
+        path,
+        f"mini (embed {m.embed_dim}, image {m.image_size} px, channels {list(m.image_channels)}, "
+        f"MiniLM top {m.text_trainable_layers} layers tuned)",
+    )
+    return guidance

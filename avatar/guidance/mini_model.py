@@ -15,7 +15,7 @@ the image tower); the frozen MiniLM layers come from the pip package when loadin
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -120,29 +120,85 @@ class MiniImageTextModel(nn.Module):
 
     @staticmethod
     def from_checkpoint(payload: dict) -> "MiniImageTextModel":
+        """The model of a checkpoint payload (:func:`read_checkpoint` checks a file's payload
+        first). Raises ValueError naming what does not fit."""
         cfg = dict(payload["config"])
-        cfg["image_channels"] = tuple(cfg["image_channels"])
+        known = {f.name for f in fields(MiniModelConfig)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(
+                f"mini guidance checkpoint's config has unknown entries {unknown} (known: {sorted(known)}): "
+                "it was written by another version of this project"
+            )
+        if "image_channels" in cfg:
+            cfg["image_channels"] = tuple(cfg["image_channels"])
         model = MiniImageTextModel(MiniModelConfig(**cfg))
         missing = set(model.trained_state_dict()) - set(payload["state_dict"])
         if missing:
             raise ValueError(f"mini guidance checkpoint lacks {sorted(missing)[:5]}...")
-        unexpected = set(payload["state_dict"]) - set(model.state_dict())
+        expected = model.state_dict()
+        unexpected = set(payload["state_dict"]) - set(expected)
         if unexpected:
             raise ValueError(f"mini guidance checkpoint has unknown entries {sorted(unexpected)[:5]}...")
+        wrong = [f"{k} {tuple(v.shape)} (its config makes {tuple(expected[k].shape)})"
+                 for k, v in payload["state_dict"].items() if v.shape != expected[k].shape]  # fmt: skip
+        if wrong:
+            raise ValueError(f"mini guidance checkpoint's tensors do not fit its own config: {wrong[:3]}")
         model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()}, strict=False)
         return model
 
 
+MINI_WHAT = "a mini guidance checkpoint (a dict of 'config', 'state_dict' and 'meta', as the train_guidance stage writes)"
+MINI_HINT = (
+    "The shipped one is avatar/guidance/weights/mini.pt; "
+    "`python train.py stage=train_guidance stage.publish=true` trains a new one."
+)
+
+
 def read_checkpoint(path: str | os.PathLike, source: str) -> dict:
     """The payload of a mini checkpoint file (config, state_dict, meta); ``source`` names where the
-    path came from (a config key or a command-line flag) in the errors."""
+    path came from (a config key or a command-line flag) in the errors.
+
+    A truncated, empty, random or foreign file (a Lightning training checkpoint, CLIP weights)
+    raises :class:`~avatar.utils.files.InputFileError` naming the file, ``source`` and the likely
+    cause; a missing one raises FileNotFoundError."""
+    from avatar.utils.files import InputFileError, describe, is_torchscript_archive, load_torch_weights
+
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not file.exists():
         raise FileNotFoundError(f"{source}={str(path)!r} does not exist: give a mini checkpoint, e.g. avatar/guidance/weights/mini.pt")
-    payload = torch.load(file, map_location="cpu", weights_only=True)
-    if not {"config", "state_dict"} <= set(payload):
-        raise ValueError(f"{source}={str(path)!r} is not a mini guidance checkpoint (needs 'config' and 'state_dict')")
+    if file.is_file() and is_torchscript_archive(file):
+        raise InputFileError(
+            f"{describe(path, source)} is a TorchScript archive (the format of OpenAI's CLIP release), not "
+            f"{MINI_WHAT}. For CLIP weights use `guidance=clip guidance.checkpoint={path}`. {MINI_HINT}"
+        )
+    payload = load_torch_weights(file, source, MINI_WHAT, MINI_HINT)
+    problem = _not_a_mini_payload(payload)
+    if problem:
+        what_it_is, advice = problem
+        raise InputFileError(f"{describe(path, source)} is {what_it_is}, not {MINI_WHAT}. {advice}{MINI_HINT}")
     return payload
+
+
+def _not_a_mini_payload(payload) -> tuple[str, str] | None:
+    """(what ``payload`` is instead of a mini checkpoint's, advice), or None when it is one."""
+    from avatar.utils.files import describe_training_checkpoint
+
+    if not isinstance(payload, dict):
+        return f"a {type(payload).__name__}", ""
+    if isinstance(payload.get("config"), dict) and isinstance(payload.get("state_dict"), dict):
+        state = payload["state_dict"]
+        if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            return None
+        return "a dict whose 'state_dict' is empty or holds things other than tensors", ""
+    training = describe_training_checkpoint(payload)
+    if training:
+        return training, "The train_guidance stage writes its mini weights as mini.pt in its run directory: give that file. "
+    keys = [str(k) for k in payload][:6]
+    if any(k in payload for k in ("text_projection", "visual.proj", "visual.conv1.weight", "token_embedding.weight")):
+        return (f"a CLIP state dict (keys {keys}...)",
+                "CLIP weights go to `guidance=clip guidance.checkpoint=...` or `guidance=open_clip guidance.pretrained=...`. ")  # fmt: skip
+    return f"a dict with keys {keys} (no 'config' and 'state_dict')", ""
 
 
 def interpolate_checkpoints(base: dict, finetuned: dict, alpha_text: float, alpha_image: float, meta: dict | None = None) -> dict:

@@ -18,6 +18,7 @@ import torch
 from avatar.body.skeleton import NUM_JOINTS
 from avatar.mocap.retarget import CanonicalMotion, motion_arrays, resample
 from avatar.mocap.types import MocapFormatError
+from avatar.utils.files import InputFileError, load_npz
 from avatar.utils.io import atomic_path
 
 # Pelvis of SMPL's neutral template (metres, to about a centimetre; SMPL rotates about it).
@@ -29,16 +30,22 @@ AMASS_NUM_BETAS = 16
 GENDERS = ("neutral", "male", "female")
 
 
-def read_amass_npz(path: str | Path, fps: float | None = 30.0) -> CanonicalMotion:
+def read_amass_npz(path: str | Path, fps: float | None = 30.0, key: str = "stage.mocap_root") -> CanonicalMotion:
+    """An AMASS/SMPL ``.npz`` as a canonical motion (resampled to ``fps``; None keeps its rate).
+    Errors are :class:`MocapFormatError` naming the file and ``key``, the config key that led to it."""
     path = Path(path)
+    what = "an AMASS/SMPL motion (.npz with 'poses', 'trans' and 'mocap_framerate')"
     try:
-        data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
-    except (OSError, ValueError) as err:
-        raise MocapFormatError(f"{path}: not a readable .npz file ({err})") from err
+        data = load_npz(path, key, what, only=("poses", "trans", "mocap_framerate", "mocap_frame_rate"))
+    except (InputFileError, FileNotFoundError) as err:
+        raise MocapFormatError(str(err)) from err.__cause__
+    keys = set(data)
     missing = {"poses", "trans"} - keys
     if missing:
-        raise MocapFormatError(f"{path}: an AMASS file needs 'poses' and 'trans'; missing {sorted(missing)}")
+        raise MocapFormatError(
+            f"{path} (`{key}`) is not an AMASS motion: an AMASS file needs 'poses' and 'trans'; "
+            f"missing {sorted(missing)}"
+        )
     poses, trans = np.asarray(data["poses"], dtype=np.float64), np.asarray(data["trans"], dtype=np.float64)
     if poses.ndim != 2 or poses.shape[1] < NUM_JOINTS * 3 or poses.shape[1] % 3:
         raise MocapFormatError(f"{path}: 'poses' must be (T, 3*J) axis-angle with J >= 22, got {poses.shape}")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from avatar.body.skeleton import CanonicalPose, forward_kinematics, mirror
 from avatar.mocap.retarget import CanonicalMotion, retarget
 from avatar.mocap.types import MocapFormatError
+from avatar.utils.files import InputFileError, load_npz
 from avatar.utils.io import atomic_path
 from avatar.utils.paths import PROJECT_ROOT, cache_dir
 
@@ -117,7 +118,10 @@ def load_corpus(root: str | Path | None = None, fps: float = 30.0, use_cache: bo
         )
     cache_file = cache_dir("datasets") / f"canonical_{root.name}_{_fingerprint(root, fps)}.npz"
     if use_cache and cache_file.exists():
-        return _read_cache(cache_file)
+        try:
+            return _read_cache(cache_file)
+        except (InputFileError, KeyError, ValueError) as err:  # a damaged cache is rebuilt, never fatal
+            log.warning("Mocap corpus cache %s is unreadable (%s); rebuilding it", cache_file, err)
 
     motions, problems = [], []
     for clip in tqdm(iter_folder(root, problems=problems), desc=f"retargeting {root.name}"):
@@ -159,7 +163,8 @@ def _write_cache(path: Path, corpus: MotionCorpus) -> None:
 
 
 def _read_cache(path: Path) -> MotionCorpus:
-    data = np.load(path)
+    data = load_npz(path, "cache", "a retargeted mocap corpus cache",
+                    keys=("rotations", "transl", "clip_starts", "clip_lengths", "meta"))  # fmt: skip
     meta = json.loads(str(data["meta"]))
     return MotionCorpus(
         rotations=torch.from_numpy(data["rotations"]),

@@ -16,6 +16,7 @@ frames. Rotations are stored as float16 (half the file; errors below 0.001 rad).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,10 @@ import torch
 from avatar.body.skeleton import CanonicalPose, mirror
 from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import body_joints
+from avatar.utils.files import InputFileError, file_identity, load_npz
 from avatar.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MOTION_CODEBOOK = WEIGHTS_DIR / "motion_codebook.npz"
 
@@ -61,24 +65,28 @@ class MotionCodebook:
 
 
 def read_motion_codebook(path: str | Path | None = None, key: str = "prior.motion_codebook") -> MotionCodebook:
-    path = Path(path) if path else DEFAULT_MOTION_CODEBOOK
+    path = Path(path).expanduser() if path else DEFAULT_MOTION_CODEBOOK
+    how = (
+        "Build it with `python train.py stage=build_motion_codebook stage.publish=true` (from ../shared/mocap "
+        f"or `stage.mocap_root=<your CMU/AMASS folder>`), or leave `{key}` empty for the shipped one."
+    )
     if not path.is_file():
-        raise FileNotFoundError(
-            f"Motion codebook {path} ({key}) not found. Build it with `python train.py stage=build_motion_codebook "
-            "stage.publish=true` (from ../shared/mocap or `stage.mocap_root=<your CMU/AMASS folder>`)."
-        )
+        raise FileNotFoundError(f"Motion codebook {path} ({key}) not found. {how}")
+    what = "a motion codebook (.npz of stage=build_motion_codebook)"
+    data = load_npz(path, key, what, how, keys=("rotations", "fps", "cluster_sizes", "sources", "meta"))
     try:
-        data = np.load(path)
         rotations = torch.from_numpy(data["rotations"].astype(np.float32))
-        descriptions = [str(d) for d in data["descriptions"]] if "descriptions" in data.files else []
+        descriptions = [str(d) for d in data["descriptions"]] if "descriptions" in data else []
         book = MotionCodebook(rotations, float(data["fps"]), data["cluster_sizes"], [str(s) for s in data["sources"]],
                               json.loads(str(data["meta"])), descriptions)  # fmt: skip
-    except (KeyError, ValueError, OSError) as err:
-        raise ValueError(f"{path} ({key}) is not a motion codebook: {err}. Rebuild it with `python train.py stage=build_motion_codebook`") from err
+    except (KeyError, ValueError, TypeError) as err:
+        raise InputFileError(f"`{key}={path}` is not {what}: {err}. {how}") from err
     if rotations.ndim != 4 or rotations.shape[2:] != (22, 3) or len(book.sources) != len(rotations):
         raise ValueError(f"{path} ({key}) holds rotations of shape {tuple(rotations.shape)}, expected (K, T, 22, 3)")
     if book.descriptions and len(book.descriptions) != len(book):
         raise ValueError(f"{path} ({key}) holds {len(book.descriptions)} descriptions for {len(book)} clips: rebuild it")
+    log.info("Motion codebook: %d clips of %d frames at %g fps loaded from %s (%s)",
+             len(book), book.num_frames, book.fps, file_identity(path), key)  # fmt: skip
     return book
 
 

@@ -36,6 +36,7 @@ released layout.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ from torch import nn
 
 from avatar.body.skeleton import NUM_JOINTS
 from avatar.priors.vposer import extract_state_dict, load_state_dict_strict, read_torch_file
+from avatar.utils.files import file_identity
+
+log = logging.getLogger(__name__)
 
 NUM_FEATURE_JOINTS = 55  # SMPL-X's joints: AvatarCLIP's per-frame layout
 ROT6D = 6
@@ -61,6 +65,7 @@ MOTION_VAE_HELP = (
     "`prior.motion_vae_path` at it. "
     "Example: python train.py prior.motion_vae_path=/data/motion_vae.pth"
 )
+MOTION_VAE_WHAT = "AvatarCLIP's motion VAE weights (motion_vae.pth: {'state_dict': encoder.*, decoder.*})"
 
 
 @dataclass
@@ -264,7 +269,7 @@ def load_avatarclip_motion_vae(
             f"or are not a file. {MOTION_VAE_HELP}"
         )
     key = MOTION_VAE_CONFIG_KEY
-    state = extract_state_dict(read_torch_file(file, key), file, key)
+    state = extract_state_dict(read_torch_file(file, key, MOTION_VAE_WHAT, MOTION_VAE_HELP), file, key)
     skipped = [k for k in state if not k.startswith(("encoder.", "decoder."))]
     if skipped:
         warnings.warn(
@@ -272,7 +277,12 @@ def load_avatarclip_motion_vae(
         )
     state = {k: v for k, v in state.items() if k not in skipped}
     model = MotionVAE(config)
-    for key in ("encoder.pos_encoder.pe", "decoder.pos_encoder.pe"):
-        state.setdefault(key, getattr(model, key.split(".")[0]).pos_encoder.pe)
+    for table in ("encoder.pos_encoder.pe", "decoder.pos_encoder.pe"):
+        state.setdefault(table, getattr(model, table.split(".")[0]).pos_encoder.pe)
     load_state_dict_strict(model, state, file, key)
+    c = model.config
+    log.info(
+        "Motion prior: AvatarCLIP motion VAE (d=%d, %d layers, %d frames x %d joints) loaded from %s (%s)",
+        c.latent_dim, c.num_layers, c.num_frames, c.num_joints, file_identity(file), key,
+    )
     return model.eval().requires_grad_(False)

@@ -49,6 +49,7 @@ from avatar.priors.motion_vae import (
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.utils.io import atomic_path, atomic_write_text, publish_file
+from avatar.utils.bounds import above
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PriorDataConfig:
     mocap_root: str = ""  # empty: ../shared/mocap
-    fps: float = 30.0
+    fps: float = above(0.0, 30.0)
     holdout_fraction: float = 0.1  # whole subjects held out for evaluation, ~this share of frames
     num_workers: int = 0
     publish: bool = False  # copy the trained weights into avatar/priors/weights/

@@ -24,9 +24,11 @@ The input is SMPL's 21 body joints (1..21: hips to wrists, no root, no hands) as
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import types
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from avatar.body.skeleton import NUM_JOINTS, UPRIGHT
+from avatar.utils.files import InputFileError, check_file, file_identity, load_torch_file, starts_like_pickle
+
+log = logging.getLogger(__name__)
 
 NUM_BODY_JOINTS = 21  # SMPL joints 1..21: VPoser models the body without root and hands
 
@@ -45,9 +50,14 @@ VPOSER_CONFIG_KEY = "prior.vposer_path"
 VPOSER_HELP = (
     "VPoser is licensed and not shipped: register at https://smpl-x.is.tue.mpg.de, download "
     "'VPoser v2.0' from its Download page, unpack it and point `prior.vposer_path` at the "
-    "V02_05 folder (holding snapshots/*.ckpt), at one of its .ckpt files, or at a VPoser state "
-    "dict saved with torch.save. Example: python train.py prior.vposer_path=/data/V02_05"
+    "V02_05 folder (holding snapshots/*.ckpt; the highest epoch is used), at one of its .ckpt "
+    "files, or at a VPoser state dict saved with torch.save. "
+    "Example: `python train.py prior.vposer_path=/data/V02_05`. The .ckpt names hold '=', which "
+    "Hydra's command line reads as an assignment: give the folder, or quote the file name for "
+    "Hydra inside quotes for the shell: "
+    "`python train.py 'prior.vposer_path=\"/data/V02_05/snapshots/V02_05_epoch=13_val_loss=0.03.ckpt\"'`"
 )
+VPOSER_WHAT = "a VPoser v2 checkpoint (a V02_05 snapshots/*.ckpt or a VPoser state dict)"
 
 
 class PriorWeightsError(RuntimeError):
@@ -55,6 +65,11 @@ class PriorWeightsError(RuntimeError):
 
     The message names the file, the config key that points at it, and the offending keys.
     """
+
+
+class PriorFileError(PriorWeightsError, InputFileError):
+    """A prior's file is empty, truncated, random bytes or of another format (both a
+    :class:`PriorWeightsError` and the project-wide :class:`InputFileError`)."""
 
 
 # ---- Reading released checkpoints (shared with the other priors) ---------------------------
@@ -84,7 +99,7 @@ _tolerant_pickle.Unpickler = _TolerantUnpickler  # type: ignore[attr-defined]
 _tolerant_pickle.load = pickle.load  # type: ignore[attr-defined]
 
 
-def read_torch_file(path: Path, config_key: str) -> Any:
+def read_torch_file(path: Path, config_key: str, what: str = "", hint: str = "") -> Any:
     """``torch.load`` a released checkpoint onto the CPU.
 
     Tensors-only files load with ``weights_only=True``. Training checkpoints also pickle
@@ -92,19 +107,32 @@ def read_torch_file(path: Path, config_key: str) -> Any:
     file is unpickled in full, with classes from uninstalled packages replaced by inert stubs,
     so a user holding the file needs neither Lightning nor the original repository. Only point
     the config at files from the sources named in the error messages: full unpickling runs
-    code from the file.
+    code from the file. A file that is empty, truncated, random bytes or of another format
+    never reaches full unpickling: it fails naming the file, ``config_key`` and the likely cause.
     """
+    what = what or "a PyTorch checkpoint"
+    file = Path(path).expanduser()
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # not tensors-only: unpickle in full
-            return torch.load(
-                path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle
-            )
+        check_file(file, config_key, what, hint)
+        return load_torch_file(file, config_key, what, hint)
+    except InputFileError as err:
+        cause = err.__cause__
+        # Only a real pickle (legacy format) or a torch zip archive goes on to full unpickling.
+        if not (isinstance(cause, pickle.UnpicklingError) and (starts_like_pickle(file) or zipfile.is_zipfile(file))):
+            raise PriorFileError(str(err)) from (cause or err)
+    try:  # a real pickle that is not tensors-only: a training checkpoint, unpickled in full
+        return torch.load(file, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
     except Exception as err:
-        raise PriorWeightsError(
-            f"Could not read {str(path)!r} (config key `{config_key}`) as a PyTorch file: {err}"
+        raise PriorFileError(
+            f"`{config_key}={path}` could not be read as {what} ({type(err).__name__}: "
+            f"{_first_line(err)}): it is truncated (an interrupted download or copy) or not a "
+            f"checkpoint of the expected kind. {hint}".strip()
         ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if "weights_only" not in line]
+    return lines[0][:200] if lines else type(err).__name__
 
 
 def extract_state_dict(obj: Any, path: Path, config_key: str) -> dict[str, torch.Tensor]:
@@ -315,7 +343,9 @@ def load_vposer_checkpoint(path: str | Path) -> VPoser:
     other entries are ignored), or a plain VPoser state dict. Sizes are read from the weights.
     """
     file = resolve_vposer_checkpoint(path)
-    state = extract_state_dict(read_torch_file(file, VPOSER_CONFIG_KEY), file, VPOSER_CONFIG_KEY)
+    state = extract_state_dict(
+        read_torch_file(file, VPOSER_CONFIG_KEY, VPOSER_WHAT, VPOSER_HELP), file, VPOSER_CONFIG_KEY
+    )
     prefix = "vp_model."
     if any(k.startswith(prefix) for k in state):
         state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
@@ -327,4 +357,8 @@ def load_vposer_checkpoint(path: str | Path) -> VPoser:
         )
     model = VPoser(config)
     load_state_dict_strict(model, state, file, VPOSER_CONFIG_KEY)
+    log.info(
+        "Pose prior: VPoser v2 (latent %d, %d neurons) loaded from %s (%s)",
+        config.latent_dim, config.num_neurons, file_identity(file), VPOSER_CONFIG_KEY,
+    )
     return model.eval().requires_grad_(False)

@@ -43,6 +43,7 @@ from avatar.render import MeshRenderConfig, MeshRenderer
 from avatar.stages.base import STAGES
 from avatar.stages.motion_files import MOTION_FILE, load_motion
 from avatar.utils.io import atomic_write_text
+from avatar.utils.bounds import at_least
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,13 @@ class AnimateStageConfig:
     avatar_dir: str = ""
     # The motion: a motion stage's run directory or motion.npz, a .bvh file, or an AMASS .npz.
     motion: str = ""
-    fps: float = 0.0  # playback / export rate; 0 = the motion's own
+    fps: float = at_least(0.0, 0.0)  # playback / export rate; 0 = the motion's own
     ground: bool = True  # shift the clip so the avatar's lowest point over the clip is at z = 0
     # Root travel: "feet" moves the pelvis so the stance foot stays planted (a generated walk,
     # decoded in place, then travels); "keep" uses the motion's own translation; "auto" is
     # "feet" for clips whose pelvis never moves horizontally (the motion stage's) and "keep" otherwise.
     travel: str = "auto"
-    video_size: int = 256
+    video_size: int = at_least(16, 256)
     camera_distance: float = 3.2
     camera_elevation_deg: float = 10.0
     camera_azimuth_deg: float = 30.0  # animation.mp4's view (0 = the avatar's front)
@@ -87,11 +88,12 @@ def read_any_motion(path: str | Path, key: str = "stage.motion") -> CanonicalMot
     if p.suffix.lower() == ".bvh":
         return retarget(read_bvh(p), fps=None)  # the clip at its own rate
     if p.suffix.lower() == ".npz":
-        with np.load(p) as data:
-            keys = set(data.files)
+        from avatar.utils.files import load_npz
+
+        keys = set(load_npz(p, key, "a motion clip (a motion stage's motion.npz or an AMASS/SMPL .npz)"))
         if "rotations" in keys:
             return load_motion(p, key)[0]
-        return read_amass_npz(p, fps=None)
+        return read_amass_npz(p, fps=None, key=key)
     raise ValueError(f"`{key}`={str(p)!r}: unknown motion format (expected a run directory, .npz or .bvh)")
 
 

@@ -22,6 +22,7 @@ import torch
 
 from avatar.body.skeleton import NUM_JOINTS, CanonicalPose
 from avatar.mocap.retarget import CanonicalMotion
+from avatar.utils.files import load_npz
 from avatar.utils.io import atomic_path
 
 POSES_FILE = "poses.npz"
@@ -67,14 +68,16 @@ def _require(path: Path, what: str, stage: str, key: str) -> Path:
 def load_candidates(path: str | Path, key: str = "stage.pose_dir") -> CandidatePoses:
     """Candidate poses from a pose-stage run directory or its ``poses.npz``."""
     path = _require(Path(path).expanduser(), POSES_FILE, "pose", key)
-    with np.load(path) as data:
-        rotations = torch.from_numpy(data["rotations"]).float()
-        if rotations.ndim != 3 or rotations.shape[1:] != (NUM_JOINTS, 3) or len(rotations) == 0:
-            raise ValueError(f"{path}: rotations must be (K >= 1, {NUM_JOINTS}, 3), got {tuple(rotations.shape)}")
-        return CandidatePoses(
-            rotations=rotations, scores=torch.from_numpy(data["scores"]).float(),
-            source=[str(s) for s in data["source"]], prompt=str(data["prompt"]), prompt_text=str(data["prompt_text"]),
-        )  # fmt: skip
+    what = f"a pose stage's {POSES_FILE}"
+    hint = f"Rerun `python train.py stage=pose ...`, or point `{key}` at another pose run."
+    data = load_npz(path, key, what, hint, keys=("rotations", "scores", "source", "prompt", "prompt_text"))
+    rotations = torch.from_numpy(data["rotations"]).float()
+    if rotations.ndim != 3 or rotations.shape[1:] != (NUM_JOINTS, 3) or len(rotations) == 0:
+        raise ValueError(f"`{key}={path}`: rotations must be (K >= 1, {NUM_JOINTS}, 3), got {tuple(rotations.shape)}")
+    return CandidatePoses(
+        rotations=rotations, scores=torch.from_numpy(data["scores"]).float(),
+        source=[str(s) for s in data["source"]], prompt=str(data["prompt"]), prompt_text=str(data["prompt_text"]),
+    )  # fmt: skip
 
 
 def save_motion(path: str | Path, motion: CanonicalMotion, prompt: str = "", generator: str = "") -> Path:
@@ -92,10 +95,12 @@ def load_motion(path: str | Path, key: str = "stage.motion_dir") -> tuple[Canoni
     """A motion clip from a motion-stage run directory or its ``motion.npz``; also returns
     ``{"prompt", "generator"}``."""
     path = _require(Path(path).expanduser(), MOTION_FILE, "motion", key)
-    with np.load(path) as data:
-        rotations = torch.from_numpy(data["rotations"]).float()
-        transl = torch.from_numpy(data["transl"]).float()
-        if rotations.ndim != 3 or rotations.shape[1:] != (NUM_JOINTS, 3) or transl.shape != (len(rotations), 3):
-            raise ValueError(f"{path}: expected rotations (T, {NUM_JOINTS}, 3) and transl (T, 3)")
-        motion = CanonicalMotion(rotations, transl, float(data["fps"]), source=str(path))
-        return motion, {"prompt": str(data["prompt"]), "generator": str(data["generator"])}
+    what = f"a motion stage's {MOTION_FILE}"
+    hint = f"Rerun `python train.py stage=motion ...`, or point `{key}` at another motion run."
+    data = load_npz(path, key, what, hint, keys=("rotations", "transl", "fps", "prompt", "generator"))
+    rotations = torch.from_numpy(data["rotations"]).float()
+    transl = torch.from_numpy(data["transl"]).float()
+    if rotations.ndim != 3 or rotations.shape[1:] != (NUM_JOINTS, 3) or transl.shape != (len(rotations), 3):
+        raise ValueError(f"`{key}={path}`: expected rotations (T, {NUM_JOINTS}, 3) and transl (T, 3)")
+    motion = CanonicalMotion(rotations, transl, float(data["fps"]), source=str(path))
+    return motion, {"prompt": str(data["prompt"]), "generator": str(data["generator"])}

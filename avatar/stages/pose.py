@@ -56,6 +56,7 @@ from avatar.stages.motion_files import POSES_FILE, CandidatePoses
 from avatar.utils.fingerprint import config_identity, file_fingerprint, tensor_fingerprint
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
+from avatar.utils.bounds import at_least
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,9 @@ class PoseStageConfig:
     elevation_deg: float = 0.0
     fov_deg: float = 60.0
     fit_margin: float = 1.15  # camera distance / distance at which the posed body fills the view
-    top_k: int = 40  # AvatarCLIP's topk
+    top_k: int = at_least(1, 40)  # AvatarCLIP's topk
     dedupe_threshold: float = 0.07  # mean |axis-angle difference| (rad) under which poses are duplicates
-    num_candidates: int = 5  # poses handed to the motion stage
+    num_candidates: int = at_least(1, 5)  # poses handed to the motion stage
     # > 0: the top_k are reordered by cosine + prior_weight * log(cluster size) before
     # deduplication. Each codebook entry stands for a cluster of captured poses, so among poses
     # the guidance model scores alike the common one wins. 0 = the paper's cosine order; 0.01
@@ -96,7 +97,7 @@ class PoseStageConfig:
     # ---- direct / latent optimisation ------------------------------------------------------------
     lr: float = 0.01
     warmup_steps: int = 10
-    views_per_step: int = 2  # random azimuths within [min(azimuths), max(azimuths)] per step
+    views_per_step: int = at_least(1, 2)  # random azimuths within [min(azimuths), max(azimuths)] per step
     init_noise_deg: float = 10.0  # direct: seeded noise on the rest pose, one draw per candidate
     init_latent_std: float = 0.5  # latent: seeded N(0, std^2) starts
     silhouette: bool = True  # gradients that move the outline (see avatar.render.silhouette)
@@ -234,10 +235,10 @@ class PoseStage(StageModule):
 
     # ---- the codebook and its cache ----------------------------------------------------------------
     def cache_key(self) -> dict:
-        from avatar.priors.codebook import DEFAULT_CODEBOOK
+        from avatar.priors.loading import codebook_files
 
         sc, cfg = self.stage_cfg, self.cfg
-        codebook_file = Path(cfg.prior.codebook).expanduser() if cfg.prior.codebook else DEFAULT_CODEBOOK
+        files = [file_fingerprint(f) if f.is_file() else str(f) for f in codebook_files(cfg.prior)]
         render = config_identity(cfg.render)
         render.pop("bvh_update", None)
         plain = OmegaConf.to_container(sc, resolve=True) if isinstance(sc, DictConfig) else dict(sc)
@@ -246,7 +247,7 @@ class PoseStage(StageModule):
             "guidance": config_identity(cfg.guidance),
             "body": config_identity(cfg.body),
             "mesh": tensor_fingerprint(self.body.faces, self.body().vertices),
-            "codebook": file_fingerprint(codebook_file) if codebook_file.is_file() else str(codebook_file),
+            "codebook": files[0] if len(files) == 1 else files,
             "views": {k: plain[k] for k in ("azimuths", "elevation_deg", "fov_deg", "fit_margin")},
             "render": render,
         }
@@ -258,12 +259,17 @@ class PoseStage(StageModule):
 
     def codebook(self, guidance) -> EmbeddedCodebook:
         """The codebook's poses with their cached (or freshly rendered) embeddings."""
-        from avatar.priors.loading import load_codebook
+        from avatar.priors.codebook import usable_embeddings
+        from avatar.priors.loading import codebook_files, load_codebook
 
         codebook = load_codebook(self.cfg.prior)
         rotations = codebook.rotations.float()
         sources = [f"codebook {i}: {s}" for i, s in enumerate(codebook.sources)]
         sizes = torch.as_tensor(codebook.cluster_sizes, dtype=torch.float32)
+        own = usable_embeddings(codebook, guidance)  # AvatarCLIP's codebook with its own CLIP: no renders
+        if own is not None:
+            log.info("Pose codebook: using the %s embeddings stored in the codebook (no renders)", codebook.embedding_model)
+            return EmbeddedCodebook(rotations, sources, sizes, own, True, codebook_files(self.cfg.prior)[0])
         key = self.cache_key()
         path = self.cache_path(key)
         if path.is_file():
@@ -331,6 +337,7 @@ class PoseStage(StageModule):
         return torch.cat([root, body], dim=1)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         from avatar.guidance import build_guidance
 
         self.guidance = build_guidance(self.cfg.guidance).to(self.device)

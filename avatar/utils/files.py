@@ -161,14 +161,6 @@ def _first_line(err: BaseException) -> str:
 
 
 # -- additions for the guidance backends (issue 23) -------------------------------------------
-def check_file(path: str | os.PathLike, config_key: str, what: str, hint: str = "") -> Path:
-    """``path`` as a Path after the checks every reader makes first: it exists, is a file, and
-    is not empty. Raises ``FileNotFoundError`` or :class:`InputFileError`."""
-    file = Path(path).expanduser()
-    _check_present(file, config_key, what, hint)
-    return file
-
-
 def is_torchscript_archive(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a TorchScript archive (``torch.jit.save``; OpenAI's CLIP release
     format): a zip holding ``constants.pkl``, the marker ``torch.load`` itself checks for. A
@@ -217,9 +209,8 @@ def load_torch_weights(path: str | os.PathLike, config_key: str, what: str, hint
     failed download, or a ``.safetensors`` file under another extension are named as such,
     where ``torch.load`` would report them all as unsafe pickles."""
     file = check_file(path, config_key, what, hint)
-    with open(file, "rb") as fh:
-        head = fh.read(16)
-    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+    head = _read_head(file, 16)
+    if not (_starts_like_zip(file) or starts_like_pickle(file)):
         if head[8:10] == b'{"':
             cause = "a .safetensors file under another extension: rename it to end in .safetensors"
         elif all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
@@ -231,4 +222,24 @@ def load_torch_weights(path: str | os.PathLike, config_key: str, what: str, hint
             f"archive (torch.save's format) nor a pickle (its legacy format). It is {cause}. "
             f"Expected {what}. {hint}".strip()
         )
-    return load_torch_file(file, config_key, what, hint)
+    try:
+        return load_torch_file(file, config_key, what, hint)
+    except InputFileError as err:
+        if isinstance(err.__cause__, pickle.UnpicklingError) and _pickles_a_lightning_checkpoint(file):
+            raise InputFileError(
+                f"{describe(path, config_key)} is a Lightning training checkpoint (it names "
+                f"'pytorch-lightning_version' and holds pickled Python objects), not {what}. This project "
+                f"reads tensors only and will not run code from a weights file. {hint}".strip()
+            ) from err
+        raise
+
+
+def _pickles_a_lightning_checkpoint(file: Path) -> bool:
+    """Whether the pickle of a torch.save archive names Lightning's version key (read as bytes,
+    never unpickled)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return name is not None and b"pytorch-lightning_version" in archive.read(name)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False

@@ -43,6 +43,15 @@ def parse_overrides(run: Path) -> dict[str, str]:
     return parsed
 
 
+def run_status(run: Path) -> str:
+    """finished | failed | interrupted | running, from the run's segments in run_info.json."""
+    info_file = run / "run_info.json"
+    segments = json.loads(info_file.read_text()).get("segments", []) if info_file.is_file() else []
+    if segments:
+        return segments[-1].get("status", "unknown")
+    return "finished" if (run / "result.json").is_file() else "unknown"
+
+
 def read_metrics(run: Path) -> pd.DataFrame | None:
     path = run / "csv" / "metrics.csv"
     return pd.read_csv(path) if path.is_file() else None
@@ -65,12 +74,11 @@ def collect(runs: list[Path]) -> pd.DataFrame:
     for run in runs:
         row: dict[str, object] = {"run": run.name}
         row.update(parse_overrides(run))
+        row["status"] = run_status(run)
         result_file = run / "result.json"
-        if result_file.is_file():
+        if result_file.is_file() and row["status"] in ("finished", "unknown"):
             result = json.loads(result_file.read_text())
             row.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
-        else:
-            row["status"] = "unfinished (no result.json)"
         metrics = read_metrics(run)
         if metrics is not None:
             row.update({f"last:{k}": v for k, v in last_values(metrics).items()})

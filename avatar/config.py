@@ -75,6 +75,9 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = None
     deterministic: bool = False
     enable_progress_bar: bool = True
+    # Lightning's profiler: null (off), "simple" (time per hook, in the run's log), "advanced",
+    # "pytorch" (conf/debug/profiler.yaml turns on "simple")
+    profiler: Optional[str] = None
 
 
 @dataclass
@@ -85,6 +88,9 @@ class WandbConfig:
     mode: str = "offline"  # online | offline | disabled; offline runs sync later with `wandb sync`
     tags: list[str] = field(default_factory=list)
     log_images: bool = True
+    # Upload the run's outputs (meshes, glb, npz/bvh, last.ckpt, resolved config, result) as a
+    # W&B artifact when the stage finishes (avatar/engine/reporting.py); off: they can be large.
+    log_artifacts: bool = False
 
 
 @dataclass
@@ -109,7 +115,14 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # pipeline=full runs every stage
     preset: str = "cpu"  # set by the preset overlay: cpu | small | paper
     experiment_name: str = "default"  # groups runs (W&B group, output folder)
+    # Which variant of an experiment this run is, set by the overlay that makes it (an ablation
+    # ladder's step: experiments/appearance_ladder/*.yaml set "appearance_ladder/<step>"); it is
+    # in the resolved and W&B config and a W&B tag, so runs filter and group by it.
+    variant: str = ""
     seed: int = 0
+    # The result.json key a sweep optimises (what train.py's main() returns to Optuna); nested
+    # results are addressed with "/", e.g. "region_rgb/torso/r"
+    optimized_metric: str = "objective"
     # Resume: "" (fresh run), "last" (this run directory's last checkpoint; combine with
     # hydra.run.dir=<the interrupted run's dir>), or a path to a checkpoint file.
     resume: str = ""
@@ -219,6 +232,15 @@ def _register_resolvers() -> None:
         # One short id per run, cached, so a run directory name never collides with another
         # run started in the same second.
         OmegaConf.register_new_resolver("avatar.uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("avatar.job_dirname"):
+        # A multirun job's folder: its number and the values the sweep varies (constants left
+        # out), e.g. 0_lr=0.01,seed=1 (avatar/engine/reporting.py: job_dirname).
+        def job_dirname(num, *, _root_):
+            from avatar.engine.reporting import job_dirname as name
+
+            return name(_root_.hydra, num)
+
+        OmegaConf.register_new_resolver("avatar.job_dirname", job_dirname)
     if not OmegaConf.has_resolver("avatar.path_safe"):
         # Overrides make readable folder names; strip what a path can't hold and cap the length.
         OmegaConf.register_new_resolver(

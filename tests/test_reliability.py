@@ -42,7 +42,9 @@ def test_resume_takes_the_newest_checkpoint_cleans_leftovers_and_keeps_the_logs(
     # mid-write left a hidden temp file.
     (ckpts / "last.ckpt").write_bytes((ckpts / "step000004.ckpt").read_bytes())
     (ckpts / ".step000012.a1b2c3d4.tmp.ckpt").write_bytes(b"")
-    resumed = fit(tmp_path / "b", *common, "trainer.max_steps=12")
+    with pytest.raises(FileExistsError, match="resume=auto"):  # a fresh start would overwrite it
+        fit(tmp_path / "b", *common, "trainer.max_steps=12")
+    resumed = fit(tmp_path / "b", *common, "trainer.max_steps=12", "resume=auto")
     assert resumed["objective"] == straight["objective"]
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step000004.ckpt", "step000008.ckpt", "step000012.ckpt"]
     torch.testing.assert_close(rotations(ckpts / "last.ckpt"), rotations(tmp_path / "a" / "checkpoints" / "last.ckpt"), rtol=0, atol=0)
@@ -84,8 +86,8 @@ def test_resume_auto_starts_fresh_without_a_checkpoint_and_last_explains(tmp_pat
 
 
 def test_sigterm_saves_the_current_step_exits_143_and_resumes_identically(tmp_path):
-    overrides = [*FAST_POSE_FIT, *QUIET, "trainer.max_steps=400", "trainer.checkpoint_every_n_steps=100", "logger=csv"]
-    report = kill_and_resume(tmp_path, overrides, "checkpoints/step000100.ckpt", signal.SIGTERM)
+    overrides = [*FAST_POSE_FIT, *QUIET, "trainer.max_steps=3000", "trainer.checkpoint_every_n_steps=1000", "logger=csv"]
+    report = kill_and_resume(tmp_path, overrides, "checkpoints/step001000.ckpt", signal.SIGTERM, delay=0.5)
     assert report["killed_exit_code"] == 143
     killed = tmp_path / "killed"
     info = read_run_info(killed)
@@ -93,7 +95,8 @@ def test_sigterm_saves_the_current_step_exits_143_and_resumes_identically(tmp_pa
     assert first["status"] == "interrupted" and "resume=auto" in first["resume_command"]
     assert str(killed) in first["resume_command"]
     # The checkpoint of the step it stopped at (past the periodic one) is what it resumed from.
-    assert second["resumed_from"]["step"] > 100 and second["status"] == "finished"
+    assert 1000 < first["stopped_at_step"] < 3000
+    assert second["resumed_from"]["step"] == first["stopped_at_step"] and second["status"] == "finished"
     torch.testing.assert_close(rotations(killed / "checkpoints" / "last.ckpt"),
                                rotations(tmp_path / "straight" / "checkpoints" / "last.ckpt"), rtol=0, atol=0)
     assert report["identical"], report["files"]
@@ -141,7 +144,7 @@ def test_pipeline_refuses_to_resume_an_interrupted_stage_under_a_changed_prompt(
 def test_nan_guard_names_the_overflowing_term_and_the_newest_checkpoint(tmp_path):
     fit(tmp_path, "trainer.max_steps=2", "trainer.checkpoint_every_n_steps=2")
     with pytest.raises(NonFiniteLossError) as err:  # finite loss, infinite weighted term
-        fit(tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "stage.lambda_joints=1e38", "resume=auto")
+        fit(tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "stage.lambda_joints=1e300", "resume=auto")
     message = str(err.value)
     assert "terms ['joints']" in message and "step000002.ckpt" in message and "resume=auto" in message
     info = read_run_info(tmp_path)

@@ -96,6 +96,12 @@ class StepCheckpoint(ModelCheckpoint):
             save_on_exception=True, enable_version_counter=False,
         )  # fmt: skip
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning skips the final save once any last.ckpt was written, so a run whose
+        # max_steps is not a multiple of the interval would end with last.ckpt behind.
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if is_preemption(exception):
             super().on_exception(trainer, pl_module, exception)
@@ -107,6 +113,18 @@ def is_preemption(exception: BaseException) -> bool:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     return isinstance(exception, SIGTERMException)
+
+
+class PeriodicValidation(Callback):
+    """Calls the stage's ``validate()`` after every step its ``should_validate(step)`` names.
+    Lightning runs checkpoint callbacks after all others, so the validation of a step always
+    precedes that step's checkpoint: a kill between the two cannot leave a resumed run without
+    it."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        should = getattr(pl_module, "should_validate", None)
+        if should is not None and should(trainer.global_step):
+            pl_module.validate()
 
 
 class StepSeed(Callback):

@@ -43,7 +43,7 @@ def train(run_dir: Path, overrides: list[str], extra: list[str] = (), wait: bool
     return proc
 
 
-def kill_when(proc: subprocess.Popen, marker: Path, sig: int, timeout: float = 3600) -> None:
+def kill_when(proc: subprocess.Popen, marker: Path, sig: int, timeout: float = 3600, delay: float = 0.0) -> None:
     start = time.time()
     while not marker.exists():
         if proc.poll() is not None:
@@ -52,6 +52,7 @@ def kill_when(proc: subprocess.Popen, marker: Path, sig: int, timeout: float = 3
             proc.kill()
             raise TimeoutError(f"{marker} did not appear within {timeout} s")
         time.sleep(0.05)
+    time.sleep(delay)
     proc.send_signal(sig)
     proc.wait()
 
@@ -76,12 +77,12 @@ def compare(a: Path, b: Path) -> dict[str, str]:
 
 
 def kill_and_resume(out: Path, overrides: list[str], marker: str, sig: int = signal.SIGKILL,
-                    pipeline: bool = False) -> dict:
+                    pipeline: bool = False, delay: float = 0.0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     straight, killed = out / "straight", out / "killed"
     train(straight, overrides)
     proc = train(killed, overrides, wait=False)
-    kill_when(proc, killed / marker, sig)
+    kill_when(proc, killed / marker, sig, delay=delay)
     exit_code = proc.returncode
     train(killed, overrides, [] if pipeline else ["resume=auto"])
     files = compare(straight, killed)

@@ -24,7 +24,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from avatar.config import keep_prompts_literal, validate_config
-from avatar.engine.checkpoints import INTERRUPT_EXIT_CODE, StopOnSigint, TrainClock, is_preemption, remove_temp_files
+from avatar.engine.checkpoints import (
+    CHECKPOINT_DIR,
+    INTERRUPT_EXIT_CODE,
+    StopOnSigint,
+    TrainClock,
+    is_preemption,
+    newest_checkpoint,
+    remove_temp_files,
+)
+from avatar.engine.reporting import report_result
 from avatar.engine.run_info import previous_config, update_segment, write_run_info
 from avatar.engine.trainer import build_loggers, build_trainer, resolve_resume
 from avatar.stages import build_stage
@@ -35,7 +44,8 @@ log = logging.getLogger(__name__)
 # Keys that change how a run reports, not what it computes: they may differ between segments.
 BOOKKEEPING_KEYS = (
     "run_dir", "resume", "pipeline", "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
-    "trainer.val_every_n_steps", "trainer.checkpoint_every_n_steps",
+    "trainer.val_every_n_steps", "trainer.checkpoint_every_n_steps", "trainer.profiler", "optimized_metric",
+    "variant",
 )  # fmt: skip
 
 
@@ -62,6 +72,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         return _recorded(run_dir, overrides, lambda: run_pipeline(cfg, overrides), pipeline=True)
     remove_temp_files(run_dir)
     resume = resolve_resume(cfg, run_dir)
+    if resume is None and not str(cfg.resume or "").strip() and newest_checkpoint(run_dir / CHECKPOINT_DIR):
+        raise FileExistsError(
+            f"{run_dir} already holds a run with checkpoints. Continue it with resume=auto, or give "
+            "the new run its own directory (leave hydra.run.dir out): a fresh start here would "
+            "overwrite its checkpoints."
+        )
     changes = _check_unchanged(cfg, run_dir, overrides) if resume else {}
     resumed_from = {"checkpoint": str(resume[0]), "step": resume[1]} if resume else None
     info = write_run_info(run_dir, cfg, overrides, resumed_from=resumed_from, config_changes=changes)
@@ -77,9 +93,9 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
     module = build_stage(cfg)
     wandb_id = info.get("wandb_id")
     if cfg.logger.wandb.enabled and not wandb_id:
-        import wandb
+        from wandb.sdk.lib.runid import generate_id
 
-        wandb_id = wandb.util.generate_id()
+        wandb_id = generate_id()
         update_segment(run_dir, wandb_id=wandb_id)
     loggers = build_loggers(cfg, run_dir, overrides, resume_step=resume[1] if resume else None, wandb_id=wandb_id)
     status, trainer = "failed", None
@@ -94,10 +110,12 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
             if resume:
                 raise ValueError(f"resume={cfg.resume}: stage {cfg.stage.name!r} has no checkpoints to resume (it is not an optimisation)")
             result = module.run(loggers)
+        report_result(loggers, cfg, run_dir, result)  # results, media, table, artifact -> loggers
         status = "success"
     except BaseException as err:
         if trainer is not None and is_preemption(err):
             signal = next((c.signal for c in trainer.callbacks if isinstance(c, StopOnSigint)), None)
+            update_segment(run_dir, stopped_at_step=int(trainer.global_step))
             raise RunInterrupted(INTERRUPT_EXIT_CODE.get(signal, 143)) from err
         raise
     finally:
@@ -174,8 +192,13 @@ def _check_unchanged(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> di
         return {}
     now = OmegaConf.to_container(cfg, resolve=True)
     changed = [k for k in config_differences(before, now) if not k.startswith(BOOKKEEPING_KEYS)]
-    named = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    deliberate = {k: [_select(before, k), _select(now, k)] for k in changed if any(k == n or k.startswith(n + ".") for n in named)}
+    # A value override names its key (and the keys below it); a group selection (stage=pose_fit)
+    # names none: it selects defaults, it does not set them.
+    named = {o.lstrip("+~").split("=", 1)[0] for o in overrides} - config_groups()
+    # Keys the code added or removed since the run started are no one's forgotten override.
+    code = {k for k in changed if not (_has(before, k) and _has(now, k))}
+    deliberate = {k: [_select(before, k), _select(now, k)] for k in changed
+                  if k in code or any(k == n or k.startswith(n + ".") for n in named)}
     forgotten = [k for k in changed if k not in deliberate]
     if forgotten:
         shown = {k: [_select(before, k), _select(now, k)] for k in forgotten[:8]}
@@ -188,6 +211,23 @@ def _check_unchanged(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> di
     if deliberate:
         log.warning("Resuming with deliberate config changes (recorded in run_info.json): %s", deliberate)
     return deliberate
+
+
+def config_groups() -> set[str]:
+    """The names of Hydra config groups (folders of conf/ and experiments/)."""
+    from avatar.utils.paths import PROJECT_ROOT
+
+    return {p.name for root in ("conf", "experiments") if (PROJECT_ROOT / root).is_dir()
+            for p in (PROJECT_ROOT / root).iterdir() if p.is_dir()} | {"hydra/launcher", "hydra/sweeper"}
+
+
+def _has(tree: dict, dotted: str) -> bool:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _select(tree: dict, dotted: str):

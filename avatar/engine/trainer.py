@@ -13,13 +13,14 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
 from avatar.engine.checkpoints import (
     CHECKPOINT_DIR,
+    PeriodicValidation,
     StepCheckpoint,
     StepSeed,
     StopOnSigint,
@@ -43,9 +44,40 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def run_name(overrides: list[str]) -> str:
-    """A readable run name from the command-line overrides (Hydra's own keys left out)."""
+    """A readable run name: in a multirun, the values the sweep varies (``lr=0.01,seed=1``, the
+    rule of its job folder, see ``avatar.engine.reporting.job_dirname``); otherwise, and when a
+    job varies nothing, the command-line overrides (Hydra's own keys left out)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        if str(getattr(hydra_cfg.mode, "name", hydra_cfg.mode)) == "MULTIRUN":  # RunMode, or its name
+            from avatar.engine.reporting import job_label
+
+            label = job_label(hydra_cfg)
+            if label:
+                return label
     shown = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     return ",".join(shown) or "defaults"
+
+
+class LogFinalStep(Callback):
+    """Lightning logs every ``trainer.log_every_n_steps`` steps, so a run whose length is not a
+    multiple (6 steps with 10) ended without its final values, or any. At the last step this
+    logs as if the interval were 1 (train/*, lr-*, every metric the step logs); the interval is
+    restored when training ends. Must come before ``LearningRateMonitor`` in the callbacks."""
+
+    def __init__(self) -> None:
+        self._every: int | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        last = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step + 1
+        if last and trainer.log_every_n_steps > 1:
+            self._every, trainer.log_every_n_steps = trainer.log_every_n_steps, 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._every is not None:
+            trainer.log_every_n_steps, self._every = self._every, None
 
 
 def log_image(loggers, tag: str, image, step: int, wandb_images: bool = True) -> None:
@@ -122,7 +154,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str], resume_s
                 group=cfg.experiment_name,
                 job_type=cfg.stage.name,
                 name=run_name(overrides),
-                tags=list(wandb_cfg.tags),
+                tags=[*wandb_cfg.tags, *([str(cfg.variant)] if cfg.get("variant") else [])],
                 save_dir=str(run_dir),
                 mode=wandb_cfg.mode,
                 config=OmegaConf.to_container(cfg, resolve=True),
@@ -136,9 +168,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra_c
     t = cfg.trainer
     callbacks = [
         StepCheckpoint(run_dir / CHECKPOINT_DIR, t.checkpoint_every_n_steps),
+        PeriodicValidation(),
         StepSeed(cfg.seed),
         TrainClock(),
         StopOnSigint(),
+        LogFinalStep(),  # before LearningRateMonitor (appended below)
         *extra_callbacks,
     ]
     if t.enable_progress_bar:
@@ -158,6 +192,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra_c
         gradient_clip_val=t.gradient_clip_val,
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
+        profiler=t.profiler,
         enable_model_summary=False,
         logger=loggers or False,
         callbacks=callbacks,

@@ -132,13 +132,15 @@ class Guidance(torch.nn.Module, abc.ABC):
         """L2-normalised text embeddings (N, D), float32, on the backend's device.
 
         Each distinct string is encoded once and cached: stages re-use a handful of prompts
-        for thousands of steps.
+        for thousands of steps. Strings are encoded one at a time: batched with others (padded
+        to the longest) a string's embedding differs in the last bits with the batch, so an
+        embedding would depend on which prompts happened to be new at the same step, and a
+        resumed run would drift from an uninterrupted one.
         """
         texts = _check_prompts(texts)
         missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
-        if missing:
-            emb = F.normalize(self._embed_tokens(missing).float(), dim=-1)
-            self._text_cache.update(zip(missing, emb))
+        for text in missing:
+            self._text_cache[text] = F.normalize(self._embed_tokens([text]).float(), dim=-1)[0]
         # Per-entry .to(): the module may have moved device since an entry was cached.
         return torch.stack([self._text_cache[t].to(self.device) for t in texts])
 

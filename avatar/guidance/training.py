@@ -264,11 +264,9 @@ class GuidanceTrainStage(StageModule):
         schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        every = self.cfg.trainer.val_every_n_steps
-        if every > 0 and self.global_step % every == 0:
-            for key, value in self.evaluate().items():
-                self.log(f"val/{key}", value, on_step=True, prog_bar=key == "retrieval_top1")
+    def validate(self) -> None:
+        for key, value in self.evaluate().items():
+            self.log(f"val/{key}", value, on_step=True, prog_bar=key == "retrieval_top1")
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

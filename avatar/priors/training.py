@@ -136,11 +136,13 @@ class _PriorStage(StageModule):
             raise ValueError("The held-out split is empty: raise stage.holdout_fraction or add subjects")
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def should_validate(self, step: int) -> bool:  # and always after the last step
         every = self.cfg.trainer.val_every_n_steps
-        if every > 0 and (self.global_step % every == 0 or self.global_step == self.cfg.trainer.max_steps):
-            for key, value in self.heldout_metrics().items():
-                self.log(f"val/{key}", value, on_step=True, prog_bar=key == "heldout_mpjpe_mm")
+        return every > 0 and (step % every == 0 or step == self.cfg.trainer.max_steps)
+
+    def validate(self) -> None:
+        for key, value in self.heldout_metrics().items():
+            self.log(f"val/{key}", value, on_step=True, prog_bar=key == "heldout_mpjpe_mm")
 
     def heldout_metrics(self) -> dict[str, float]:
         """Held-out metrics of this prior (logged and stored with the weights); the first is

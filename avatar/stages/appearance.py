@@ -394,10 +394,8 @@ class AppearanceStage(StageModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        every = self.cfg.trainer.val_every_n_steps
-        if every > 0 and self.global_step % every == 0:
-            self.validation_image()
+    def validate(self) -> None:
+        self.validation_image()
 
     # ---- validation, export ------------------------------------------------------------------
     def validation_cameras(self) -> Cameras:

@@ -131,6 +131,17 @@ class StageModule(L.LightningModule):
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
         return total
 
+    # ---- periodic validation (one hook for every stage) ---------------------------------------
+    def should_validate(self, step: int) -> bool:
+        """Validate after ``step`` optimisation steps: every ``trainer.val_every_n_steps``."""
+        every = self.cfg.trainer.val_every_n_steps
+        return every > 0 and step % every == 0
+
+    def validate(self) -> None:
+        """Periodic validation (renders, held-out metrics); called by the trainer's
+        :class:`avatar.engine.checkpoints.PeriodicValidation` before the checkpoint of the same
+        step is written, so a run killed after that checkpoint has its validation too."""
+
     def _checkpoint_note(self) -> str:
         from avatar.engine.checkpoints import newest_checkpoint
 

@@ -484,15 +484,13 @@ class MotionStage(StageModule):
     def configure_optimizers(self):
         return torch.optim.Adam([self.latent], lr=self.stage_cfg.lr)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        every = self.cfg.trainer.val_every_n_steps
-        if every > 0 and self.global_step % every == 0:
-            errors = self.reconstruction_errors()
-            self.log("metrics/reconstruction_joint_error_mm", errors["reconstruction_joint_error_mm"], on_step=True)
-            from avatar.metrics.motion import delta
+    def validate(self) -> None:
+        errors = self.reconstruction_errors()
+        self.log("metrics/reconstruction_joint_error_mm", errors["reconstruction_joint_error_mm"], on_step=True)
+        from avatar.metrics.motion import delta
 
-            self.log("metrics/delta", delta(self.motion_rotations()), on_step=True)
-            self.validation_image()
+        self.log("metrics/delta", delta(self.motion_rotations()), on_step=True)
+        self.validation_image()
 
     def on_train_end(self) -> None:
         self.finish(self.loggers)

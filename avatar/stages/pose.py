@@ -368,14 +368,12 @@ class PoseStage(StageModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        every = self.cfg.trainer.val_every_n_steps
-        if every > 0 and self.global_step % every == 0:
-            with torch.no_grad():
-                rotations = self.rotations().detach()
-            grid = self.preview(rotations, None)
-            save_image(self.run_dir() / "images" / f"poses_step{self.global_step:06d}.png", grid)
-            self.log_image("val/poses", grid)
+    def validate(self) -> None:
+        with torch.no_grad():
+            rotations = self.rotations().detach()
+        grid = self.preview(rotations, None)
+        save_image(self.run_dir() / "images" / f"poses_step{self.global_step:06d}.png", grid)
+        self.log_image("val/poses", grid)
 
     @torch.no_grad()
     def score(self, guidance, rotations: torch.Tensor) -> torch.Tensor:

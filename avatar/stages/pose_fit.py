@@ -77,9 +77,9 @@ class PoseFitStage(StageModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.log("metrics/joint_error_mm", self.joint_error_mm(), on_step=True, prog_bar=True)
-        every = self.cfg.trainer.val_every_n_steps
-        if every > 0 and self.global_step % every == 0:
-            self.validation_image()
+
+    def validate(self) -> None:
+        self.validation_image()
 
     def on_train_end(self) -> None:
         self.validation_image()

@@ -277,7 +277,8 @@ def test_direct_generator_optimises_the_rotations_and_resumes(tmp_path):
     # Checkpoints hold what the stage learns (not the guidance model), so a run resumes.
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert list(ckpt["state_dict"]) == ["body_rotations"]
-    resumed = run(compose_cfg(tmp_path, *args, "trainer.max_steps=4", "resume=last"))
+    resumed = run(compose_cfg(tmp_path, *args, "trainer.max_steps=4", "resume=last"),
+                  overrides=[*args, "trainer.max_steps=4", "resume=last"])  # max_steps changed explicitly
     assert resumed["steps"] == 4
 
 

@@ -483,7 +483,9 @@ def test_each_prior_loader_logs_the_weights_it_loaded(files, caplog):
     for load, path, kind in cases:
         caplog.clear()
         with caplog.at_level(logging.INFO):
-            load()
+            loaded = load()
         lines = [r.getMessage() for r in caplog.records if short_hash(path) in r.getMessage()]
         assert len(lines) == 1, (kind, [r.getMessage() for r in caplog.records])
         assert str(path) in lines[0] and kind in lines[0], lines[0]
+        if isinstance(loaded, torch.nn.Module):  # the record the runner copies into run_info.json
+            assert loaded.loaded_weights["sha256_12"] == short_hash(path) and kind in loaded.loaded_weights["architecture"]

@@ -61,6 +61,19 @@ def test_resume_takes_the_newest_checkpoint_cleans_leftovers_and_keeps_the_logs(
     assert resumed["train_seconds"] >= json.loads((tmp_path / "b" / "result.json").read_text())["train_seconds"] - 1e-9
 
 
+def test_resuming_an_older_checkpoint_drops_the_logs_it_redoes(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    common = ["trainer.checkpoint_every_n_steps=4", "trainer.max_steps=8"]
+    fit(tmp_path, *common)
+    fit(tmp_path, *common, f"resume={tmp_path / 'checkpoints' / 'step000004.ckpt'}")  # steps 4..7 again
+    csv = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["train/loss"])
+    assert list(csv["step"]) == list(range(8))  # each step once
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(8))  # purged, then redone
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step000004.ckpt", "step000008.ckpt"]
+
+
 def test_resume_refuses_a_forgotten_override_and_records_a_deliberate_one(tmp_path):
     fit(tmp_path, "trainer.checkpoint_every_n_steps=2", "trainer.max_steps=2", "stage.lambda_rotation_l2=[0,0.01,0.0,8]")
     # The schedule forgotten on the resume command: an error naming it, nothing run.
@@ -86,8 +99,8 @@ def test_resume_auto_starts_fresh_without_a_checkpoint_and_last_explains(tmp_pat
 
 
 def test_sigterm_saves_the_current_step_exits_143_and_resumes_identically(tmp_path):
-    overrides = [*FAST_POSE_FIT, *QUIET, "trainer.max_steps=3000", "trainer.checkpoint_every_n_steps=1000", "logger=csv"]
-    report = kill_and_resume(tmp_path, overrides, "checkpoints/step001000.ckpt", signal.SIGTERM, delay=0.5)
+    overrides = [*FAST_POSE_FIT, *QUIET, "trainer.max_steps=400", "trainer.checkpoint_every_n_steps=100", "logger=csv"]
+    report = kill_and_resume(tmp_path, overrides, "checkpoints/step000100.ckpt", signal.SIGTERM, delay=0.5)
     assert report["killed_exit_code"] == 143
     killed = tmp_path / "killed"
     info = read_run_info(killed)
@@ -95,7 +108,7 @@ def test_sigterm_saves_the_current_step_exits_143_and_resumes_identically(tmp_pa
     assert first["status"] == "interrupted" and "resume=auto" in first["resume_command"]
     assert str(killed) in first["resume_command"]
     # The checkpoint of the step it stopped at (past the periodic one) is what it resumed from.
-    assert 1000 < first["stopped_at_step"] < 3000
+    assert 100 <= first["stopped_at_step"] < 400
     assert second["resumed_from"]["step"] == first["stopped_at_step"] and second["status"] == "finished"
     torch.testing.assert_close(rotations(killed / "checkpoints" / "last.ckpt"),
                                rotations(tmp_path / "straight" / "checkpoints" / "last.ckpt"), rtol=0, atol=0)

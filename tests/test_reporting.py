@@ -128,6 +128,17 @@ def test_videos_mesh_table_and_artifact_are_logged(appearance_run):
     assert {"avatar.glb", "avatar.ply", "avatar_rig.npz", "checkpoints/last.ckpt", "result.json"} <= files
 
 
+def test_the_run_record_names_the_guidance_weights_it_loaded(appearance_run):
+    from avatar.engine.run_info import read_run_info
+    from avatar.guidance.mini import MINI_CHECKPOINT
+    from avatar.utils.files import short_hash
+
+    run_dir, _ = appearance_run
+    record = read_run_info(run_dir)["segments"][-1]["loaded_weights"]
+    (guidance,) = [w for w in record.values() if w["file"] == str(MINI_CHECKPOINT)]
+    assert guidance["sha256_12"] == short_hash(MINI_CHECKPOINT) and guidance["architecture"].startswith("mini")
+
+
 def test_tensorboard_hparams_hold_the_config_and_results(appearance_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2

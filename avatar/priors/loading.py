@@ -28,7 +28,7 @@ from avatar.priors.vposer import (
     load_vposer_checkpoint,
     resolve_vposer_checkpoint,
 )
-from avatar.utils.files import InputFileError, file_identity, load_torch_file
+from avatar.utils.files import InputFileError, file_identity, load_torch_file, weights_record
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,9 @@ def _build_project_prior(cls, config_cls, payload: dict, path: Path, key: str, w
             f"`{key}={path}` does not hold {what} weights this code can build ({type(err).__name__}: "
             f"{str(err)[:300]}): retrain them with this version of the project."
         ) from err
-    log.info("%s: project %s (%s) loaded from %s (%s)", what.capitalize(), cls.__name__,
-             ", ".join(f"{k}={v}" for k, v in payload["config"].items()), file_identity(path), key)  # fmt: skip
+    architecture = f"project {cls.__name__} (" + ", ".join(f"{k}={v}" for k, v in payload["config"].items()) + ")"
+    log.info("%s: %s loaded from %s (%s)", what.capitalize(), architecture, file_identity(path), key)
+    model.loaded_weights = weights_record(path, architecture, key)
     return model.eval().requires_grad_(False)
 
 

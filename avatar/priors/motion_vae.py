@@ -49,7 +49,7 @@ from torch import nn
 
 from avatar.body.skeleton import NUM_JOINTS
 from avatar.priors.vposer import extract_state_dict, load_state_dict_strict, read_torch_file
-from avatar.utils.files import file_identity
+from avatar.utils.files import file_identity, weights_record
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +281,7 @@ def load_avatarclip_motion_vae(
         state.setdefault(table, getattr(model, table.split(".")[0]).pos_encoder.pe)
     load_state_dict_strict(model, state, file, key)
     c = model.config
-    log.info(
-        "Motion prior: AvatarCLIP motion VAE (d=%d, %d layers, %d frames x %d joints) loaded from %s (%s)",
-        c.latent_dim, c.num_layers, c.num_frames, c.num_joints, file_identity(file), key,
-    )
+    architecture = f"AvatarCLIP motion VAE (d={c.latent_dim}, {c.num_layers} layers, {c.num_frames} frames x {c.num_joints} joints)"
+    log.info("Motion prior: %s loaded from %s (%s)", architecture, file_identity(file), key)
+    model.loaded_weights = weights_record(file, architecture, key)
     return model.eval().requires_grad_(False)

@@ -40,7 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from avatar.body.skeleton import NUM_JOINTS, UPRIGHT
-from avatar.utils.files import InputFileError, check_file, file_identity, load_torch_file, starts_like_pickle
+from avatar.utils.files import (
+    InputFileError,
+    check_file,
+    file_identity,
+    load_torch_file,
+    starts_like_pickle,
+    weights_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +364,7 @@ def load_vposer_checkpoint(path: str | Path) -> VPoser:
         )
     model = VPoser(config)
     load_state_dict_strict(model, state, file, VPOSER_CONFIG_KEY)
-    log.info(
-        "Pose prior: VPoser v2 (latent %d, %d neurons) loaded from %s (%s)",
-        config.latent_dim, config.num_neurons, file_identity(file), VPOSER_CONFIG_KEY,
-    )
+    architecture = f"VPoser v2 (latent {config.latent_dim}, {config.num_neurons} neurons)"
+    log.info("Pose prior: %s loaded from %s (%s)", architecture, file_identity(file), VPOSER_CONFIG_KEY)
+    model.loaded_weights = weights_record(file, architecture, VPOSER_CONFIG_KEY)
     return model.eval().requires_grad_(False)

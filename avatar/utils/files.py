@@ -130,6 +130,12 @@ def file_identity(path: str | os.PathLike) -> str:
     return f"{path} (sha256 {short_hash(path)})"
 
 
+def weights_record(path: str | os.PathLike, architecture: str, config_key: str) -> dict:
+    """What a run records about a weights file it loaded (``loaded_weights`` of the component,
+    copied into the run's ``run_info.json`` by the runner)."""
+    return {"file": str(path), "sha256_12": short_hash(path), "architecture": architecture, "config_key": config_key}
+
+
 def _starts_like_zip(path: str | os.PathLike) -> bool:
     return _read_head(path, 4) == b"PK\x03\x04"
 

@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   install everything, then run the whole pipeline (three sentences -> animated avatar)
 #               on the default (free, offline) stack with the cpu preset
-#   make test   install everything, then run the test suite
+#   make test   install everything, then run the test suite (make test-fast: without the slow tier)
 #
 # torch and torchvision must be a matched pair. The default pair is the one verified here; on
 # your own GPU machine pass yours, e.g.
@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.avatar-installed
 
-.PHONY: install demo test benchmark clean-outputs
+.PHONY: install demo test test-fast benchmark clean-outputs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests -q
+
+# The edit loop: everything but the whole-stage runs marked `slow` (CI runs `make test`).
+test-fast: install
+	$(PY) -m pytest tests -q -m "not slow"
 
 benchmark: install
 	$(PY) scripts/benchmark_renderer.py

@@ -152,6 +152,7 @@ def run_pipeline_in_process(run_dir, overrides):
         return run(cfg, overrides=overrides)
 
 
+@pytest.mark.slow
 def test_pipeline_runs_every_stage_and_reuses_or_redoes_them(tmp_path, small_codebook):
     run_dir = tmp_path / "pipe"
     overrides = pipeline_overrides(tmp_path, small_codebook)
@@ -219,6 +220,7 @@ def captured_walk(tmp_path) -> CanonicalMotion:
     return retarget(read_bvh(tmp_path / "walk.bvh"))
 
 
+@pytest.mark.slow
 def test_an_in_place_walk_travels_with_planted_feet(tmp_path):
     """A captured walk with its translation removed (as the motion VAE decodes clips) gets its
     travel back from the foot contacts: most of the captured distance, and far less foot

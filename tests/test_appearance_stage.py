@@ -52,6 +52,7 @@ def tiny_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_outputs_are_a_coloured_world_space_mesh(tiny_run, anny_low):
     run_dir, result = tiny_run
     mesh = trimesh.load(run_dir / "avatar.ply", process=False)
@@ -83,6 +84,7 @@ def test_exported_rig_poses_the_avatar(tiny_run):
     assert (posed[legs] - rest[legs]).norm(dim=-1).max() < 1e-3  # legs did not move
 
 
+@pytest.mark.slow
 def test_guidance_gradients_reach_the_texture_head_only(tmp_path):
     """The guidance terms train head B (the exported texture) and the geometry, never head A."""
     from avatar.stages import build_stage
@@ -163,6 +165,7 @@ def test_presets_size_the_stage(tmp_path):
     assert compose_cfg(tmp_path, "stage=pose_fit", "preset=paper").trainer.max_steps == 30000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["clip", "open_clip"])
 def test_appearance_runs_with_clip_backends(tmp_path, backend, request):
     """Structural: the stage runs with CLIP / OpenCLIP loaded through their real loaders from
@@ -172,12 +175,14 @@ def test_appearance_runs_with_clip_backends(tmp_path, backend, request):
     assert np.isfinite(result["guidance_loss_final"])
 
 
+@pytest.mark.slow
 def test_cli_run(tmp_path):
     """As a user runs it: train.py with Hydra overrides."""
     run_train(*TINY, "trainer.max_steps=1", f"hydra.run.dir={tmp_path}")
     assert (tmp_path / "avatar.glb").is_file() and (tmp_path / "avatar_rig.npz").is_file()
 
 
+@pytest.mark.slow
 def test_avatar_made_in_a_pose_is_exported_in_the_t_pose(tmp_path):
     run(compose_cfg(tmp_path, *TINY, "stage.bind_pose=a_pose", "stage.export_resolution=96", "trainer.max_steps=1", "trainer.val_every_n_steps=0"))
     rig = Rig.load(tmp_path / "avatar_rig.npz")
@@ -193,6 +198,7 @@ def test_avatar_made_in_a_pose_is_exported_in_the_t_pose(tmp_path):
 
 # 300 + 300 NeuS steps: minutes on the 2-core machines this project had, 563 s and once >600 s on
 # a slower 2.4 GHz EPYC (2026-11-26, alone): the suite-wide 600 s guard against hangs is too tight.
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_quality_check_red_shirt_blue_trousers(tmp_path):
     """Issue 4's check: with the shipped offline guidance model, "a person in a red shirt and blue

@@ -77,6 +77,7 @@ def test_anny_phenotypes_change_the_body(anny_low):
     assert heights[1] > heights[0] + 0.1
 
 
+@pytest.mark.slow
 def test_full_anny_topology_and_build_by_name():
     body = build_body(AnnyBodyConfig())
     assert isinstance(body, AnnyBody) and body.num_vertices == 13718 and body.faces.shape == (27420, 3)

@@ -14,6 +14,7 @@ from compare_runs import main as compare
 from helpers import FAST_POSE_FIT, ROOT, run_train
 
 
+@pytest.mark.slow
 def test_compare_a_real_sweep_with_a_failed_run(tmp_path):
     sweep = tmp_path / "sweep"
     # 2 lr x 2 seeds; init noise makes the seed matter (it draws the initial pose)

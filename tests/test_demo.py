@@ -5,6 +5,7 @@ import json
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import trimesh
 
 from helpers import LOW_POLY, run_train
@@ -12,6 +13,7 @@ from helpers import LOW_POLY, run_train
 POSES = ["t_pose", "arms_raised", "squat"]
 
 
+@pytest.mark.slow
 def test_showcase_demo_outputs_are_real(tmp_path):
     run_dir = tmp_path / "demo"
     run_train(f"body.topology={LOW_POLY}", "render.height=64", "render.width=64",

@@ -32,6 +32,7 @@ def test_schedules():
             validate_weight("stage.lambda_x", bad)
 
 
+@pytest.mark.slow
 def test_cli_run_records_logs_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
     run_train(*FAST_POSE_FIT, "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3",
@@ -70,6 +71,7 @@ def test_cli_run_records_logs_and_checkpoints(tmp_path):
     assert result["objective"] == pytest.approx(errors.iloc[-1], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
     common = [*FAST_POSE_FIT, "trainer.checkpoint_every_n_steps=4", "trainer.val_every_n_steps=0",
               "trainer.log_every_n_steps=1", "stage.init_noise_deg=10", "stage.lambda_rotation_l2=[0,0.01,0.0,8]"]
@@ -137,6 +139,7 @@ def test_wandb_offline_groups_types_and_names_runs(tmp_path, monkeypatch):
     assert b"trainer/global_step" in data and b"train/loss" in data  # the step is the x-axis
 
 
+@pytest.mark.slow
 def test_multirun_basic_and_joblib_and_comparison(tmp_path):
     from compare_runs import main as compare
 
@@ -170,6 +173,7 @@ def test_atomic_writes_leave_nothing_half_written(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["mesh.ply"]
 
 
+@pytest.mark.slow
 def test_optuna_search_minimises_the_objective(tmp_path):
     sweep = tmp_path / "optuna"
     run_train("-m", *FAST_POSE_FIT, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "logger=csv", "trainer.max_steps=40",

@@ -89,6 +89,7 @@ def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tm
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.slow
 def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
     cfg_overrides = ["stage=train_guidance", f"stage.topology={LOW_POLY}", "stage.batch_size=16", "stage.eval_samples=32",
                      "stage.embed_dim=32", "stage.image_channels=[8,16,16,16,16]", "stage.text_trainable_layers=1",
@@ -172,6 +173,7 @@ def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
         STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *SMALL_STAGE, "stage.binding_swaps=some"))
 
 
+@pytest.mark.slow
 def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour_free_text(tmp_path):
     small = (*SMALL_STAGE, "trainer.val_every_n_steps=0", "trainer.enable_progress_bar=false", "logger=csv")
     start = tmp_path / "start"
@@ -251,6 +253,7 @@ def test_colour_pair_verdict_reads_the_region_colours():
     assert not colour_pair_right({"torso": (0.2, 0.0, 0.9), "legs": (0.1, 0.1, 0.8)}, "red", "blue")  # one colour
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(MINI_CHECKPOINT).is_file(), reason="the mini guidance model is not trained yet")
 def test_shipped_mini_turns_the_torso_red_and_the_legs_blue():
     """The real test of a guidance model (issue 6): optimise only a grey body's low-frequency

@@ -613,6 +613,7 @@ def check_standing_human(clip, joints: int, fps: float, feet: tuple[str, ...]) -
     assert np.isin(lowest, feet).mean() > 0.9, (clip.path, set(lowest))
 
 
+@pytest.mark.slow
 def test_real_cgspeed_motionbuilder_bvh(corpus):
     folder = corpus / "cgspeed_mb" / "JonathanAlderson__BVH-Animation-Software"
     reexport = read_bvh(folder / "02_01.bvh")  # re-exported without the T-pose

@@ -110,6 +110,7 @@ def test_latent_generator_writes_motion_video_strips_and_metrics(tmp_path, poses
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_experiment_runs_every_generator_through_train_py(tmp_path, poses_file):
     sweep = tmp_path / "sweep"
     run_train(
@@ -131,6 +132,7 @@ def test_experiment_runs_every_generator_through_train_py(tmp_path, poses_file):
 
 
 # ---- behaviour ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_reconstruction_brings_frames_close_to_every_candidate(tmp_path, standing_file):
     """200 Adam steps on the reconstruction term alone: a frame comes closer to every candidate.
     (With CANDIDATES, the squat among standing poses ends farther than it started: the
@@ -147,6 +149,7 @@ def test_reconstruction_brings_frames_close_to_every_candidate(tmp_path, standin
     assert stage.guidance_renders == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_subtracted_delta_makes_the_motion_livelier(tmp_path, standing_file, seed):
     """Same seed and steps, guidance off: rewarding the per-frame change raises it. (At the
@@ -268,6 +271,7 @@ def test_retrieval_from_stride_poses_walks(tmp_path):
     assert sum(walking) / len(walking) > 0.3, stage.search_info
 
 
+@pytest.mark.slow
 def test_smoothness_term_removes_the_spikes_and_keeps_the_candidates(tmp_path, standing_file):
     """The closest-frame reconstruction is met by brief spikes (jerky clips); the smoothness
     term (not in the paper) makes the clip far smoother at a small cost in reconstruction."""
@@ -347,6 +351,7 @@ def test_empty_candidates_name_the_key(tmp_path):
         MotionStage(compose_cfg(tmp_path, *FAST, f"stage.pose_dir={empty}"))
 
 
+@pytest.mark.slow
 def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
     silent = write_candidates(tmp_path / "silent.npz", prompt="", prompt_text="")
     with pytest.raises(ValueError, match=r"prompt\.motion"):

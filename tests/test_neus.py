@@ -164,6 +164,7 @@ def test_fit_fields_to_mesh_reduces_error_and_is_deterministic():
     assert m["color_error_a"] < 0.5 * before["color_error_a"] and m["color_error_b"] < 0.5 * before["color_error_b"]
 
 
+@pytest.mark.slow
 def test_sphere_fit_is_accurate(sphere_fields):
     _, _, _, metrics = sphere_fields
     assert metrics["sdf_error_surface"] < 0.005 and metrics["color_error_a"] < 0.02

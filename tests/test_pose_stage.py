@@ -116,6 +116,7 @@ def test_select_diverse_reranks_only_the_top_k():
 
 
 # ---- the codebook generator ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_codebook_search_through_train_py_writes_candidates_and_reuses_the_cache(tmp_path, small_codebook):
     """64 px renders (the mini guidance's input size) through ``train.py``, twice: the second
     prompt reuses the embeddings cache and costs one text encoding."""
@@ -214,6 +215,7 @@ def test_contrast_ranks_by_the_prompts_share_among_pose_words(tmp_path):
     assert shares[1] > shares[0] + 0.5 and bool((shares <= 0).all())  # log shares: the walk-only pose first
 
 
+@pytest.mark.slow
 def test_cache_key_changes_with_what_the_embeddings_depend_on(tmp_path, small_codebook):
     from avatar.guidance.mini import MINI_CHECKPOINT, MINI_SCORER_CHECKPOINT
 
@@ -322,6 +324,7 @@ def test_bad_settings_name_the_config_key(tmp_path, overrides, pattern):
         PoseStage(cfg)
 
 
+@pytest.mark.slow
 def test_direct_pose_optimisation_raises_the_arms_for_the_prompt(tmp_path):
     """The guidance model's gradient moves a pose the way the prompt says (the issue's pose
     check): from the T-pose (plus seeded noise), "a person raising both arms" ends with every

@@ -410,6 +410,7 @@ def write_chumpy_smpl(path: Path, protocol: int) -> dict:
     return plain
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", [0, 2])
 def test_chumpy_smpl_release_converts_and_loads_through_smplx(tmp_path, smpl_synthetic, protocol):
     from avatar.body.convert_smpl import main

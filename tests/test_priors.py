@@ -62,6 +62,7 @@ def test_datasets_serve_frames_and_windows(mocap_folder):
     assert forward[1] < -0.99  # the first frame now faces -Y
 
 
+@pytest.mark.slow
 def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
     common = [*FAST, f"stage.mocap_root={mocap_folder}", "stage.holdout_fraction=0.2", "trainer.val_every_n_steps=10"]

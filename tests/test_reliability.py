@@ -33,6 +33,7 @@ def rotations(path):
 # ---- resume: the newest complete checkpoint, leftovers cleaned, logs continued --------------
 
 
+@pytest.mark.slow
 def test_resume_takes_the_newest_checkpoint_cleans_leftovers_and_keeps_the_logs(tmp_path):
     common = ["trainer.checkpoint_every_n_steps=4"]
     straight = fit(tmp_path / "a", *common, "trainer.max_steps=12")
@@ -98,6 +99,7 @@ def test_resume_auto_starts_fresh_without_a_checkpoint_and_last_explains(tmp_pat
         fit(run_dir, "resume=last")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_exits_143_and_resumes_identically(tmp_path):
     overrides = [*FAST_POSE_FIT, *QUIET, "trainer.max_steps=400", "trainer.checkpoint_every_n_steps=100", "logger=csv"]
     report = kill_and_resume(tmp_path, overrides, "checkpoints/step000100.ckpt", signal.SIGTERM, delay=0.5)

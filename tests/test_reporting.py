@@ -97,6 +97,7 @@ def appearance_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_results_reach_the_wandb_summary(appearance_run):
     run_dir, result = appearance_run
     logged = wandb_run(run_dir)
@@ -225,6 +226,7 @@ def test_ladder_step_is_in_the_config_and_wandb(tmp_path):
     wandb.finish()
 
 
+@pytest.mark.slow
 def test_sweep_folders_and_run_names_are_the_swept_values(tmp_path):
     from hydra.core.hydra_config import HydraConfig
 

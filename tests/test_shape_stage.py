@@ -28,6 +28,7 @@ FAST_SHAPE = [
 ]
 
 
+@pytest.mark.slow
 def test_shape_stage_runs_through_train_py_and_caches_the_codebook(tmp_path):
     cache = tmp_path / "cache"
     run1, run2 = tmp_path / "run1", tmp_path / "run2"

@@ -64,6 +64,7 @@ def test_sampler_seed_replays_one_worker_and_differs_between_shared_workers(tmp_
     assert set(sweeper.params) == {"stage.lr", "stage.lambda_rotation_l2"}
 
 
+@pytest.mark.slow
 def test_optuna_study_survives_a_diverging_trial_and_links_trials_to_runs(tmp_path):
     import optuna
 
@@ -136,6 +137,7 @@ def test_profiler_reaches_the_lightning_trainer(tmp_path):
     assert isinstance(build_trainer(cfg, tmp_path, []).profiler, SimpleProfiler)
 
 
+@pytest.mark.slow
 def test_debug_fdr_runs_a_stage_end_to_end(tmp_path):
     run_dir = tmp_path / "fdr"
     run_train(*FAST_POSE_FIT, "debug=fdr", f"hydra.run.dir={run_dir}")

@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.avatar-installed
 
-.PHONY: install demo test test-fast benchmark clean-outputs
+.PHONY: install demo test test-fast lint format benchmark clean-outputs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests -q
+
+# ruff (configured in pyproject.toml): lint and formatting, checked by CI; `make format` fixes both.
+LINTED := avatar tests experiments scripts hydra_plugins train.py
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: install
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 # The edit loop: everything but the whole-stage runs marked `slow` (CI runs `make test`).
 test-fast: install

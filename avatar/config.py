@@ -19,6 +19,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from avatar.body.anny_body import AnnyBodyConfig
 from avatar.body.smpl_body import SmplBodyConfig
 from avatar.engine.pipeline import PipelineConfig
+from avatar.engine.schedules import validate_weight
 from avatar.guidance.clip_backend import ClipGuidanceConfig
 from avatar.guidance.mini import MINI_SCORER_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.open_clip_backend import OpenClipGuidanceConfig
@@ -39,7 +40,6 @@ from avatar.stages.pose import PoseStageConfig
 from avatar.stages.pose_fit import PoseFitStageConfig
 from avatar.stages.shape import ShapeStageConfig
 from avatar.stages.showcase import ShowcaseStageConfig
-from avatar.engine.schedules import validate_weight
 from avatar.utils.bounds import at_least, check_bounds
 
 
@@ -164,8 +164,11 @@ def validate_config(cfg: DictConfig) -> None:
     _merge_strict(OmegaConf.structured(Config), plain, prefix="")
     # Values: declared bounds (avatar.utils.bounds), loss weights, prompts.
     # (``run_dir`` is left out: it names Hydra's output folder, unset when a test composes.)
-    resolved = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-                for key in cfg if key != "run_dir"}
+    resolved = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key != "run_dir"
+    }
     for group, schemas in OPTION_SCHEMAS.items():
         check_bounds(schemas[resolved[group]["name"]], resolved[group], group)
     check_bounds(Config, {k: v for k, v in resolved.items() if k not in OPTION_SCHEMAS}, "")

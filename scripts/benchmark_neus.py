@@ -135,8 +135,9 @@ class PeakRss:
 
 
 def train_step(renderer: NeusVolumeRenderer, rays_o, rays_d, background) -> int:
-    out = renderer.render(rays_o, rays_d, cos_anneal_ratio=1.0, training=True,
-                          generator=torch.Generator(rays_o.device).manual_seed(0))
+    out = renderer.render(
+        rays_o, rays_d, cos_anneal_ratio=1.0, training=True, generator=torch.Generator(rays_o.device).manual_seed(0)
+    )
     rgb_a = out["color_a"] + (1 - out["opacity"])[:, None] * background
     rgb_b = out["color_b"] + (1 - out["opacity"])[:, None] * background
     loss = rgb_a.mean() + rgb_b.mean() + 0.1 * out["eikonal"] + 1e-3 * out["normal"].sum()
@@ -167,8 +168,13 @@ def time_sampler(renderer, rays_o, rays_d, warmup: int, steps: int, device) -> d
                 p.grad = None
     peak = (torch.cuda.max_memory_allocated() - base) if device.type == "cuda" else (rss.peak - rss.start)
     sec = sorted(times)[len(times) // 2]
-    return {"steps_per_s": 1.0 / sec, "step_s": sec, "peak_mem_mb": peak / 2**20, "points_per_step": points,
-            "stats": dict(renderer.last_stats)}
+    return {
+        "steps_per_s": 1.0 / sec,
+        "step_s": sec,
+        "peak_mem_mb": peak / 2**20,
+        "points_per_step": points,
+        "stats": dict(renderer.last_stats),
+    }
 
 
 def main() -> None:
@@ -182,8 +188,12 @@ def main() -> None:
     ap.add_argument("--ray-fraction", type=float, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--proposal", default="mc", choices=["mc", "body"],
-                    help="surface sampler's proposal: the fitted SDF's marching-cubes mesh or the body mesh")
+    ap.add_argument(
+        "--proposal",
+        default="mc",
+        choices=["mc", "body"],
+        help="surface sampler's proposal: the fitted SDF's marching-cubes mesh or the body mesh",
+    )
     ap.add_argument("--mc-res", type=int, default=96)
     ap.add_argument("--out", default=None)
     ap.add_argument("--mesh", default=None, help="npz of the body mesh (from --save-mesh) instead of building Anny")
@@ -207,8 +217,16 @@ def main() -> None:
         fields = NeusFields(field_cfg).to(device)
         fit = {}
         if args.fit_steps > 0:
-            fit = fit_fields_to_mesh(fields, verts, faces, colors, steps=args.fit_steps, batch_points=8192,
-                                     lr=2e-3, generator=torch.Generator().manual_seed(args.seed))
+            fit = fit_fields_to_mesh(
+                fields,
+                verts,
+                faces,
+                colors,
+                steps=args.fit_steps,
+                batch_points=8192,
+                lr=2e-3,
+                generator=torch.Generator().manual_seed(args.seed),
+            )
         with torch.no_grad():
             fields.variance.variance.fill_(math.log(args.inv_s) / 10.0)
         n_rays = max(1, int(round(n_rays_nominal * fraction)))
@@ -229,26 +247,41 @@ def main() -> None:
             quality[f"{key}_mad"] = diff.mean().item()
             quality[f"{key}_max"] = diff.max().item()
         row = {
-            "size": size, "rays": n_rays, "rays_nominal": n_rays_nominal, "device": str(device),
+            "size": size,
+            "rays": n_rays,
+            "rays_nominal": n_rays_nominal,
+            "device": str(device),
             "fields": f"{field_cfg.sdf_hidden}x{field_cfg.sdf_layers}",
-            "paper": results["paper"], "surface": results["surface"],
+            "paper": results["paper"],
+            "surface": results["surface"],
             "speedup": results["surface"]["steps_per_s"] / results["paper"]["steps_per_s"],
-            "quality": quality, "inv_s": args.inv_s, "proposal": args.proposal,
-            "fit": {k: fit[k] for k in ("sdf_error_surface", "sdf_error_near", "color_error_a", "seconds")} if fit else None,
+            "quality": quality,
+            "inv_s": args.inv_s,
+            "proposal": args.proposal,
+            "fit": {k: fit[k] for k in ("sdf_error_surface", "sdf_error_near", "color_error_a", "seconds")}
+            if fit
+            else None,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    lines = ["| size | fields | rays | sampler | steps/s | step s | points/step | peak MB | speedup | colour MAD (a/b) | opacity MAD |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| size | fields | rays | sampler | steps/s | step s | points/step | peak MB | speedup | colour MAD (a/b) | opacity MAD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         q = r["quality"]
         for sampler in ("paper", "surface"):
             m = r[sampler]
-            extra = (f"{r['speedup']:.1f}x | {q['color_a_mad']:.4f}/{q['color_b_mad']:.4f} | {q['opacity_mad']:.4f}"
-                     if sampler == "surface" else "1.0x | - | -")
-            lines.append(f"| {r['size']} | {r['fields']} | {r['rays']} | {sampler} | {m['steps_per_s']:.3f} | "
-                         f"{m['step_s']:.2f} | {m['points_per_step']} | {m['peak_mem_mb']:.0f} | {extra} |")
+            extra = (
+                f"{r['speedup']:.1f}x | {q['color_a_mad']:.4f}/{q['color_b_mad']:.4f} | {q['opacity_mad']:.4f}"
+                if sampler == "surface"
+                else "1.0x | - | -"
+            )
+            lines.append(
+                f"| {r['size']} | {r['fields']} | {r['rays']} | {sampler} | {m['steps_per_s']:.3f} | "
+                f"{m['step_s']:.2f} | {m['points_per_step']} | {m['peak_mem_mb']:.0f} | {extra} |"
+            )
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from avatar.export.media import save_image
-from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.body.skeleton import CanonicalPose
+from avatar.export.media import save_image
+from avatar.render import MeshRenderConfig, MeshRenderer, orbit_cameras
 
 
 def median_ms(fn, repeats: int, warmup: int = 3, sync=lambda: None) -> float:
@@ -61,15 +61,21 @@ def main() -> None:
     rest, posed, faces = load_body(device)
     height = rest[:, 2]
     colors = torch.stack(  # a colour ramp by height: feet blue, head red
-        [(height - height.min()) / (height.max() - height.min()), 0.4 * torch.ones_like(height),
-         1 - (height - height.min()) / (height.max() - height.min())], dim=-1)
+        [
+            (height - height.min()) / (height.max() - height.min()),
+            0.4 * torch.ones_like(height),
+            1 - (height - height.min()) / (height.max() - height.min()),
+        ],
+        dim=-1,
+    )
     renderer = MeshRenderer(MeshRenderConfig(height=224, width=224))
     one = orbit_cameras(1, 2.2, 0.0, (0.0, 0.0, -0.05), 60.0).to(device)
     eight = orbit_cameras(8, 2.2, 10.0, (0.0, 0.0, -0.05), 60.0).to(device)
 
     rows: list[tuple[str, float]] = []
-    print(f"Anny: {len(rest)} vertices, {len(faces)} triangles; device {device}; "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"Anny: {len(rest)} vertices, {len(faces)} triangles; device {device}; torch threads {torch.get_num_threads()}"
+    )
 
     # BVH maintenance: rebuild vs refit when the pose changes, and ray-cast cost afterwards.
     points = {"rest": rest.contiguous(), "posed": posed.contiguous()}
@@ -86,17 +92,33 @@ def main() -> None:
         bench._bvh(0, points["rest"], faces)
         bench._bvh(0, points["posed"], faces)  # leaves a refitted or rebuilt BVH of the pose
         mesh = bench._bvhs[0].mesh
-        rows.append((f"  ray cast 224^2, posed, after {policy}",
-                     median_ms(lambda: bench._cast([mesh], origins, directions), args.repeats, sync=sync)))
+        rows.append(
+            (
+                f"  ray cast 224^2, posed, after {policy}",
+                median_ms(lambda: bench._cast([mesh], origins, directions), args.repeats, sync=sync),
+            )
+        )
 
-    rows.append(("forward, 1 view", median_ms(lambda: renderer.render(rest, faces, one, colors=colors),
-                                             args.repeats, sync=sync)))
+    rows.append(
+        (
+            "forward, 1 view",
+            median_ms(lambda: renderer.render(rest, faces, one, colors=colors), args.repeats, sync=sync),
+        )
+    )
     close = orbit_cameras(1, 1.0, 0.0, (0.0, 0.0, 0.2), 60.0).to(device)  # torso fills the view
-    rows.append(("forward, 1 view, close-up (1 m)",
-                 median_ms(lambda: renderer.render(rest, faces, close, colors=colors), args.repeats, sync=sync)))
+    rows.append(
+        (
+            "forward, 1 view, close-up (1 m)",
+            median_ms(lambda: renderer.render(rest, faces, close, colors=colors), args.repeats, sync=sync),
+        )
+    )
     with torch.no_grad():
-        rows.append(("forward, 1 view, no_grad",
-                     median_ms(lambda: renderer.render(rest, faces, one, colors=colors), args.repeats, sync=sync)))
+        rows.append(
+            (
+                "forward, 1 view, no_grad",
+                median_ms(lambda: renderer.render(rest, faces, one, colors=colors), args.repeats, sync=sync),
+            )
+        )
 
     def forward_backward():
         leaf = colors.detach().requires_grad_()

@@ -59,10 +59,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--steps", type=int, default=200, help="colour-check steps per prompt; 0 skips the check")
     parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--colour-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)")
+    parser.add_argument(
+        "--colour-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)"
+    )
     parser.add_argument("--colour-pairs", default=",".join(f"{a}/{b}" for a, b in COLOUR_PAIRS),
                         help="shirt/trousers colour names from the vocabulary, comma-separated")  # fmt: skip
-    parser.add_argument("--topology", default="anny", help="colour-check body topology: anny (full) or notoes_collapse5pc (the tests' low-poly body)")
+    parser.add_argument(
+        "--topology",
+        default="anny",
+        help="colour-check body topology: anny (full) or notoes_collapse5pc (the tests' low-poly body)",
+    )
     parser.add_argument("--colour-views", type=int, default=8, help="colour-check views per step")
     parser.add_argument("--colour-size", type=int, default=128, help="colour-check render size (px)")
     parser.add_argument("--figure", default=None,
@@ -71,15 +77,21 @@ def main() -> None:
     colour_pairs = [tuple(pair.split("/")) for pair in args.colour_pairs.split(",")]
     unknown = [c for pair in colour_pairs for c in pair if c not in COLORS]
     if any(len(pair) != 2 for pair in colour_pairs) or unknown:
-        raise SystemExit(f"--colour-pairs={args.colour_pairs!r}: give shirt/trousers pairs of vocabulary colours, e.g. red/blue,green/black (unknown: {unknown})")
+        raise SystemExit(
+            f"--colour-pairs={args.colour_pairs!r}: give shirt/trousers pairs of vocabulary colours, e.g. red/blue,green/black (unknown: {unknown})"
+        )
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=args.checkpoint))
-    trained_on = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("meta", {}).get("combinations", "all")
+    trained_on = (
+        torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("meta", {}).get("combinations", "all")
+    )
     synthetic = SyntheticRenderer(SyntheticConfig(combinations="train"))
     held_out = SyntheticRenderer(replace(synthetic.cfg, combinations="held_out"), body=synthetic.body)
     data = synthetic.generate(args.samples, torch.Generator().manual_seed(args.seed))
     unseen = held_out.generate(args.samples, torch.Generator().manual_seed(args.seed + 1))
     rng = random.Random(args.seed)
-    print("| captions | text->image top-1 | image->text top-1 | binding accuracy (pairs) | pose accuracy (pairs) |\n|---|---|---|---|---|")
+    print(
+        "| captions | text->image top-1 | image->text top-1 | binding accuracy (pairs) | pose accuracy (pairs) |\n|---|---|---|---|---|"
+    )
     rows = (
         ("training templates, unseen renders", data, False),
         ("paraphrases never trained on", data, True),

@@ -81,9 +81,14 @@ def main(overrides: list[str]) -> dict:
     mean_auc = sum(r["auc"] for r in rows.values()) / len(rows)
     print(f"{'prompt':32s} {'expected':16s} hits  AUC    search(s)  candidates read as")
     for prompt, r in rows.items():
-        print(f"{prompt:32s} {r['expected']:16s} {r['hit_rate']:.1f}   {r['auc']:.3f}  {r['search_seconds']:.3f}      {r['read_as']}")
+        print(
+            f"{prompt:32s} {r['expected']:16s} {r['hit_rate']:.1f}   {r['auc']:.3f}  {r['search_seconds']:.3f}      {r['read_as']}"
+        )
     walk = rows.get("a person walking", {}).get("auc_walk_clips")
-    print(f"mean hit rate {mean:.2f}, mean AUC {mean_auc:.3f}" + (f"; walking AUC for strides from walk clips {walk:.3f}" if walk else ""))
+    print(
+        f"mean hit rate {mean:.2f}, mean AUC {mean_auc:.3f}"
+        + (f"; walking AUC for strides from walk clips {walk:.3f}" if walk else "")
+    )
     return {"prompts": rows, "mean_hit_rate": mean, "mean_auc": mean_auc}
 
 

@@ -33,12 +33,17 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--base", required=True, help="the starting checkpoint of the fine-tune")
     parser.add_argument("--finetuned", required=True, help="the fine-tuned checkpoint")
     parser.add_argument("--alpha-text", type=float, required=True, help="0: the base's text side, 1: the fine-tune's")
-    parser.add_argument("--alpha-image", type=float, required=True, help="0: the base's image tower, 1: the fine-tune's")
+    parser.add_argument(
+        "--alpha-image", type=float, required=True, help="0: the base's image tower, 1: the fine-tune's"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
         base, finetuned = read_checkpoint(args.base, "--base"), read_checkpoint(args.finetuned, "--finetuned")
-        sha1 = {name: hashlib.sha1(Path(path).read_bytes()).hexdigest() for name, path in (("base", args.base), ("finetuned", args.finetuned))}
+        sha1 = {
+            name: hashlib.sha1(Path(path).read_bytes()).hexdigest()
+            for name, path in (("base", args.base), ("finetuned", args.finetuned))
+        }
         meta = {
             "interpolated": {"base": args.base, "base_sha1": sha1["base"], "finetuned": args.finetuned, "finetuned_sha1": sha1["finetuned"]},
             "combinations": finetuned.get("meta", {}).get("combinations", "all"), "seed": base.get("meta", {}).get("seed"),

@@ -13,11 +13,11 @@ import argparse
 from pathlib import Path
 
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
+from avatar.export.animation import render_motion_video
 from avatar.mocap.amass import read_amass_npz
 from avatar.mocap.asf_amc import read_amc
 from avatar.mocap.bvh import read_bvh
 from avatar.mocap.retarget import retarget
-from avatar.export.animation import render_motion_video
 from avatar.render import MeshRenderConfig, MeshRenderer
 
 

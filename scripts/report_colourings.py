@@ -37,8 +37,11 @@ VIEWS = {  # name -> (view sampling, template)
 }
 RED, BLUE, SKIN, GREY = (0.9, 0.0, 0.0), (0.0, 0.0, 0.9), (0.8, 0.6, 0.5), (0.3, 0.3, 0.3)
 COLOURINGS = {  # name -> (shirt, trousers)
-    "red top / blue trousers": (RED, BLUE), "blue top / red trousers": (BLUE, RED),
-    "all blue": (BLUE, BLUE), "all red": (RED, RED), "all grey": ((0.5,) * 3, (0.5,) * 3),
+    "red top / blue trousers": (RED, BLUE),
+    "blue top / red trousers": (BLUE, RED),
+    "all blue": (BLUE, BLUE),
+    "all red": (RED, RED),
+    "all grey": ((0.5,) * 3, (0.5,) * 3),
 }
 
 

@@ -47,7 +47,9 @@ def main() -> None:
         return foot_skating(forward_kinematics(CanonicalPose(walk.rotations, transl)), walk.fps)["skate_speed"]
 
     captured = float((walk.transl[-1, :2] - walk.transl[0, :2]).norm())
-    print(f"distance: captured {captured:.2f} m, from the foot contacts {float((travel[-1, :2] - travel[0, :2]).norm()):.2f} m")
+    print(
+        f"distance: captured {captured:.2f} m, from the foot contacts {float((travel[-1, :2] - travel[0, :2]).norm()):.2f} m"
+    )
     print(f"foot skating (m/s): in place {skating(flat):.2f}, travel at a constant height {skating(constant_height):.2f}, "
           f"travel with the foot-contact height {skating(travel):.2f}, as captured {skating(walk.transl):.2f}")  # fmt: skip
 

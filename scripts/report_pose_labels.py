@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--manifest", default=str(DEFAULT_MOCAP_ROOT / MANIFEST_NAME))
     parser.add_argument("--top", type=int, default=3, help="categories listed per word")
     args = parser.parse_args()
-    categories = {clip: "|".join(sorted(info.categories)) or "(none)" for clip, info in read_manifest(args.manifest, "--manifest").items()}
+    categories = {
+        clip: "|".join(sorted(info.categories)) or "(none)"
+        for clip, info in read_manifest(args.manifest, "--manifest").items()
+    }
     codebook = load_codebook()
     words = [w["body"] for w in pose_words(codebook.joints)]
     mass: dict[str, Counter] = defaultdict(Counter)  # word -> clip categories -> corpus poses
@@ -39,7 +42,9 @@ def main() -> None:
         mass[word][categories.get(source_clip(source), "(not in the manifest)")] += int(size)
     total = sum(int(s) for s in codebook.cluster_sizes)
     print(f"{len(words)} codebook entries standing for {total} corpus poses\n")
-    print("| body word | entries | corpus poses | from clips filed under (share of the word's poses) |\n|---|---|---|---|")
+    print(
+        "| body word | entries | corpus poses | from clips filed under (share of the word's poses) |\n|---|---|---|---|"
+    )
     for word in [*BODY_WORDS, None]:
         m = mass[word]
         n = sum(m.values())

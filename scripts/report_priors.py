@@ -56,7 +56,15 @@ def main() -> None:
     _, test = load_corpus(args.mocap_root).split()
     frames = test.rotations[torch.randperm(test.num_frames, generator=gen)[: args.samples]]
     data_apd = apd_mm(body_joints(frames))
-    rows = [("held-out data (yardstick)", "-", "-", f"{data_apd:.0f}", f"{test.num_frames} frames, subjects {sorted(set(test.subjects))}")]
+    rows = [
+        (
+            "held-out data (yardstick)",
+            "-",
+            "-",
+            f"{data_apd:.0f}",
+            f"{test.num_frames} frames, subjects {sorted(set(test.subjects))}",
+        )
+    ]
 
     prior = load_pose_prior()
     body = canonical_to_vposer(test.rotations[::2])

@@ -34,7 +34,11 @@ def run_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, HYDRA_FULL_ERROR="1")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if proc.returncode != 0:
         raise AssertionError(f"train.py {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

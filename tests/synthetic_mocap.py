@@ -64,7 +64,9 @@ def write_bvh(path: Path, motion: CanonicalPose, fps: float) -> Path:
             walk(c)
 
     walk(0)
-    euler = Rotation.from_matrix(local.reshape(-1, 3, 3).numpy()).as_euler("ZYX", degrees=True).reshape(len(local), 22, 3)
+    euler = (
+        Rotation.from_matrix(local.reshape(-1, 3, 3).numpy()).as_euler("ZYX", degrees=True).reshape(len(local), 22, 3)
+    )
     lines += ["MOTION", f"Frames: {len(local)}", f"Frame Time: {1 / fps:.6f}"]
     for f in range(len(local)):
         values = list(root[f].numpy()) + [a for j in order for a in euler[f, j]]
@@ -73,7 +75,9 @@ def write_bvh(path: Path, motion: CanonicalPose, fps: float) -> Path:
     return path
 
 
-def write_corpus(folder: Path, subjects: int = 4, clips_per_subject: int = 2, seconds: float = 4.0, fps: float = 60.0) -> Path:
+def write_corpus(
+    folder: Path, subjects: int = 4, clips_per_subject: int = 2, seconds: float = 4.0, fps: float = 60.0
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     bases = ["walk_stride", "arms_raised", "squat", "kick", "a_pose", "bend_forward"]
     for s in range(1, subjects + 1):

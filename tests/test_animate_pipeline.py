@@ -9,7 +9,6 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from helpers import LOW_POLY, ROOT, compose_cfg
 from hydra import initialize_config_dir
 
 from avatar.body.skeleton import named_pose
@@ -23,6 +22,8 @@ from avatar.mocap.retarget import CanonicalMotion
 from avatar.priors.codebook import load_pose_codebook
 from avatar.stages.animate import AnimateStage
 from avatar.stages.motion_files import save_motion
+
+from helpers import LOW_POLY, ROOT, compose_cfg
 
 ANIMATE = [
     "stage=animate", f"body.topology={LOW_POLY}", "stage.video_size=48", "logger=none",
@@ -90,7 +91,7 @@ def test_animate_reads_a_bvh_and_an_appearance_rig(tmp_path, anny_low):
     assert torch.allclose(stage.colors[:, 1], torch.ones(rig.num_vertices))
     result = stage.run()
     frame = np.asarray(imageio.mimread(tmp_path / "run" / "animation.mp4")[3]).astype(float)
-    body = (np.abs(frame - 255).sum(-1) > 60)  # not the white background
+    body = np.abs(frame - 255).sum(-1) > 60  # not the white background
     mean = frame[body].mean(0)
     assert mean[1] > mean[0] + 30 and mean[1] > mean[2] + 30, mean  # the avatar's own (green) colours
     assert result["vertices"] == rig.num_vertices
@@ -163,7 +164,9 @@ def test_pipeline_runs_every_stage_and_reuses_or_redoes_them(tmp_path, small_cod
     folders = {n: run_dir / f"{i + 1}_{n}" for i, n in enumerate(names)}
     # Each stage read the one before: the appearance used the shape run's body, the motion the
     # pose run's candidates, the animation the avatar's rig and the motion.
-    appearance_cfg = json.loads(json.dumps(__import__("yaml").safe_load((folders["appearance"] / "config_resolved.yaml").read_text())))
+    appearance_cfg = json.loads(
+        json.dumps(__import__("yaml").safe_load((folders["appearance"] / "config_resolved.yaml").read_text()))
+    )
     assert appearance_cfg["stage"]["shape_dir"] == str(folders["shape"])
     animate = summary["stages"]["animate"]
     assert animate["avatar"] == str(folders["appearance"]) and animate["frames"] == 12

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from helpers import LOW_POLY, clip_backend_overrides, compose_cfg, run_train
 from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
 
 from avatar.body.regions import REGIONS, vertex_regions
 from avatar.body.skinning import Rig
 from avatar.engine.runner import run
 from avatar.stages.appearance import resolution_for_rays
+
+from helpers import LOW_POLY, clip_backend_overrides, compose_cfg, run_train
 
 TINY = [
     "stage=appearance",
@@ -151,7 +152,12 @@ def test_ablation_ladder_composes(tmp_path):
         cfg = compose_cfg(tmp_path, "experiment=appearance_ablation", f"+appearance_ladder={step}")
         validate_config(cfg)
         s = cfg.stage
-        assert (s.init, s.background_augmentation, s.textureless_render, s.face_prompt) == (init, background, textureless, face)
+        assert (s.init, s.background_augmentation, s.textureless_render, s.face_prompt) == (
+            init,
+            background,
+            textureless,
+            face,
+        )
 
 
 def test_presets_size_the_stage(tmp_path):
@@ -184,7 +190,16 @@ def test_cli_run(tmp_path):
 
 @pytest.mark.slow
 def test_avatar_made_in_a_pose_is_exported_in_the_t_pose(tmp_path):
-    run(compose_cfg(tmp_path, *TINY, "stage.bind_pose=a_pose", "stage.export_resolution=96", "trainer.max_steps=1", "trainer.val_every_n_steps=0"))
+    run(
+        compose_cfg(
+            tmp_path,
+            *TINY,
+            "stage.bind_pose=a_pose",
+            "stage.export_resolution=96",
+            "trainer.max_steps=1",
+            "trainer.val_every_n_steps=0",
+        )
+    )
     rig = Rig.load(tmp_path / "avatar_rig.npz")
     assert torch.allclose(rig.bind_pose.rotations[:, 1:], torch.zeros(1, 21, 3), atol=1e-6)
     regions = vertex_regions(torch.as_tensor(rig.weights))

@@ -10,6 +10,7 @@ from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.body.base import build_body
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, bone_directions, named_pose, template_joints_world
 from avatar.body.smpl_body import BodyModelFileError, SmplBody, SmplBodyConfig
+
 from synthetic_smpl import make_synthetic_smpl
 
 J = JOINT_INDEX

@@ -18,8 +18,17 @@ from helpers import FAST_POSE_FIT, ROOT, run_train
 def test_compare_a_real_sweep_with_a_failed_run(tmp_path):
     sweep = tmp_path / "sweep"
     # 2 lr x 2 seeds; init noise makes the seed matter (it draws the initial pose)
-    run_train("-m", *FAST_POSE_FIT, "trainer.max_steps=3", "trainer.log_every_n_steps=1", "logger=csv",
-              "stage.init_noise_deg=10", "stage.lr=0.01,0.1", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    run_train(
+        "-m",
+        *FAST_POSE_FIT,
+        "trainer.max_steps=3",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+        "stage.init_noise_deg=10",
+        "stage.lr=0.01,0.1",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    )
     # a diverging run in the same folder, as job 10 (after 0..3: the order is numeric, not text)
     failed = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *FAST_POSE_FIT, "trainer.max_steps=3", "trainer.log_every_n_steps=1", "logger=csv",
@@ -65,7 +74,9 @@ def fake_run(folder, overrides, result, status="finished"):
 def test_seed_that_changes_nothing_is_reported_as_such_and_results_are_flattened(tmp_path):
     for job, (lr, seed) in enumerate([(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]):
         result = {"objective": lr * 10, "train_seconds": 1.0 + job, "region_rgb": {"torso": [0.5, lr, 0.2]}}
-        fake_run(tmp_path / f"{job}_lr={lr},seed={seed}", ["stage=appearance", f"stage.lr={lr}", f"seed={seed}"], result)
+        fake_run(
+            tmp_path / f"{job}_lr={lr},seed={seed}", ["stage=appearance", f"stage.lr={lr}", f"seed={seed}"], result
+        )
     table = compare([str(tmp_path), "--metrics"])
     assert table["region_rgb/torso/g"].tolist() == [0.01, 0.01, 0.1, 0.1]
     summary = (tmp_path / "summary.md").read_text()

@@ -16,8 +16,14 @@ POSES = ["t_pose", "arms_raised", "squat"]
 @pytest.mark.slow
 def test_showcase_demo_outputs_are_real(tmp_path):
     run_dir = tmp_path / "demo"
-    run_train(f"body.topology={LOW_POLY}", "render.height=64", "render.width=64",
-              f"stage.poses=[{','.join(POSES)}]", "stage.turntable_frames=12", f"hydra.run.dir={run_dir}")
+    run_train(
+        f"body.topology={LOW_POLY}",
+        "render.height=64",
+        "render.width=64",
+        f"stage.poses=[{','.join(POSES)}]",
+        "stage.turntable_frames=12",
+        f"hydra.run.dir={run_dir}",
+    )
     result = json.loads((run_dir / "result.json").read_text())
     assert result["poses"] == POSES
 
@@ -29,10 +35,12 @@ def test_showcase_demo_outputs_are_real(tmp_path):
     red = (front[..., 0] > 150) & (front[..., 1] < 80) & (front[..., 2] < 80)
     white = (front > 245).all(-1)
     assert red.sum() > 20 and white.mean() > 0.5
+
     # Arms raised: the body's pixels reach higher in the frame than in the T-pose.
     def top_row(tile):
         rows = np.where((tile < 240).any(-1).any(-1))[0]
         return rows.min()
+
     t_tile, raised_tile = grid[2:66, 2:66], grid[68:132, 2:66]
     assert top_row(raised_tile) < top_row(t_tile)
 

@@ -15,6 +15,7 @@ from avatar.engine.schedules import validate_weight, weight_at
 from avatar.engine.trainer import build_loggers
 from avatar.stages.base import NonFiniteLossError
 from avatar.utils.io import atomic_path
+
 from helpers import FAST_POSE_FIT, compose_cfg, run_train
 
 
@@ -35,9 +36,15 @@ def test_schedules():
 @pytest.mark.slow
 def test_cli_run_records_logs_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
-    run_train(*FAST_POSE_FIT, "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3",
-              "trainer.val_every_n_steps=3", "trainer.log_every_n_steps=1", "seed=7",
-              f"hydra.run.dir={run_dir}")
+    run_train(
+        *FAST_POSE_FIT,
+        "trainer.max_steps=6",
+        "trainer.checkpoint_every_n_steps=3",
+        "trainer.val_every_n_steps=3",
+        "trainer.log_every_n_steps=1",
+        "seed=7",
+        f"hydra.run.dir={run_dir}",
+    )
     # Run records: overrides, resolved config, git revision, package versions.
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     assert "seed=7" in overrides and "stage=pose_fit" in overrides
@@ -73,12 +80,20 @@ def test_cli_run_records_logs_and_checkpoints(tmp_path):
 
 @pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    common = [*FAST_POSE_FIT, "trainer.checkpoint_every_n_steps=4", "trainer.val_every_n_steps=0",
-              "trainer.log_every_n_steps=1", "stage.init_noise_deg=10", "stage.lambda_rotation_l2=[0,0.01,0.0,8]"]
+    common = [
+        *FAST_POSE_FIT,
+        "trainer.checkpoint_every_n_steps=4",
+        "trainer.val_every_n_steps=0",
+        "trainer.log_every_n_steps=1",
+        "stage.init_noise_deg=10",
+        "stage.lambda_rotation_l2=[0,0.01,0.0,8]",
+    ]
     straight = run(compose_cfg(tmp_path / "a", *common, "trainer.max_steps=8"))
     run(compose_cfg(tmp_path / "b", *common, "trainer.max_steps=4"))  # "interrupted" at step 4
-    resumed = run(compose_cfg(tmp_path / "b", *common, "trainer.max_steps=8", "resume=last"),
-                  overrides=[*common, "trainer.max_steps=8", "resume=last"])  # max_steps changed explicitly
+    resumed = run(
+        compose_cfg(tmp_path / "b", *common, "trainer.max_steps=8", "resume=last"),
+        overrides=[*common, "trainer.max_steps=8", "resume=last"],
+    )  # max_steps changed explicitly
     assert resumed["objective"] == pytest.approx(straight["objective"], rel=1e-6)
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -113,8 +128,14 @@ def test_bad_loss_weight_names_the_key(tmp_path):
 
 
 def test_zero_weight_terms_are_not_computed(tmp_path):
-    cfg = compose_cfg(tmp_path, *FAST_POSE_FIT, "stage.lambda_rotation_l2=0", "trainer.max_steps=2",
-                      "trainer.log_every_n_steps=1", "trainer.val_every_n_steps=0")
+    cfg = compose_cfg(
+        tmp_path,
+        *FAST_POSE_FIT,
+        "stage.lambda_rotation_l2=0",
+        "trainer.max_steps=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.val_every_n_steps=0",
+    )
     run(cfg)
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     assert "train/loss_rotation_l2" not in metrics.columns
@@ -124,8 +145,11 @@ def test_zero_weight_terms_are_not_computed(tmp_path):
 def test_wandb_offline_groups_types_and_names_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_cfg(tmp_path, *FAST_POSE_FIT, "logger=wandb", "experiment_name=lr_study")
-    (wandb_logger,) = [lg for lg in build_loggers(cfg, tmp_path, ["stage.lr=0.1", "seed=1", "hydra.verbose=true"])
-                       if type(lg).__name__ == "WandbLogger"]
+    (wandb_logger,) = [
+        lg
+        for lg in build_loggers(cfg, tmp_path, ["stage.lr=0.1", "seed=1", "hydra.verbose=true"])
+        if type(lg).__name__ == "WandbLogger"
+    ]
     experiment = wandb_logger.experiment
     assert experiment.group == "lr_study" and experiment.job_type == "pose_fit"
     assert experiment.name == "stage.lr=0.1,seed=1"
@@ -146,9 +170,17 @@ def test_multirun_basic_and_joblib_and_comparison(tmp_path):
     for launcher in ("basic", "joblib"):
         sweep = tmp_path / launcher
         # init noise: the seed draws the initial pose, so the seeds' results differ (mean +- std)
-        run_train("-m", *FAST_POSE_FIT, "trainer.max_steps=3", "stage.init_noise_deg=10", "seed=0,1", f"hydra/launcher={launcher}",
-                  "hydra.launcher.n_jobs=2" if launcher == "joblib" else "trainer.log_every_n_steps=1",
-                  f"hydra.sweep.dir={sweep}", "logger=csv")
+        run_train(
+            "-m",
+            *FAST_POSE_FIT,
+            "trainer.max_steps=3",
+            "stage.init_noise_deg=10",
+            "seed=0,1",
+            f"hydra/launcher={launcher}",
+            "hydra.launcher.n_jobs=2" if launcher == "joblib" else "trainer.log_every_n_steps=1",
+            f"hydra.sweep.dir={sweep}",
+            "logger=csv",
+        )
         jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "result.json").is_file())
         assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
         assert all("seed=" in p.name for p in jobs)
@@ -176,8 +208,15 @@ def test_atomic_writes_leave_nothing_half_written(tmp_path):
 @pytest.mark.slow
 def test_optuna_search_minimises_the_objective(tmp_path):
     sweep = tmp_path / "optuna"
-    run_train("-m", *FAST_POSE_FIT, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "logger=csv", "trainer.max_steps=40",
-              f"hydra.sweep.dir={sweep}")
+    run_train(
+        "-m",
+        *FAST_POSE_FIT,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "logger=csv",
+        "trainer.max_steps=40",
+        f"hydra.sweep.dir={sweep}",
+    )
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     objectives = [json.loads(p.read_text())["objective"] for p in sweep.glob("*/result.json")]
     assert len(objectives) == 2 and best["best_value"] == pytest.approx(min(objectives))
@@ -189,6 +228,7 @@ def test_run_directories_never_collide(tmp_path):
     from omegaconf import OmegaConf
 
     from avatar.config import register_configs
+
     from helpers import ROOT
 
     register_configs()

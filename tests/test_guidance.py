@@ -38,9 +38,16 @@ OPEN_CLIP_TAG = "laion2b_s34b_b79k"
 def _tiny_clip() -> torch.nn.Module:
     torch.manual_seed(0)
     model = clip.model.CLIP(
-        embed_dim=64, image_resolution=64, vision_layers=2, vision_width=64,
-        vision_patch_size=32, context_length=77, vocab_size=49408,
-        transformer_width=64, transformer_heads=2, transformer_layers=2,
+        embed_dim=64,
+        image_resolution=64,
+        vision_layers=2,
+        vision_width=64,
+        vision_patch_size=32,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=2,
+        transformer_layers=2,
     )
     # clip.model.build_model stores the weights in fp16 before clip.load casts them back to
     # fp32 on the CPU; fp16-representable values make the round trip exact.
@@ -67,11 +74,15 @@ def clip_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
 def open_clip_checkpoint(tmp_path_factory) -> tuple[Path, Path, dict]:
     folder = tmp_path_factory.mktemp("open_clip")
     config_file = folder / f"{TINY_OPEN_CLIP}.json"
-    config_file.write_text(json.dumps({
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-    }))
+    config_file.write_text(
+        json.dumps(
+            {
+                "embed_dim": 32,
+                "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+            }
+        )
+    )
     open_clip.add_model_config(config_file)
     torch.manual_seed(1)
     model = open_clip.create_model(TINY_OPEN_CLIP, pretrained=None)
@@ -88,9 +99,9 @@ def clip_guidance(clip_checkpoint) -> Guidance:
 @pytest.fixture(scope="module")
 def open_clip_guidance(open_clip_checkpoint) -> Guidance:
     config_file, path, _ = open_clip_checkpoint
-    return build_guidance(OpenClipGuidanceConfig(
-        model=TINY_OPEN_CLIP, pretrained=str(path), model_config_file=str(config_file)
-    ))
+    return build_guidance(
+        OpenClipGuidanceConfig(model=TINY_OPEN_CLIP, pretrained=str(path), model_config_file=str(config_file))
+    )
 
 
 @pytest.fixture(params=["clip", "open_clip"])

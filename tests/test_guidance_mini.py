@@ -16,6 +16,7 @@ from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.guidance.synthetic.poses import BODY_WORDS
 from avatar.stages.base import STAGES
+
 from helpers import LOW_POLY, compose_cfg
 
 # The training stage at test size (low-poly body, a small image tower, one MiniLM layer trained).
@@ -33,7 +34,9 @@ def test_checkpoint_round_trip_through_the_backend(tmp_path):
     path = tmp_path / "mini.pt"
     torch.save(model.checkpoint({"note": "test"}), path)
     # Only what training changes is stored (MiniLM's frozen layers come from the pip package).
-    assert not any(k.startswith("text.bert.encoder.layer.0.") for k in torch.load(path, weights_only=True)["state_dict"])
+    assert not any(
+        k.startswith("text.bert.encoder.layer.0.") for k in torch.load(path, weights_only=True)["state_dict"]
+    )
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=str(path)))
     for key, value in model.trained_state_dict().items():  # stored as float16
         assert torch.equal(guidance.model.state_dict()[key], value.half().float()), key
@@ -60,10 +63,25 @@ def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tm
     base, tuned = tmp_path / "base.pt", tmp_path / "tuned.pt"
     torch.save(base_model.checkpoint({"seed": 0}), base)
     torch.save(tuned_model.checkpoint({"seed": 0, "combinations": "train"}), tuned)
-    spec = importlib.util.spec_from_file_location("interpolate_guidance", Path(__file__).parents[1] / "scripts" / "interpolate_guidance.py")
+    spec = importlib.util.spec_from_file_location(
+        "interpolate_guidance", Path(__file__).parents[1] / "scripts" / "interpolate_guidance.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    out = script.main(["--base", str(base), "--finetuned", str(tuned), "--alpha-text", "0.5", "--alpha-image", "1", "--out", str(tmp_path / "mixed.pt")])
+    out = script.main(
+        [
+            "--base",
+            str(base),
+            "--finetuned",
+            str(tuned),
+            "--alpha-text",
+            "0.5",
+            "--alpha-image",
+            "1",
+            "--out",
+            str(tmp_path / "mixed.pt"),
+        ]
+    )
     a, b, mixed = (torch.load(p, weights_only=True) for p in (base, tuned, out))
     assert mixed["meta"]["alpha_text"] == 0.5 and mixed["meta"]["combinations"] == "train"
     text_keys = [k for k in a["state_dict"] if not k.startswith("image.")]
@@ -78,14 +96,42 @@ def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tm
     texts = ["a person in a red shirt"]
     embeddings = [build_guidance(MiniGuidanceConfig(checkpoint=str(p))).encode_text(texts) for p in (base, tuned)]
     mixed_text = guidance.encode_text(texts)
-    assert not torch.allclose(mixed_text, embeddings[0], atol=1e-4) and not torch.allclose(mixed_text, embeddings[1], atol=1e-4)
+    assert not torch.allclose(mixed_text, embeddings[0], atol=1e-4) and not torch.allclose(
+        mixed_text, embeddings[1], atol=1e-4
+    )
     # Bad input: a weight outside [0, 1], another architecture.
     with pytest.raises(SystemExit, match="alpha_image=1.5"):
-        script.main(["--base", str(base), "--finetuned", str(tuned), "--alpha-text", "0", "--alpha-image", "1.5", "--out", str(tmp_path / "x.pt")])
+        script.main(
+            [
+                "--base",
+                str(base),
+                "--finetuned",
+                str(tuned),
+                "--alpha-text",
+                "0",
+                "--alpha-image",
+                "1.5",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
     other = tmp_path / "other.pt"
     torch.save(MiniImageTextModel(replace(SMALL, embed_dim=16)).checkpoint({}), other)
     with pytest.raises(SystemExit, match="embed_dim"):
-        script.main(["--base", str(base), "--finetuned", str(other), "--alpha-text", "0.5", "--alpha-image", "0.5", "--out", str(tmp_path / "x.pt")])
+        script.main(
+            [
+                "--base",
+                str(base),
+                "--finetuned",
+                str(other),
+                "--alpha-text",
+                "0.5",
+                "--alpha-image",
+                "0.5",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -112,7 +158,9 @@ def test_training_stage_runs_and_publishes_a_loadable_model(tmp_path):
         assert torch.equal(value, first[key].float()), key
     assert stage.seen_combinations() == "train"  # the start never saw the held-out combinations either
     # ... and refuses weights of another architecture, naming the sizes to set.
-    other = compose_cfg(tmp_path / "other", *cfg_overrides, "stage.embed_dim=64", f"stage.init_weights={tmp_path / 'mini.pt'}")
+    other = compose_cfg(
+        tmp_path / "other", *cfg_overrides, "stage.embed_dim=64", f"stage.init_weights={tmp_path / 'mini.pt'}"
+    )
     with pytest.raises(ValueError, match="embed_dim"):
         STAGES.get("train_guidance")(other)
 
@@ -136,15 +184,21 @@ def test_pose_word_heads_train_the_image_tower_on_body_views_only(tmp_path):
     assert torch.allclose(stage.pose_word_loss(image, body), alone)
     # A lower-body view shows no arms: it trains the body head only.
     legs = [{"view": "legs", "pose": {"arms": "arms raised", "body": "walking"}}]
-    body_head_only = torch.nn.functional.cross_entropy(stage.pose_heads["body"](image[:1]), torch.tensor([BODY_WORDS.index("walking")]))
+    body_head_only = torch.nn.functional.cross_entropy(
+        stage.pose_heads["body"](image[:1]), torch.tensor([BODY_WORDS.index("walking")])
+    )
     assert torch.allclose(stage.pose_word_loss(image[:1], legs), body_head_only)
 
 
 def test_change_negatives_are_a_loss_term_with_a_checked_copy_probability(tmp_path):
-    stage = STAGES.get("train_guidance")(compose_cfg(tmp_path, *SMALL_STAGE, "stage.lambda_change=1.0", "stage.change_copy_prob=1.0"))
+    stage = STAGES.get("train_guidance")(
+        compose_cfg(tmp_path, *SMALL_STAGE, "stage.lambda_change=1.0", "stage.change_copy_prob=1.0")
+    )
     losses = stage.compute_losses(None)
     assert set(losses) >= {"contrastive", "binding", "change"} and torch.isfinite(losses["change"])
-    assert "change" not in STAGES.get("train_guidance")(compose_cfg(tmp_path / "off", *SMALL_STAGE)).compute_losses(None)
+    assert "change" not in STAGES.get("train_guidance")(compose_cfg(tmp_path / "off", *SMALL_STAGE)).compute_losses(
+        None
+    )
     with pytest.raises(ValueError, match="stage.change_copy_prob"):
         STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *SMALL_STAGE, "stage.change_copy_prob=1.5"))
 
@@ -191,7 +245,9 @@ def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour
     assert set(losses) >= {"contrastive", "binding", "anchor"} and abs(losses["anchor"].item()) < 1e-5
     assert losses["anchor"].requires_grad and not any(p.requires_grad for p in stage.anchor.parameters())
     # With the image tower trained, lambda_anchor_image holds its embeddings: zero at the start.
-    free = compose_cfg(tmp_path / "free", *small, f"stage.init_weights={start / 'mini.pt'}", "stage.lambda_anchor_image=1.0")
+    free = compose_cfg(
+        tmp_path / "free", *small, f"stage.init_weights={start / 'mini.pt'}", "stage.lambda_anchor_image=1.0"
+    )
     losses = STAGES.get("train_guidance")(free).compute_losses(None)
     assert abs(losses["anchor_image"].item()) < 1e-5 and losses["anchor_image"].requires_grad
     run(tuned)
@@ -288,9 +344,11 @@ def test_shipped_scorer_is_an_independent_model_that_reads_garment_colours():
     colours[(regions == REGIONS.index("torso")) | (regions == REGIONS.index("arms"))] = torch.tensor([0.9, 0.1, 0.1])
     colours[(regions == REGIONS.index("legs")) | (regions == REGIONS.index("hips"))] = torch.tensor([0.1, 0.2, 0.9])
     centre = 0.5 * (vertices.amax(0) + vertices.amin(0))
-    images = MeshRenderer(MeshRenderConfig(height=96, width=96)).render(
-        vertices, body.faces, orbit_cameras(4, 2.8, 10.0, centre, 45.0), colors=colours, background="white"
-    ).rgb
+    images = (
+        MeshRenderer(MeshRenderConfig(height=96, width=96))
+        .render(vertices, body.faces, orbit_cameras(4, 2.8, 10.0, centre, 45.0), colors=colours, background="white")
+        .rgb
+    )
     right = 1 - scorer.guidance_loss(images, "a person in a red shirt and blue trousers").mean()
     swapped = 1 - scorer.guidance_loss(images, "a person in a blue shirt and red trousers").mean()
     assert right > swapped + 0.05, (float(right), float(swapped))

@@ -147,7 +147,11 @@ def test_all_swap_negatives_swap_every_pair_of_differently_coloured_garments(syn
     attrs = copy.deepcopy(synth.generate(1, torch.Generator().manual_seed(4)).attributes[0])
     attrs.update(textureless=False, view="body", hair=None)
     for garment, colour in (("top", "red"), ("bottom", "blue"), ("shoes", "green")):
-        attrs[garment] = {"kind": {"shoes": "boots"}.get(garment, attrs[garment]["kind"]), "color": colour, "pattern": "solid"}
+        attrs[garment] = {
+            "kind": {"shoes": "boots"}.get(garment, attrs[garment]["kind"]),
+            "color": colour,
+            "pattern": "solid",
+        }
     rng = random.Random(3)
     text, plan = caption(attrs, rng)
     while len(plan.garments) < 3:
@@ -231,8 +235,13 @@ def test_pose_frequency_draws_poses_as_often_as_the_corpus_holds_them(anny_low):
 
 def test_walking_is_only_said_where_the_view_shows_the_stride(anny_low):
     def body_words(within_deg: float) -> list:
-        synth = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, stride_view_deg=within_deg), body=anny_low)
-        return [(a["pose"]["body"], a["azimuth_deg"], a["view"]) for a in synth.generate(48, torch.Generator().manual_seed(5)).attributes]
+        synth = SyntheticRenderer(
+            SyntheticConfig(topology=LOW_POLY, image_size=16, stride_view_deg=within_deg), body=anny_low
+        )
+        return [
+            (a["pose"]["body"], a["azimuth_deg"], a["view"])
+            for a in synth.generate(48, torch.Generator().manual_seed(5)).attributes
+        ]
 
     everywhere, sided = body_words(0.0), body_words(45.0)
     assert [w for w, _, _ in everywhere].count("walking") >= 3  # the same draws, labelled both ways
@@ -249,9 +258,15 @@ def _manifest(path, rows: dict[str, str]):
 
 
 def test_clips_in_category_reads_the_manifest(tmp_path):
-    manifest = _manifest(tmp_path / "MANIFEST.tsv", {"07_09": "walk", "135_09": "punch/box/martial/sword", "49_22": "dance|walk"})
-    sources = ["/cache/cmu_asfamc/07_09.amc @ frame 3", "/cache/cmu_asfamc/135_09.amc @ frame 0",
-               "/cache/cgspeed_daz/49_22.bvh @ frame 8", "/cache/x/99_99.bvh @ frame 1"]
+    manifest = _manifest(
+        tmp_path / "MANIFEST.tsv", {"07_09": "walk", "135_09": "punch/box/martial/sword", "49_22": "dance|walk"}
+    )
+    sources = [
+        "/cache/cmu_asfamc/07_09.amc @ frame 3",
+        "/cache/cmu_asfamc/135_09.amc @ frame 0",
+        "/cache/cgspeed_daz/49_22.bvh @ frame 8",
+        "/cache/x/99_99.bvh @ frame 1",
+    ]
     assert clips_in_category(sources, manifest, "walk").tolist() == [True, False, True, False]
     with pytest.raises(FileNotFoundError, match="walking_clips"):
         clips_in_category(sources, tmp_path / "missing.tsv", "walk")
@@ -281,7 +296,9 @@ def test_pose_mention_probability(synth, prob):
     rng = random.Random(0)
     for attrs in batch.attributes:
         text, plan = caption(attrs, rng, pose_prob=prob)
-        said = {k for k in ("arms", "body") if attrs["pose"][k] is not None} if prob and attrs["view"] != "face" else set()
+        said = (
+            {k for k in ("arms", "body") if attrs["pose"][k] is not None} if prob and attrs["view"] != "face" else set()
+        )
         assert set(plan.pose) == said, text
 
 
@@ -309,11 +326,15 @@ def test_pose_phrasings_vary_and_a_pose_negative_keeps_the_phrasing_slot(synth):
     assert negatives > 0 and len(phrases) > len(words) + 3  # verb phrases, not only the words
     # Off (the default), a pose word is said as itself.
     text, plan = caption(batch.attributes[0], random.Random(0), pose_prob=1.0)
-    assert all(pose_phrase(plan, batch.attributes[0], g) == POSE_PHRASES[batch.attributes[0]["pose"][g]][0] for g in plan.pose)
+    assert all(
+        pose_phrase(plan, batch.attributes[0], g) == POSE_PHRASES[batch.attributes[0]["pose"][g]][0] for g in plan.pose
+    )
 
 
 def test_lower_body_views_frame_the_legs_and_caption_only_what_they_show(anny_low):
-    legs = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=32, face_prob=0.0, legs_prob=1.0), body=anny_low)
+    legs = SyntheticRenderer(
+        SyntheticConfig(topology=LOW_POLY, image_size=32, face_prob=0.0, legs_prob=1.0), body=anny_low
+    )
     batch = legs.generate(24, torch.Generator().manual_seed(3))
     assert {a["view"] for a in batch.attributes} == {"legs"}
     assert sum(bool(p.garments) for p in batch.plans) >= 12
@@ -346,7 +367,9 @@ def split(anny_low):
     """64 renders (16 px) of training and of held-out combinations."""
     out = {}
     for mode in ("train", "held_out"):
-        renderer = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, combinations=mode), body=anny_low)
+        renderer = SyntheticRenderer(
+            SyntheticConfig(topology=LOW_POLY, image_size=16, combinations=mode), body=anny_low
+        )
         out[mode] = renderer.generate(64, torch.Generator().manual_seed(11))
     return out
 
@@ -382,7 +405,9 @@ def test_held_out_values_occur_in_training_only_the_combination_is_new(split):
     patterns = {(g, a[g]["pattern"]) for a in train for g in ("top", "bottom")}
     for top, bottom in HELD_OUT_COLOR_PAIRS:
         assert top in families["top"] and bottom in families["bottom"]
-        assert not any((color_family(a["top"]["color"]), color_family(a["bottom"]["color"])) == (top, bottom) for a in train)
+        assert not any(
+            (color_family(a["top"]["color"]), color_family(a["bottom"]["color"])) == (top, bottom) for a in train
+        )
     for kind, pattern in HELD_OUT_KIND_PATTERNS:
         garment = "top" if kind in TOP_KINDS else "bottom"
         assert (garment, kind) in kinds and (garment, pattern) in patterns
@@ -390,17 +415,24 @@ def test_held_out_values_occur_in_training_only_the_combination_is_new(split):
     # The colour names of held-out renders are drawn in training too (with another partner).
     names = {g: {a[g]["color"] for a in train} for g in ("top", "bottom")}
     held = split["held_out"].attributes
-    assert sum(a["top"]["color"] in names["top"] and a["bottom"]["color"] in names["bottom"] for a in held) > len(held) // 2
+    assert (
+        sum(a["top"]["color"] in names["top"] and a["bottom"]["color"] in names["bottom"] for a in held)
+        > len(held) // 2
+    )
 
 
 def test_combination_modes_are_deterministic_and_all_is_the_plain_sampler(anny_low, split):
     for mode, batch in split.items():
-        renderer = SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=16, combinations=mode), body=anny_low)
+        renderer = SyntheticRenderer(
+            SyntheticConfig(topology=LOW_POLY, image_size=16, combinations=mode), body=anny_low
+        )
         again = renderer.generate(64, torch.Generator().manual_seed(11))
         assert torch.equal(again.images, batch.images) and again.captions == batch.captions
         assert again.attributes == batch.attributes
     for seed in range(20):
-        assert sample_outfit(random.Random(seed), 0.6, combinations="all") == sample_appearance(random.Random(seed), 0.6)
+        assert sample_outfit(random.Random(seed), 0.6, combinations="all") == sample_appearance(
+            random.Random(seed), 0.6
+        )
     with pytest.raises(ValueError, match="combinations"):
         SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, combinations="unseen"), body=anny_low)
 

@@ -7,8 +7,6 @@ import shutil
 
 import pytest
 import torch
-from helpers import compose_cfg
-from synthetic_mocap import write_corpus
 
 from avatar.engine.runner import run
 from avatar.guidance.synthetic.captions import contrast_phrases, named_pose_words
@@ -16,13 +14,18 @@ from avatar.mocap.manifest import read_manifest
 from avatar.priors.loading import PriorConfig, load_motion_codebook
 from avatar.priors.motion_descriptions import clip_descriptions, description_distances
 
+from helpers import compose_cfg
+from synthetic_mocap import write_corpus
+
 HEADER = "rel_path\tcategories\tdescription\n"
 
 
 def test_contrast_phrases_leave_out_what_the_prompt_names():
     assert named_pose_words("A person raising both arms") == {"arms raised"}
     assert "with arms raised" not in contrast_phrases("a person raising both arms")
-    assert "walking" not in contrast_phrases("a man walking slowly") and "kicking" in contrast_phrases("a man walking slowly")
+    assert "walking" not in contrast_phrases("a man walking slowly") and "kicking" in contrast_phrases(
+        "a man walking slowly"
+    )
     assert len(contrast_phrases("a person dancing")) == len(contrast_phrases("")) == 11  # names no pose word
     assert named_pose_words("understanding the sitter") == set()  # whole words only
 
@@ -68,4 +71,9 @@ def test_motion_codebook_build_fills_descriptions_from_the_manifest(tmp_path, mo
     # Without a manifest the codebook is built as before, with no descriptions.
     bare = shutil.copytree(corpus, tmp_path / "bare", ignore=shutil.ignore_patterns("MANIFEST.tsv"))
     run(compose_cfg(tmp_path / "bare_book", "stage=build_motion_codebook", f"stage.mocap_root={bare}", *common[1:]))
-    assert load_motion_codebook(PriorConfig(motion_codebook=str(tmp_path / "bare_book" / "motion_codebook.npz"))).descriptions == []
+    assert (
+        load_motion_codebook(
+            PriorConfig(motion_codebook=str(tmp_path / "bare_book" / "motion_codebook.npz"))
+        ).descriptions
+        == []
+    )

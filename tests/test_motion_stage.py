@@ -10,7 +10,6 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from helpers import LOW_POLY, compose_cfg, run_train
 
 from avatar.body.skeleton import JOINT_INDEX, UPRIGHT, CanonicalPose, named_pose
 from avatar.engine.runner import run
@@ -27,6 +26,8 @@ from avatar.mocap.retarget import CanonicalMotion
 from avatar.stages.base import NonFiniteLossError
 from avatar.stages.motion import MotionStage
 from avatar.stages.motion_files import CandidatePoses, load_motion
+
+from helpers import LOW_POLY, compose_cfg, run_train
 
 CANDIDATES = ("arms_raised", "a_pose", "squat", "t_pose", "kick")
 # Poses one motion can pass through (a squat among standing arm poses is not reached: the
@@ -52,7 +53,9 @@ LATENT = "stage.generator=latent"  # the paper's generator (the cpu preset retri
 def write_candidates(path, names=CANDIDATES, prompt=PROMPT, prompt_text=None) -> str:
     rotations = torch.cat([named_pose(n).rotations for n in names]) if names else torch.zeros(0, 22, 3)
     text = f"a 3D rendering of {prompt} in unreal engine" if prompt_text is None else prompt_text
-    CandidatePoses(rotations, torch.linspace(0.3, 0.2, len(names)), [f"named {n}" for n in names], prompt, text).save(path)
+    CandidatePoses(rotations, torch.linspace(0.3, 0.2, len(names)), [f"named {n}" for n in names], prompt, text).save(
+        path
+    )
     return str(path)
 
 
@@ -126,7 +129,9 @@ def test_experiment_runs_every_generator_through_train_py(tmp_path, poses_file):
         results[result["generator"]] = result
     assert set(results) == {"latent", "reconstruction", "interpolation", "retrieval"}
     assert results["interpolation"]["steps"] == 0 and results["interpolation"]["guidance_renders"] == 0
-    assert results["retrieval"]["steps"] == 0 and results["retrieval"]["guidance_renders"] == 2 * 16  # shortlist x frames
+    assert (
+        results["retrieval"]["steps"] == 0 and results["retrieval"]["guidance_renders"] == 2 * 16
+    )  # shortlist x frames
     assert results["reconstruction"]["steps"] == 3 and results["reconstruction"]["guidance_renders"] == 0
     assert results["latent"]["guidance_renders"] == 6
 
@@ -157,7 +162,9 @@ def test_subtracted_delta_makes_the_motion_livelier(tmp_path, standing_file, see
     measured: no change in the 4th digit.)"""
     livelier = {}
     for weight in (0.0, 50.0):
-        stage = make_stage(tmp_path, standing_file, "stage.lambda_guidance=0", f"stage.lambda_delta={weight}", f"seed={seed}")
+        stage = make_stage(
+            tmp_path, standing_file, "stage.lambda_guidance=0", f"stage.lambda_delta={weight}", f"seed={seed}"
+        )
         optimise(stage, 100)
         losses = stage.compute_losses(None)
         if weight:
@@ -167,7 +174,10 @@ def test_subtracted_delta_makes_the_motion_livelier(tmp_path, standing_file, see
 
 
 def test_search_init_starts_from_the_prior_sample_closest_to_the_candidates(tmp_path, standing_file):
-    normal = [make_stage(tmp_path, standing_file, f"seed={s}").reconstruction_errors()["reconstruction_distance"] for s in range(3)]
+    normal = [
+        make_stage(tmp_path, standing_file, f"seed={s}").reconstruction_errors()["reconstruction_distance"]
+        for s in range(3)
+    ]
     stage = make_stage(tmp_path, standing_file, "stage.latent_init=search", "stage.search_samples=64")
     start = stage.reconstruction_errors()["reconstruction_distance"]
     assert start == pytest.approx(stage.search_info["search_best_reconstruction"], rel=1e-4)
@@ -177,9 +187,10 @@ def test_search_init_starts_from_the_prior_sample_closest_to_the_candidates(tmp_
 def write_motion_codebook(path, num_frames: int = 60, descriptions: tuple[str, ...] = ()):
     """Three real-looking clips (named poses swinging at different rates), one motion codebook."""
     import numpy as np
-    from synthetic_mocap import oscillating_motion
 
     from avatar.priors.motion_codebook import MotionCodebook
+
+    from synthetic_mocap import oscillating_motion
 
     clips = torch.stack([oscillating_motion(base, num_frames, 30.0, seed).rotations.float()
                          for seed, base in enumerate(("a_pose", "walk_stride", "arms_raised"))])  # fmt: skip
@@ -190,7 +201,9 @@ def write_motion_codebook(path, num_frames: int = 60, descriptions: tuple[str, .
 def test_retrieval_picks_the_clip_that_passes_through_the_candidates(tmp_path):
     clips = write_motion_codebook(tmp_path / "book.npz")
     frames = clips[1, [5, 20, 35, 50, 10]]  # five moments of clip "b", out of order
-    CandidatePoses(frames, torch.linspace(0.3, 0.2, 5), ["b"] * 5, PROMPT, f"a 3D rendering of {PROMPT} in unreal engine").save(tmp_path / "poses.npz")
+    CandidatePoses(
+        frames, torch.linspace(0.3, 0.2, 5), ["b"] * 5, PROMPT, f"a 3D rendering of {PROMPT} in unreal engine"
+    ).save(tmp_path / "poses.npz")
     stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}",
                        "stage.retrieval_top_k=2", "stage.lambda_description=0")  # fmt: skip
     assert not stage.trainable and stage.guidance is not None  # the paper's guidance term ranks the shortlist
@@ -200,12 +213,18 @@ def test_retrieval_picks_the_clip_that_passes_through_the_candidates(tmp_path):
     assert torch.allclose(rotations[:, 0], torch.tensor(UPRIGHT).expand(60, 3))  # root=upright as the other generators
     # A codebook of shorter clips than the stage asks for names the keys and the fix.
     write_motion_codebook(tmp_path / "short.npz", num_frames=30)
-    short = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'short.npz'}")
+    short = make_stage(
+        tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'short.npz'}"
+    )
     with pytest.raises(ValueError, match=r"stage\.num_frames=60.*build_motion_codebook"):
         short.motion_rotations()
     # The description term (on in the cpu preset) needs a codebook that has descriptions: the error says how.
-    plain = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}")
-    with pytest.raises(ValueError, match=r"stage\.lambda_description=1\.0 needs clip descriptions.*build_motion_codebook"):
+    plain = make_stage(
+        tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}"
+    )
+    with pytest.raises(
+        ValueError, match=r"stage\.lambda_description=1\.0 needs clip descriptions.*build_motion_codebook"
+    ):
         plain.motion_rotations()
 
 
@@ -219,8 +238,12 @@ def test_retrieval_match_window_prefers_a_held_pose_to_a_flashed_one(tmp_path):
     flash = rest.expand(60, -1, -1).clone()
     flash[30] = raised[0]
     hold = (0.85 * raised + 0.15 * rest).expand(60, -1, -1)
-    MotionCodebook(torch.stack([flash, hold]), 30.0, np.ones(2, dtype=np.int64), ["flash", "hold"], {}).save(tmp_path / "book.npz")
-    CandidatePoses(raised.expand(5, -1, -1), torch.linspace(0.3, 0.2, 5), ["raised"] * 5, PROMPT, PROMPT).save(tmp_path / "poses.npz")
+    MotionCodebook(torch.stack([flash, hold]), 30.0, np.ones(2, dtype=np.int64), ["flash", "hold"], {}).save(
+        tmp_path / "book.npz"
+    )
+    CandidatePoses(raised.expand(5, -1, -1), torch.linspace(0.3, 0.2, 5), ["raised"] * 5, PROMPT, PROMPT).save(
+        tmp_path / "poses.npz"
+    )
     picked = {}
     for window in (1, 10):
         stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}",
@@ -234,17 +257,24 @@ def test_description_term_retrieves_the_clip_the_corpus_describes_by_the_prompt(
     """Candidates that pass through clip "a" (filed as a salsa dance): "a person walking" retrieves
     "a" on the poses alone and the walk "b" with the description term; a prompt that no
     description names (raising both arms) leaves the retrieval to the poses."""
-    clips = write_motion_codebook(tmp_path / "book.npz", descriptions=("salsa dance", "walk", "sit on stepstool, stand up"))
+    clips = write_motion_codebook(
+        tmp_path / "book.npz", descriptions=("salsa dance", "walk", "sit on stepstool, stand up")
+    )
     book = f"prior.motion_codebook={tmp_path / 'book.npz'}"
     picked = {}
     for prompt, weight in (("a person walking", 0), ("a person walking", 1), ("a person raising both arms", 1)):
         CandidatePoses(clips[0, [5, 20, 35, 50, 10]], torch.linspace(0.3, 0.2, 5), ["a"] * 5, prompt,
                        f"a 3D rendering of {prompt} in unreal engine").save(tmp_path / "poses.npz")  # fmt: skip
-        stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", book, f"stage.lambda_description={weight}")
+        stage = make_stage(
+            tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", book, f"stage.lambda_description={weight}"
+        )
         stage.motion_rotations()
         picked[prompt, weight] = stage.search_info
     assert picked["a person walking", 0]["retrieval_source"] == "a"
-    assert picked["a person walking", 1]["retrieval_source"] == "b" and picked["a person walking", 1]["retrieval_description"] == "walk"
+    assert (
+        picked["a person walking", 1]["retrieval_source"] == "b"
+        and picked["a person walking", 1]["retrieval_description"] == "walk"
+    )
     assert picked["a person walking", 1]["retrieval_description_distance"] < 0.1
     assert picked["a person raising both arms", 1]["retrieval_source"] == "a"
 
@@ -260,13 +290,21 @@ def test_retrieval_from_stride_poses_walks(tmp_path):
 
     book = load_codebook()
     words, stride = pose_words(book.joints), pose_features(book.joints)["stride"]
-    strides = [i for i, w in enumerate(words) if w["body"] == "walking" and w["arms"] in (None, "arms down") and stride[i] <= 0.8]
+    strides = [
+        i
+        for i, w in enumerate(words)
+        if w["body"] == "walking" and w["arms"] in (None, "arms down") and stride[i] <= 0.8
+    ]
     picked = strides[:: max(1, len(strides) // 5)][:5]
     CandidatePoses(book.rotations[picked], torch.linspace(0.3, 0.2, 5), [book.sources[i] for i in picked], "a person walking",
                    "a 3D rendering of a person walking in unreal engine").save(tmp_path / "poses.npz")  # fmt: skip
-    stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", "stage.lambda_description=0")  # poses alone
+    stage = make_stage(
+        tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", "stage.lambda_description=0"
+    )  # poses alone
     rotations = stage.motion_rotations()
-    walking = [w["body"] == "walking" for w in pose_words(motion_joints(CanonicalMotion(rotations, torch.zeros(60, 3), 30.0)))]
+    walking = [
+        w["body"] == "walking" for w in pose_words(motion_joints(CanonicalMotion(rotations, torch.zeros(60, 3), 30.0)))
+    ]
     assert contact_travel_distance(rotations) > 0.5, stage.search_info
     assert sum(walking) / len(walking) > 0.3, stage.search_info
 
@@ -357,7 +395,9 @@ def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
     with pytest.raises(ValueError, match=r"prompt\.motion"):
         MotionStage(compose_cfg(tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '"))
     with pytest.raises(ValueError, match=r"prompt\.motion"):  # the scorer needs it too: fail before the run
-        MotionStage(compose_cfg(tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", "stage.lambda_guidance=0"))
+        MotionStage(
+            compose_cfg(tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", "stage.lambda_guidance=0")
+        )
     # Without guidance and scorer the prompt is not needed.
     MotionStage(compose_cfg(
         tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", "stage.lambda_guidance=0", "scorer.enabled=false",
@@ -370,7 +410,9 @@ def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
     with pytest.raises(ValueError, match=r"stage\.search_samples"):
         make_stage(tmp_path, poses_file, "stage.latent_init=search", "stage.search_samples=0")
     with pytest.raises(ValueError, match="nothing to optimise"):
-        make_stage(tmp_path, poses_file, "stage.lambda_reconstruction=0", "stage.lambda_guidance=0", "stage.lambda_delta=0")
+        make_stage(
+            tmp_path, poses_file, "stage.lambda_reconstruction=0", "stage.lambda_guidance=0", "stage.lambda_delta=0"
+        )
 
 
 def test_presets_compose(tmp_path):
@@ -389,7 +431,9 @@ def test_presets_compose(tmp_path):
 # ---- metrics ----------------------------------------------------------------------------------------
 def _joints_along_x(positions_x: torch.Tensor) -> torch.Tensor:
     """(T,) x positions -> joints (T, 22, 3): a template-like rigid skeleton moving along x."""
-    base = torch.arange(22, dtype=positions_x.dtype)[:, None] * torch.tensor([0.01, 0.02, 0.05], dtype=positions_x.dtype)
+    base = torch.arange(22, dtype=positions_x.dtype)[:, None] * torch.tensor(
+        [0.01, 0.02, 0.05], dtype=positions_x.dtype
+    )
     joints = base.expand(len(positions_x), 22, 3).clone()
     joints[..., 0] += positions_x[:, None]
     return joints

@@ -29,8 +29,16 @@ from avatar.neus import (
 )
 from avatar.render.cameras import Cameras, look_at
 
-TINY = NeusFieldConfig(sdf_hidden=64, sdf_layers=2, sdf_skip_in=(1,), sdf_multires=4, feature_dim=32,
-                       color_hidden=32, color_layers=2, color_multires_view=2)
+TINY = NeusFieldConfig(
+    sdf_hidden=64,
+    sdf_layers=2,
+    sdf_skip_in=(1,),
+    sdf_multires=4,
+    feature_dim=32,
+    color_hidden=32,
+    color_layers=2,
+    color_multires_view=2,
+)
 RADIUS = 0.5
 
 
@@ -67,8 +75,9 @@ def sphere_fields():
     torch.manual_seed(0)
     fields = NeusFields(TINY)
     v, f = _mesh(trimesh.creation.icosphere(3, RADIUS))
-    metrics = fit_fields_to_mesh(fields, v, f, None, steps=150, batch_points=2048, lr=3e-3,
-                                 generator=torch.Generator().manual_seed(0))
+    metrics = fit_fields_to_mesh(
+        fields, v, f, None, steps=150, batch_points=2048, lr=3e-3, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         fields.variance.variance.fill_(math.log(400.0) / 10.0)
     return fields, v, f, metrics
@@ -103,8 +112,11 @@ def test_field_shapes_heads_and_variance():
 
 def test_invalid_skip_indices_are_dropped_with_a_warning():
     with pytest.warns(UserWarning, match="sdf_skip_in"):
-        fields = NeusFields(NeusFieldConfig(sdf_hidden=64, sdf_layers=2, sdf_skip_in=(2, 4), feature_dim=8,
-                                            color_hidden=16, color_layers=1))
+        fields = NeusFields(
+            NeusFieldConfig(
+                sdf_hidden=64, sdf_layers=2, sdf_skip_in=(2, 4), feature_dim=8, color_hidden=16, color_layers=1
+            )
+        )
     assert fields.sdf_net.skip_in == ()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -154,8 +166,9 @@ def test_fit_fields_to_mesh_reduces_error_and_is_deterministic():
         torch.manual_seed(3)
         fields = NeusFields(TINY)
         before = evaluate_fit(fields, v, f, colors, torch.Generator().manual_seed(9))
-        m = fit_fields_to_mesh(fields, v, f, colors, steps=60, batch_points=1024, lr=3e-3,
-                               generator=torch.Generator().manual_seed(1))
+        m = fit_fields_to_mesh(
+            fields, v, f, colors, steps=60, batch_points=1024, lr=3e-3, generator=torch.Generator().manual_seed(1)
+        )
         errors.append(m)
     assert errors[0] == {**errors[1], "seconds": errors[0]["seconds"]}  # deterministic
     m = errors[0]
@@ -265,8 +278,14 @@ def test_gradients_reach_every_parameter(sphere_fields, sampler):
     renderer.set_proposal(sphere_fields[1], sphere_fields[2])
     o, d = _rays(8)
     out = renderer.render(o, d, cos_anneal_ratio=0.5, training=True, generator=torch.Generator().manual_seed(0))
-    loss = (out["color_a"].sum() + out["color_b"].sum() + out["opacity"].sum() + out["normal"].sum()
-            + out["depth"].sum() + out["eikonal"])
+    loss = (
+        out["color_a"].sum()
+        + out["color_b"].sum()
+        + out["opacity"].sum()
+        + out["normal"].sum()
+        + out["depth"].sum()
+        + out["eikonal"]
+    )
     loss.backward()
     for name, p in fields.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

@@ -15,13 +15,14 @@ import shutil
 import imageio.v2 as imageio
 import pytest
 import torch
-from helpers import LOW_POLY, compose_cfg, run_train
 
 from avatar.body.skeleton import UPRIGHT, CanonicalPose
 from avatar.guidance.synthetic.poses import pose_words
 from avatar.priors.codebook import PoseCodebook, load_pose_codebook
 from avatar.stages.motion_files import load_candidates
 from avatar.stages.pose import PoseStage, rotation_distance, select_diverse
+
+from helpers import LOW_POLY, compose_cfg, run_train
 
 # Per group of the small codebook: (pose-word group, word, other group's allowed words).
 GROUPS = {
@@ -279,8 +280,10 @@ def test_direct_generator_optimises_the_rotations_and_resumes(tmp_path):
     # Checkpoints hold what the stage learns (not the guidance model), so a run resumes.
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert list(ckpt["state_dict"]) == ["body_rotations"]
-    resumed = run(compose_cfg(tmp_path, *args, "trainer.max_steps=4", "resume=last"),
-                  overrides=[*args, "trainer.max_steps=4", "resume=last"])  # max_steps changed explicitly
+    resumed = run(
+        compose_cfg(tmp_path, *args, "trainer.max_steps=4", "resume=last"),
+        overrides=[*args, "trainer.max_steps=4", "resume=last"],
+    )  # max_steps changed explicitly
     assert resumed["steps"] == 4
 
 

@@ -25,7 +25,6 @@ import pytest
 import scipy.sparse
 import torch
 import torch.nn.functional as F
-from helpers import LOW_POLY, ROOT, compose_cfg
 
 from avatar.body.smpl_body import CONVERT_COMMAND, BodyModelFileError, SmplBody, SmplBodyConfig, resolve_smpl_file
 from avatar.mocap.amass import write_amass_npz
@@ -51,6 +50,8 @@ from avatar.priors.vposer import VPOSER_HELP, load_vposer_checkpoint, vposer_to_
 from avatar.stages.animate import read_any_motion
 from avatar.stages.motion_files import CandidatePoses, load_candidates, load_motion, save_motion
 from avatar.utils.files import InputFileError, short_hash
+
+from helpers import LOW_POLY, ROOT, compose_cfg
 
 CKPT_NAME = "V02_05_epoch=08_val_loss=0.03.ckpt"  # the release's snapshot names hold '='
 KINDS = ("empty", "truncated", "random", "foreign")
@@ -145,7 +146,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out = {}
     out["motion"] = save_motion(d / "run_motion" / "motion.npz", arms_motion(), prompt="raise", generator="latent")
     out["clip_npz"] = save_motion(d / "clip.npz", arms_motion(), prompt="raise", generator="latent")
-    out["poses"] = CandidatePoses(torch.zeros(2, 22, 3), torch.ones(2), ["a", "b"], "p", "t").save(d / "run_pose" / "poses.npz")
+    out["poses"] = CandidatePoses(torch.zeros(2, 22, 3), torch.ones(2), ["a", "b"], "p", "t").save(
+        d / "run_pose" / "poses.npz"
+    )
     out["amass"] = write_amass_npz(d / "clip_poses.npz", arms_motion())
     out["vposer"], _ = write_vposer_release(d)
     out["motion_vae"] = d / "motion_vae.pth"
@@ -340,7 +343,9 @@ def test_pose_search_uses_avatarclip_embeddings_with_clip_guidance(tmp_path, ava
     from avatar.guidance import build_guidance
     from avatar.stages.pose import PoseStage
 
-    cfg = compose_cfg(tmp_path, *pose_overrides(tmp_path, avatarclip, "guidance=clip", f"guidance.checkpoint={avatarclip['clip']}"))
+    cfg = compose_cfg(
+        tmp_path, *pose_overrides(tmp_path, avatarclip, "guidance=clip", f"guidance.checkpoint={avatarclip['clip']}")
+    )
     stage = PoseStage(cfg)
     guidance = build_guidance(cfg.guidance)
     assert guidance_embedding_model(guidance) == AVATARCLIP_EMBEDDING_MODEL
@@ -489,4 +494,6 @@ def test_each_prior_loader_logs_the_weights_it_loaded(files, caplog):
         assert len(lines) == 1, (kind, [r.getMessage() for r in caplog.records])
         assert str(path) in lines[0] and kind in lines[0], lines[0]
         if isinstance(loaded, torch.nn.Module):  # the record the runner copies into run_info.json
-            assert loaded.loaded_weights["sha256_12"] == short_hash(path) and kind in loaded.loaded_weights["architecture"]
+            assert (
+                loaded.loaded_weights["sha256_12"] == short_hash(path) and kind in loaded.loaded_weights["architecture"]
+            )

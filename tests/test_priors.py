@@ -5,16 +5,17 @@ import pytest
 import roma
 import torch
 
+from avatar.body.skeleton import CanonicalPose, mirror
 from avatar.engine.runner import run
 from avatar.mocap.bvh import read_bvh
+from avatar.mocap.contact import contact_travel_distance
 from avatar.mocap.retarget import retarget
 from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import MotionWindows, PoseFrames, body_joints, load_corpus, subject_of
-from avatar.body.skeleton import CanonicalPose, mirror
-from avatar.mocap.contact import contact_travel_distance
 from avatar.priors.loading import PriorConfig, load_codebook, load_motion_codebook, load_motion_prior, load_pose_prior
 from avatar.priors.motion_vae import features_to_canonical
 from avatar.priors.training import normalise_heading
+
 from helpers import compose_cfg
 from synthetic_mocap import oscillating_motion, write_corpus
 
@@ -66,8 +67,17 @@ def test_datasets_serve_frames_and_windows(mocap_folder):
 def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
     common = [*FAST, f"stage.mocap_root={mocap_folder}", "stage.holdout_fraction=0.2", "trainer.val_every_n_steps=10"]
-    pose = run(compose_cfg(tmp_path / "pose", "stage=train_pose_prior", *common, "trainer.max_steps=30",
-                           "stage.batch_size=64", "stage.eval_frames=128", "trainer.log_every_n_steps=1"))
+    pose = run(
+        compose_cfg(
+            tmp_path / "pose",
+            "stage=train_pose_prior",
+            *common,
+            "trainer.max_steps=30",
+            "stage.batch_size=64",
+            "stage.eval_frames=128",
+            "trainer.log_every_n_steps=1",
+        )
+    )
     assert pose["steps"] == 30 and pose["heldout_mpjpe_mm"] > 0
     import pandas as pd
 
@@ -77,9 +87,20 @@ def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monk
     decoded = prior.decode(torch.zeros(2, 32))["pose_body_matrot"]
     assert torch.allclose(decoded @ decoded.transpose(-1, -2), torch.eye(3).expand(2, 21, 3, 3), atol=1e-5)
 
-    motion = run(compose_cfg(tmp_path / "motion", "stage=train_motion_vae", *common, "trainer.max_steps=4",
-                             "stage.batch_size=4", "stage.latent_dim=32", "stage.num_layers=1", "stage.num_heads=2",
-                             "stage.eval_windows=8", "stage.window_stride=30"))
+    motion = run(
+        compose_cfg(
+            tmp_path / "motion",
+            "stage=train_motion_vae",
+            *common,
+            "trainer.max_steps=4",
+            "stage.batch_size=4",
+            "stage.latent_dim=32",
+            "stage.num_layers=1",
+            "stage.num_heads=2",
+            "stage.eval_windows=8",
+            "stage.window_stride=30",
+        )
+    )
     assert motion["steps"] == 4
     vae = load_motion_prior(PriorConfig(motion_prior=str(tmp_path / "motion" / "motion_vae.pt")))
     assert vae.config.num_joints == 22 and vae.decode(torch.zeros(1, 32)).shape == (1, 60, 22 * 6)
@@ -91,7 +112,9 @@ def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monk
     assert torch.allclose(codebook.joints, body_joints(codebook.rotations), atol=1e-5)
     assert len(set(codebook.sources)) == 16
 
-    clips = run(compose_cfg(tmp_path / "clips", "stage=build_motion_codebook", *common, "stage.size=6", "stage.num_frames=30"))
+    clips = run(
+        compose_cfg(tmp_path / "clips", "stage=build_motion_codebook", *common, "stage.size=6", "stage.num_frames=30")
+    )
     assert clips["size"] == 6 and 0.0 <= clips["locomotion_share"] <= 1.0
     motion_book = load_motion_codebook(PriorConfig(motion_codebook=str(tmp_path / "clips" / "motion_codebook.npz")))
     assert motion_book.rotations.shape == (6, 30, 22, 3) and motion_book.fps == 30.0

@@ -15,6 +15,7 @@ from avatar.engine.pipeline import run_pipeline
 from avatar.engine.run_info import read_run_info, update_segment, write_run_info
 from avatar.engine.runner import run
 from avatar.stages.base import NonFiniteLossError
+
 from helpers import FAST_POSE_FIT, LOW_POLY, compose_cfg
 
 QUIET = ["trainer.val_every_n_steps=0", "trainer.log_every_n_steps=1", "stage.init_noise_deg=10"]
@@ -47,8 +48,15 @@ def test_resume_takes_the_newest_checkpoint_cleans_leftovers_and_keeps_the_logs(
         fit(tmp_path / "b", *common, "trainer.max_steps=12")
     resumed = fit(tmp_path / "b", *common, "trainer.max_steps=12", "resume=auto")
     assert resumed["objective"] == straight["objective"]
-    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "step000004.ckpt", "step000008.ckpt", "step000012.ckpt"]
-    torch.testing.assert_close(rotations(ckpts / "last.ckpt"), rotations(tmp_path / "a" / "checkpoints" / "last.ckpt"), rtol=0, atol=0)
+    assert sorted(p.name for p in ckpts.iterdir()) == [
+        "last.ckpt",
+        "step000004.ckpt",
+        "step000008.ckpt",
+        "step000012.ckpt",
+    ]
+    torch.testing.assert_close(
+        rotations(ckpts / "last.ckpt"), rotations(tmp_path / "a" / "checkpoints" / "last.ckpt"), rtol=0, atol=0
+    )
     info = read_run_info(tmp_path / "b")
     assert [s["status"] for s in info["segments"]] == ["finished", "finished"]
     assert info["segments"][1]["resumed_from"]["step"] == 8
@@ -72,17 +80,29 @@ def test_resuming_an_older_checkpoint_drops_the_logs_it_redoes(tmp_path):
     assert list(csv["step"]) == list(range(8))  # each step once
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     assert [e.step for e in events.Scalars("train/loss")] == list(range(8))  # purged, then redone
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step000004.ckpt", "step000008.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "last.ckpt",
+        "step000004.ckpt",
+        "step000008.ckpt",
+    ]
 
 
 def test_resume_refuses_a_forgotten_override_and_records_a_deliberate_one(tmp_path):
-    fit(tmp_path, "trainer.checkpoint_every_n_steps=2", "trainer.max_steps=2", "stage.lambda_rotation_l2=[0,0.01,0.0,8]")
+    fit(
+        tmp_path, "trainer.checkpoint_every_n_steps=2", "trainer.max_steps=2", "stage.lambda_rotation_l2=[0,0.01,0.0,8]"
+    )
     # The schedule forgotten on the resume command: an error naming it, nothing run.
     with pytest.raises(ValueError, match="stage.lambda_rotation_l2"):
         fit(tmp_path, "trainer.checkpoint_every_n_steps=2", "trainer.max_steps=4", "resume=auto")
     assert [s["status"] for s in read_run_info(tmp_path)["segments"]] == ["finished"]
     # Given explicitly, the change is deliberate: it runs, and the record keeps both values.
-    fit(tmp_path, "trainer.checkpoint_every_n_steps=2", "trainer.max_steps=4", "stage.lambda_rotation_l2=0.5", "resume=auto")
+    fit(
+        tmp_path,
+        "trainer.checkpoint_every_n_steps=2",
+        "trainer.max_steps=4",
+        "stage.lambda_rotation_l2=0.5",
+        "resume=auto",
+    )
     segments = read_run_info(tmp_path)["segments"]
     assert segments[-1]["config_changes"]["stage.lambda_rotation_l2"] == [[0, 0.01, 0.0, 8], 0.5]
 
@@ -112,8 +132,12 @@ def test_sigterm_saves_the_current_step_exits_143_and_resumes_identically(tmp_pa
     # The checkpoint of the step it stopped at (past the periodic one) is what it resumed from.
     assert 100 <= first["stopped_at_step"] < 400
     assert second["resumed_from"]["step"] == first["stopped_at_step"] and second["status"] == "finished"
-    torch.testing.assert_close(rotations(killed / "checkpoints" / "last.ckpt"),
-                               rotations(tmp_path / "straight" / "checkpoints" / "last.ckpt"), rtol=0, atol=0)
+    torch.testing.assert_close(
+        rotations(killed / "checkpoints" / "last.ckpt"),
+        rotations(tmp_path / "straight" / "checkpoints" / "last.ckpt"),
+        rtol=0,
+        atol=0,
+    )
     assert report["identical"], report["files"]
 
 
@@ -136,9 +160,9 @@ def test_pipeline_refuses_to_resume_an_interrupted_stage_under_a_changed_prompt(
     from hydra import initialize_config_dir
 
     from avatar.config import register_configs
-    from helpers import ROOT
-
     from avatar.engine.pipeline import compose_stage
+
+    from helpers import ROOT
 
     register_configs()
     overrides = ["pipeline=full", "pipeline.stages=[appearance]", f"body.topology={LOW_POLY}"]
@@ -159,7 +183,13 @@ def test_pipeline_refuses_to_resume_an_interrupted_stage_under_a_changed_prompt(
 def test_nan_guard_names_the_overflowing_term_and_the_newest_checkpoint(tmp_path):
     fit(tmp_path, "trainer.max_steps=2", "trainer.checkpoint_every_n_steps=2")
     with pytest.raises(NonFiniteLossError) as err:  # finite loss, infinite weighted term
-        fit(tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "stage.lambda_joints=1e300", "resume=auto")
+        fit(
+            tmp_path,
+            "trainer.max_steps=4",
+            "trainer.checkpoint_every_n_steps=2",
+            "stage.lambda_joints=1e300",
+            "resume=auto",
+        )
     message = str(err.value)
     assert "terms ['joints']" in message and "step000002.ckpt" in message and "resume=auto" in message
     info = read_run_info(tmp_path)

@@ -146,8 +146,10 @@ def test_sample_views_statistics_match_config():
 def test_sample_views_face_schedule_and_reproducibility():
     cfg = ViewSamplingConfig()
     target, face = torch.zeros(3), torch.tensor([0.0, 0.0, 0.6])
-    schedule = [sample_views(1, cfg, torch.Generator().manual_seed(s), target, face, step=s)[1]["is_face"].item()
-                for s in range(8)]
+    schedule = [
+        sample_views(1, cfg, torch.Generator().manual_seed(s), target, face, step=s)[1]["is_face"].item()
+        for s in range(8)
+    ]
     assert schedule == [True, False, False, False, True, False, False, False]  # AvatarCLIP's i % 4
     _, info = sample_views(8, cfg, torch.Generator().manual_seed(0), target, face, step=3)
     assert info["is_face"].tolist() == [True, False, False, False] * 2
@@ -173,7 +175,7 @@ def test_plain_and_noise_backgrounds():
     assert torch.equal(make_background("white", 2, 8, 8), torch.ones(2, 3, 8, 8))
     assert torch.equal(make_background("black", 2, 8, 8), torch.zeros(2, 3, 8, 8))
     noise = make_background("noise", 2, 64, 64, torch.Generator().manual_seed(0))
-    assert abs(noise.mean().item() - 0.5) < 0.01 and abs(noise.std().item() - 12 ** -0.5) < 0.01
+    assert abs(noise.mean().item() - 0.5) < 0.01 and abs(noise.std().item() - 12**-0.5) < 0.01
     assert not torch.allclose(noise[:, 0], noise[:, 1])  # colour noise, not grey
 
 
@@ -296,8 +298,9 @@ def test_turntable_azimuth_zero_sees_the_front_unmirrored(renderer):
     verts, faces = sphere(subdivisions=3)
     # Colour by direction: front (-Y) red, back (+Y) green, the body's left (+X) blue.
     colors = torch.stack([(-verts[:, 1]).clamp(min=0), verts[:, 1].clamp(min=0), verts[:, 0].clamp(min=0)], -1) * 2
-    out = renderer.render(verts, faces, orbit_cameras(4, 1.5, 0.0, (0, 0, 0), 60.0), colors=colors, shading=False,
-                          background="black")
+    out = renderer.render(
+        verts, faces, orbit_cameras(4, 1.5, 0.0, (0, 0, 0), 60.0), colors=colors, shading=False, background="black"
+    )
     c = renderer.cfg.height // 2
     centre = out.rgb[:, :, c, c]
     assert centre[0].argmax() == 0  # azimuth 0: the front

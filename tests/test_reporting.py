@@ -11,12 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import FAST_POSE_FIT, LOW_POLY, compose_cfg, run_train
 from omegaconf import OmegaConf
 
 from avatar.engine.reporting import flatten_result, job_label, path_safe, sweep_label
 from avatar.engine.runner import run
 from avatar.stages.base import NonFiniteLossError
+
+from helpers import FAST_POSE_FIT, LOW_POLY, compose_cfg, run_train
 
 TINY_APPEARANCE = [
     "stage=appearance", f"body.topology={LOW_POLY}", "trainer.max_steps=2", "stage.init_steps=5",
@@ -92,8 +93,16 @@ def appearance_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("appearance")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
-        result = run(compose_cfg(run_dir, *TINY_APPEARANCE, "logger=wandb", "logger.wandb.log_artifacts=true",
-                                 "trainer.log_every_n_steps=10", "trainer.val_every_n_steps=1"))
+        result = run(
+            compose_cfg(
+                run_dir,
+                *TINY_APPEARANCE,
+                "logger=wandb",
+                "logger.wandb.log_artifacts=true",
+                "trainer.log_every_n_steps=10",
+                "trainer.val_every_n_steps=1",
+            )
+        )
     return run_dir, result
 
 
@@ -162,13 +171,28 @@ def test_tensorboard_hparams_hold_the_config_and_results(appearance_run):
 
 
 def test_final_step_is_logged_whatever_the_interval(tmp_path):
-    run(compose_cfg(tmp_path, *FAST_POSE_FIT, "trainer.max_steps=6", "trainer.log_every_n_steps=10",
-                    "trainer.val_every_n_steps=0", "logger=csv", "stage.lambda_rotation_l2=0"))
+    run(
+        compose_cfg(
+            tmp_path,
+            *FAST_POSE_FIT,
+            "trainer.max_steps=6",
+            "trainer.log_every_n_steps=10",
+            "trainer.val_every_n_steps=0",
+            "logger=csv",
+            "stage.lambda_rotation_l2=0",
+        )
+    )
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     assert set(metrics["step"]) == {5}  # the last step (0-based), nothing else with interval 10
     last = metrics[metrics["step"] == 5].ffill().bfill().iloc[0]
-    for column in ("train/loss", "train/loss_joints", "train/lambda_joints", "train/weighted_joints",
-                   "metrics/joint_error_mm", "lr-Adam"):
+    for column in (
+        "train/loss",
+        "train/loss_joints",
+        "train/lambda_joints",
+        "train/weighted_joints",
+        "metrics/joint_error_mm",
+        "lr-Adam",
+    ):
         assert pd.notna(last[column]), column
     assert last["train/lambda_rotation_l2"] == 0.0  # a zero-weight term still shows its weight
 
@@ -187,8 +211,16 @@ def test_diverging_run_is_failed_in_wandb_and_in_its_folder(tmp_path):
 
 # ------------------------------------------------------------------ names
 def test_flatten_result_names_colours_and_indexes_lists():
-    flat = flatten_result({"objective": 1.5, "region_rgb": {"torso": [0.1, 0.2, 0.3]}, "scores": [3, 2, 1],
-                           "nested": {"a": {"b": 2}}, "files": {"glb": "avatar.glb"}, "empty": []})
+    flat = flatten_result(
+        {
+            "objective": 1.5,
+            "region_rgb": {"torso": [0.1, 0.2, 0.3]},
+            "scores": [3, 2, 1],
+            "nested": {"a": {"b": 2}},
+            "files": {"glb": "avatar.glb"},
+            "empty": [],
+        }
+    )
     assert flat == {
         "objective": 1.5, "region_rgb/torso/r": 0.1, "region_rgb/torso/g": 0.2, "region_rgb/torso/b": 0.3,
         "scores/0": 3, "scores/1": 2, "scores/2": 1, "nested/a/b": 2, "files/glb": "avatar.glb",
@@ -233,8 +265,16 @@ def test_sweep_folders_and_run_names_are_the_swept_values(tmp_path):
     from avatar.engine.trainer import run_name
 
     sweep = tmp_path / "sweep"
-    run_train("-m", *FAST_POSE_FIT, "trainer.max_steps=2", "trainer.val_every_n_steps=0", "stage.lr=0.01,0.02",
-              "seed=0,1", "logger=csv", f"hydra.sweep.dir={sweep}")
+    run_train(
+        "-m",
+        *FAST_POSE_FIT,
+        "trainer.max_steps=2",
+        "trainer.val_every_n_steps=0",
+        "stage.lr=0.01,0.02",
+        "seed=0,1",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )
     jobs = sorted(p.name for p in sweep.iterdir() if (p / "result.json").is_file())
     assert jobs == ["0_lr=0.01,seed=0", "1_lr=0.01,seed=1", "2_lr=0.02,seed=0", "3_lr=0.02,seed=1"]
     # The W&B name follows the same rule, from what the job's own Hydra config says it varies.

@@ -19,6 +19,7 @@ from avatar.body.skeleton import (
 from avatar.mocap.amass import SMPL_NEUTRAL_PELVIS, read_amass_npz
 from avatar.mocap.retarget import SKELETON_FAMILIES, CanonicalMotion, identify_skeleton, resample, retarget
 from avatar.mocap.types import MocapClip, MocapFormatError, MocapSkeleton
+
 from synthetic_mocap import FILE_TO_CANONICAL  # Y-up, body facing +Z -> canonical
 
 SMPL_STYLE = SKELETON_FAMILIES["smpl"]  # canonical joint -> SMPL-style BVH joint name
@@ -47,7 +48,9 @@ def test_round_trip_through_a_y_up_centimetre_file():
     poses = CanonicalPose.cat([named_pose(n) for n in ("arms_raised", "squat", "kick", "walk_stride")])
     poses.rotations[:, 1:] += 0.2 * torch.randn(poses.rotations[:, 1:].shape, generator=gen)
     poses.rotations[:, 0] = roma.rotmat_to_rotvec(  # face different directions
-        roma.rotvec_to_rotmat(torch.tensor([[0, 0, 0.5], [0, 0, 2.0], [0, 0, -1.0], [0.1, 0.2, 3.0]])) @ poses.rotmats()[:, 0])
+        roma.rotvec_to_rotmat(torch.tensor([[0, 0, 0.5], [0, 0, 2.0], [0, 0, -1.0], [0.1, 0.2, 3.0]]))
+        @ poses.rotmats()[:, 0]
+    )
     poses.transl[:] = torch.tensor([[0.0, 0.0, 0.9], [1.0, 2.0, 0.5], [-0.5, 0.3, 0.95], [0.2, -3.0, 1.0]])
     motion = retarget(smpl_style_clip(poses), fps=None)
     assert torch.allclose(roma.rotvec_to_rotmat(motion.rotations), poses.rotmats(), atol=1e-5)

@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import trimesh
-from helpers import LOW_POLY, clip_backend_overrides, compose_cfg, run_train
 from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
 
 from avatar.stages.shape import ShapeStage, direction_scores, score_codebook
+
+from helpers import LOW_POLY, clip_backend_overrides, compose_cfg, run_train
 
 FAST_SHAPE = [
     "stage=shape",
@@ -32,7 +33,9 @@ FAST_SHAPE = [
 def test_shape_stage_runs_through_train_py_and_caches_the_codebook(tmp_path):
     cache = tmp_path / "cache"
     run1, run2 = tmp_path / "run1", tmp_path / "run2"
-    run_train(*FAST_SHAPE, "prompt.shape=a tall heavy man", f"stage.cache_dir={cache}", "logger=csv", f"hydra.run.dir={run1}")
+    run_train(
+        *FAST_SHAPE, "prompt.shape=a tall heavy man", f"stage.cache_dir={cache}", "logger=csv", f"hydra.run.dir={run1}"
+    )
 
     with np.load(run1 / "shape.npz") as npz:  # no pickle: every field is a plain array
         assert str(npz["body"]) == "anny" and str(npz["prompt"]) == "a tall heavy man"
@@ -75,6 +78,7 @@ def test_shape_stage_runs_through_train_py_and_caches_the_codebook(tmp_path):
 
 def test_cache_key_changes_with_what_the_embeddings_depend_on(tmp_path, anny_low):
     base = [*FAST_SHAPE, f"stage.cache_dir={tmp_path}"]
+
     def cache_file(extra: str):
         stage = ShapeStage(compose_cfg(tmp_path / "r", *base, *extra.split()))
         return stage.cache_path(stage.cache_key())
@@ -124,13 +128,21 @@ def test_direction_scoring_picks_the_entry_along_the_text_direction():
     template = "a 3d rendering of a {} in unreal engine"
     neutral_text = template.format("person")
     picks = {
-        word: int(score_codebook(guide, codebook, codebook[0], template.format(f"{word} person"), neutral_text, "direction").argmax())
+        word: int(
+            score_codebook(
+                guide, codebook, codebook[0], template.format(f"{word} person"), neutral_text, "direction"
+            ).argmax()
+        )
         for word in ("tall", "short", "heavy")
     }
     assert picks == {"tall": 1, "short": 2, "heavy": 3}
-    scores = direction_scores(codebook, codebook[0], guide.encode_text(["a tall person"])[0], guide.encode_text(["a person"])[0])
+    scores = direction_scores(
+        codebook, codebook[0], guide.encode_text(["a tall person"])[0], guide.encode_text(["a person"])[0]
+    )
     assert scores[0] == 0.0  # the neutral entry has no direction
-    assert int(score_codebook(guide, codebook, codebook[0], "a tall heavy person", "a person", "similarity").argmax()) == 4
+    assert (
+        int(score_codebook(guide, codebook, codebook[0], "a tall heavy person", "a person", "similarity").argmax()) == 4
+    )
 
 
 def test_mini_guidance_orders_height_and_weight(tmp_path):
@@ -149,7 +161,9 @@ def test_mini_guidance_orders_height_and_weight(tmp_path):
     height, weight = stage.body.shape_names.index("height"), stage.body.shape_names.index("weight")
 
     def top5(prompt: str) -> torch.Tensor:
-        scores = score_codebook(guidance, emb, emb[0], cfg.stage.template.format(prompt), cfg.stage.neutral_text, "direction")
+        scores = score_codebook(
+            guidance, emb, emb[0], cfg.stage.template.format(prompt), cfg.stage.neutral_text, "direction"
+        )
         return shapes[scores.topk(5).indices].mean(0)
 
     assert top5("a tall man")[height] > top5("a short man")[height] + 0.3
@@ -190,7 +204,9 @@ def test_appearance_stage_starts_from_a_shape_run(tmp_path):
                     "stage.bind_pose=a_pose", f"stage.cache_dir={tmp_path / 'cache'}", "logger=csv"))  # fmt: skip
     with np.load(shape_dir / "shape.npz") as npz:
         shape, rest = torch.as_tensor(npz["shape"]), torch.as_tensor(npz["vertices"])
-    stage = build_stage(compose_cfg(tmp_path / "app", "stage=appearance", f"body.topology={LOW_POLY}", f"stage.shape_dir={shape_dir}"))
+    stage = build_stage(
+        compose_cfg(tmp_path / "app", "stage=appearance", f"body.topology={LOW_POLY}", f"stage.shape_dir={shape_dir}")
+    )
     assert torch.allclose(stage.shape[0], shape)
     # The coarse body is the shape run's body in its bind pose (A-pose), mapped into the unit sphere.
     world = stage.world_from_object(stage.coarse_vertices)
@@ -199,10 +215,18 @@ def test_appearance_stage_starts_from_a_shape_run(tmp_path):
 
 
 def test_the_neutral_prompt_keeps_the_neutral_body(tmp_path):
-    """"a person" in the template is the neutral text itself: no direction, so the neutral body
+    """ "a person" in the template is the neutral text itself: no direction, so the neutral body
     (entry 0), not whichever entry a tie of zero scores lands on."""
     from avatar.engine.runner import run
 
-    result = run(compose_cfg(tmp_path / "run", *FAST_SHAPE, "stage.refine_steps=0", "prompt.shape=a person",
-                             f"stage.cache_dir={tmp_path / 'cache'}", "logger=none"))
+    result = run(
+        compose_cfg(
+            tmp_path / "run",
+            *FAST_SHAPE,
+            "stage.refine_steps=0",
+            "prompt.shape=a person",
+            f"stage.cache_dir={tmp_path / 'cache'}",
+            "logger=none",
+        )
+    )
     assert result["codebook_index"] == 0

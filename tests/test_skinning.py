@@ -38,7 +38,9 @@ def test_anny_rig_reproduces_the_body_model(anny_low, bind):
     for pose_name in POSES:
         out = anny_low(pose=named_pose(pose_name))
         err = (rig.pose(pose_name)[0] - out.vertices[0]).norm(dim=-1)
-        assert err.mean() < 0.005 and err.max() < 0.06, f"{bind}->{pose_name}: mean {err.mean():.4f} max {err.max():.4f}"
+        assert err.mean() < 0.005 and err.max() < 0.06, (
+            f"{bind}->{pose_name}: mean {err.mean():.4f} max {err.max():.4f}"
+        )
         assert torch.allclose(rig.joint_transforms(pose_name)[0, :, :3, 3], out.joints[0], atol=1e-4)
 
 
@@ -95,8 +97,14 @@ def test_rigged_inflated_surface_poses_like_the_body(inflated_surface):
     assert (posed[legs] - bind[legs]).norm(dim=-1).max() < 1e-4
     # The whole surface stays on the posed body: close to 2 cm off the body's own posed mesh.
     body_posed = body_rig.pose("arms_raised")[0].numpy()
-    posed_body_rig = Rig(torch.as_tensor(body_posed), body_rig.faces, body_rig.weights, body_rig.bind_pose,
-                         body_rig.rest_joints, body_rig.bind_joints)
+    posed_body_rig = Rig(
+        torch.as_tensor(body_posed),
+        body_rig.faces,
+        body_rig.weights,
+        body_rig.bind_pose,
+        body_rig.rest_joints,
+        body_rig.bind_joints,
+    )
     _, d_posed, _ = closest_point_weights(posed_body_rig, posed)
     assert np.median(np.abs(d_posed - 0.02)) < 0.005 and np.quantile(d_posed, 0.99) < 0.06
 
@@ -111,8 +119,10 @@ def test_transferred_weights_are_smoother_than_a_nearest_vertex_copy(inflated_su
     _, nearest = cKDTree(body_rig.vertices.numpy()).query(surface.vertices)
     copied = body_rig.weights.numpy()[nearest]
     (m_t, q_t), (m_raw, q_raw), (m_copy, q_copy) = (_edge_jumps(x, surface) for x in (transferred, raw, copied))
-    print(f"edge weight jumps (mean, 99%): transfer {m_t:.3f} {q_t:.3f}, closest point {m_raw:.3f} "
-          f"{q_raw:.3f}, nearest vertex {m_copy:.3f} {q_copy:.3f}")
+    print(
+        f"edge weight jumps (mean, 99%): transfer {m_t:.3f} {q_t:.3f}, closest point {m_raw:.3f} "
+        f"{q_raw:.3f}, nearest vertex {m_copy:.3f} {q_copy:.3f}"
+    )
     assert m_t < 0.8 * m_copy and q_t < 0.4 * q_copy
     assert m_t < m_raw and q_t < q_raw
     # ... while staying faithful to the body: mostly the same dominant joint as the copy.

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from avatar.config import register_configs
 from avatar.engine import sweeps
 from avatar.engine.run_info import run_status
+
 from helpers import FAST_POSE_FIT, ROOT, run_train
 
 register_configs()
@@ -41,6 +42,7 @@ def test_optimized_value_reads_nested_results_and_names_what_is_missing():
 
 def test_main_returns_the_chosen_metric_and_fails_clearly_without_it(tmp_path, monkeypatch):
     import avatar.cli as cli
+
     from helpers import compose_cfg
 
     monkeypatch.setattr("avatar.engine.runner.run", lambda cfg: {"joint_error_mm": 3.0, "objective": 3.0, "seconds": 1})
@@ -56,7 +58,9 @@ def test_sampler_seed_replays_one_worker_and_differs_between_shared_workers(tmp_
     assert OmegaConf.select(alone, "hydra.sweeper.sampler.seed") == 5  # in-memory study: reproducible
     shared = compose_hydra("hparams_search=optuna", "seed=5", f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db")
     assert OmegaConf.select(shared, "hydra.sweeper.sampler.seed") is None  # each worker its own draws
-    pinned = compose_hydra("hparams_search=optuna", "hydra.sweeper.storage=sqlite:///x.db", "hydra.sweeper.sampler.seed=3")
+    pinned = compose_hydra(
+        "hparams_search=optuna", "hydra.sweeper.storage=sqlite:///x.db", "hydra.sweeper.sampler.seed=3"
+    )
     assert OmegaConf.select(pinned, "hydra.sweeper.sampler.seed") == 3
     sweeper = alone.hydra.sweeper
     assert sweeper.max_failure_rate == 1.0 and alone.optimized_metric == "objective"
@@ -69,13 +73,27 @@ def test_optuna_study_survives_a_diverging_trial_and_links_trials_to_runs(tmp_pa
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    common = [*FAST_POSE_FIT, "trainer.max_steps=3", "logger=csv", "hparams_search=optuna",
-              f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=diverge"]
+    common = [
+        *FAST_POSE_FIT,
+        "trainer.max_steps=3",
+        "logger=csv",
+        "hparams_search=optuna",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=diverge",
+    ]
     # Worker 1: seed 0 draws init noise 10, inf, 10 for its three trials (inf: a NaN loss at step 0).
-    run_train("-m", *common, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0",
-              "stage.init_noise_deg=choice(10,inf)", f"hydra.sweep.dir={tmp_path / 'w1'}")
+    run_train(
+        "-m",
+        *common,
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.seed=0",
+        "stage.init_noise_deg=choice(10,inf)",
+        f"hydra.sweep.dir={tmp_path / 'w1'}",
+    )
     # Worker 2 joins the same study with its own sampler (no seed: the storage is shared).
-    run_train("-m", *common, "hydra.sweeper.n_trials=2", "stage.init_noise_deg=10", f"hydra.sweep.dir={tmp_path / 'w2'}")
+    run_train(
+        "-m", *common, "hydra.sweeper.n_trials=2", "stage.init_noise_deg=10", f"hydra.sweep.dir={tmp_path / 'w2'}"
+    )
 
     study = optuna.load_study(study_name="diverge", storage=storage)
     states = [t.state for t in study.trials]
@@ -88,7 +106,11 @@ def test_optuna_study_survives_a_diverging_trial_and_links_trials_to_runs(tmp_pa
         run_dir = tmp_path / ("w1" if trial.number < 3 else "w2") / trial.user_attrs["run_dir"].rsplit("/", 1)[-1]
         assert trial.user_attrs["run_dir"] == str(run_dir) and run_dir.is_dir()
         link = json.loads((run_dir / "optuna_trial.json").read_text())
-        assert link["trial"] == trial.number and link["study"] == "diverge" and link["job_num"] == trial.user_attrs["job_num"]
+        assert (
+            link["trial"] == trial.number
+            and link["study"] == "diverge"
+            and link["job_num"] == trial.user_attrs["job_num"]
+        )
         if trial.state == optuna.trial.TrialState.FAIL:
             assert run_status(run_dir) == "failed" and (run_dir / "traceback.txt").is_file()
             assert "Non-finite loss" in link["error"] and link["value"] is None
@@ -111,7 +133,9 @@ def test_a_job_in_another_process_links_its_trial_through_the_shared_storage(tmp
     trial = study.ask()
     entry = {"trial": trial.number, "trial_id": trial._trial_id, "job_num": 0, "storage": storage}
     sweeps._set_trial_run_dir(tmp_path, 0, entry, tmp_path / "0_lr=0.1")
-    assert optuna.load_study(study_name="s", storage=storage).trials[0].user_attrs["run_dir"] == str(tmp_path / "0_lr=0.1")
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].user_attrs["run_dir"] == str(
+        tmp_path / "0_lr=0.1"
+    )
 
 
 # ------------------------------------------------------------------------------ debug configs
@@ -131,6 +155,7 @@ def test_profiler_reaches_the_lightning_trainer(tmp_path):
     from lightning.pytorch.profilers import SimpleProfiler
 
     from avatar.engine.trainer import build_trainer
+
     from helpers import compose_cfg
 
     cfg = compose_cfg(tmp_path, *FAST_POSE_FIT, "debug=profiler")
@@ -159,6 +184,7 @@ def test_slurm_preset_composes():
 
 def test_launcher_resume_default_yields_to_the_command_line(tmp_path, monkeypatch):
     import avatar.cli as cli
+
     from helpers import compose_cfg
 
     seen = []

@@ -83,7 +83,7 @@ _FOOT_POSITION_BONE = "toe3-1.S"
 def _joint_bone_names(joint: str) -> tuple[str, ...]:
     for prefix, suffix in (("left_", ".L"), ("right_", ".R")):
         if joint.startswith(prefix):
-            return tuple(b.replace(".S", suffix) for b in _JOINT_BONES[joint[len(prefix):]])
+            return tuple(b.replace(".S", suffix) for b in _JOINT_BONES[joint[len(prefix) :]])
     return _JOINT_BONES[joint]
 
 
@@ -101,7 +101,8 @@ def _load_anny(cfg: AnnyBodyConfig):
     if first_use:
         log.warning(
             "Building Anny's model cache in %s (one time, about a minute; set "
-            "body.cache_dir or $AVATAR_CACHE_DIR to move it)...", cache
+            "body.cache_dir or $AVATAR_CACHE_DIR to move it)...",
+            cache,
         )
     start = time.perf_counter()
     model = anny.Anny(rig="anny", topology=cfg.topology)
@@ -210,4 +211,3 @@ class AnnyBody(BodyModel):
             rest_vertices=rest["rest_vertices"] - root_head[:, None],
             rest_joints=rest_joints,
         )
-

@@ -21,7 +21,9 @@ BODY_MODELS: Registry["BodyModel"] = Registry("body model", "body")
 class BodyOutput:
     vertices: torch.Tensor  # (B, V, 3) posed, world (Z-up), pelvis at pose.transl
     joints: torch.Tensor  # (B, 22, 3) canonical joints, posed, world
-    rest_vertices: torch.Tensor  # (B, V, 3) the model's native rest pose (Anny: A, SMPL: T), upright, pelvis at the origin
+    rest_vertices: (
+        torch.Tensor
+    )  # (B, V, 3) the model's native rest pose (Anny: A, SMPL: T), upright, pelvis at the origin
     rest_joints: torch.Tensor  # (B, 22, 3) canonical joints in that rest pose
 
 
@@ -72,9 +74,7 @@ class BodyModel(nn.Module):
             pose = CanonicalPose.rest(batch, self.dtype, self.device)
         pose = pose.to(self.device, self.dtype)
         if pose.batch_size != batch:
-            pose = CanonicalPose(
-                pose.rotations.expand(batch, NUM_JOINTS, 3), pose.transl.expand(batch, 3)
-            )
+            pose = CanonicalPose(pose.rotations.expand(batch, NUM_JOINTS, 3), pose.transl.expand(batch, 3))
         return shape, pose
 
 

@@ -151,7 +151,9 @@ def output_path(source: Path, out: Path) -> Path:
         return out
     match = re.search(r"(?:^|_)(neutral|male|female|m|f)(?:_|\.|$)", source.name.lower())
     if not match:
-        raise SmplConversionError(f"cannot tell the gender of {source.name}: give OUT as a file name (SMPL_NEUTRAL.pkl, ...)")
+        raise SmplConversionError(
+            f"cannot tell the gender of {source.name}: give OUT as a file name (SMPL_NEUTRAL.pkl, ...)"
+        )
     gender = {"m": "male", "f": "female"}.get(match.group(1), match.group(1))
     return out / f"SMPL_{gender.upper()}.pkl"
 

@@ -33,7 +33,9 @@ def vertex_regions(skinning_weights: torch.Tensor) -> torch.Tensor:
     return joint_region[skinning_weights.argmax(dim=1)]
 
 
-def region_colors(skinning_weights: torch.Tensor, palette: dict[str, tuple[float, float, float]] = DEMO_PALETTE) -> torch.Tensor:
+def region_colors(
+    skinning_weights: torch.Tensor, palette: dict[str, tuple[float, float, float]] = DEMO_PALETTE
+) -> torch.Tensor:
     """(V, 3) vertex colours painting each region with its palette colour."""
     table = torch.tensor([palette[r] for r in REGIONS], dtype=skinning_weights.dtype, device=skinning_weights.device)
     return table[vertex_regions(skinning_weights)]

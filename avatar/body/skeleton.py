@@ -44,8 +44,7 @@ BONE_CHILD: dict[str, str] = {
 
 # Left/right pairs for mirroring (augmentation, symmetric checks).
 MIRROR_INDEX: tuple[int, ...] = tuple(
-    JOINT_INDEX[n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")]
-    for n in JOINT_NAMES
+    JOINT_INDEX[n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")] for n in JOINT_NAMES
 )
 
 # A neutral adult's T-pose joint layout in the body frame (metres, pelvis at the origin).
@@ -105,13 +104,11 @@ class CanonicalPose:
             self.transl = self.transl[None]
         if self.rotations.shape[-2:] != (NUM_JOINTS, 3):
             raise ValueError(
-                f"CanonicalPose.rotations must be (B, {NUM_JOINTS}, 3) axis-angle, "
-                f"got {tuple(self.rotations.shape)}"
+                f"CanonicalPose.rotations must be (B, {NUM_JOINTS}, 3) axis-angle, got {tuple(self.rotations.shape)}"
             )
         if self.transl.shape[-1] != 3 or self.transl.shape[0] != self.rotations.shape[0]:
             raise ValueError(
-                f"CanonicalPose.transl must be (B, 3) with B={self.rotations.shape[0]}, "
-                f"got {tuple(self.transl.shape)}"
+                f"CanonicalPose.transl must be (B, 3) with B={self.rotations.shape[0]}, got {tuple(self.transl.shape)}"
             )
 
     @property
@@ -130,9 +127,7 @@ class CanonicalPose:
 
     @staticmethod
     def cat(poses: list["CanonicalPose"]) -> "CanonicalPose":
-        return CanonicalPose(
-            torch.cat([p.rotations for p in poses]), torch.cat([p.transl for p in poses])
-        )
+        return CanonicalPose(torch.cat([p.rotations for p in poses]), torch.cat([p.transl for p in poses]))
 
     @staticmethod
     def rest(batch_size: int = 1, dtype=torch.float32, device=None) -> "CanonicalPose":

@@ -89,8 +89,11 @@ class Rig:
         """Move/cast the float tensors (faces stay int64, on the vertices' device)."""
         vertices = self.vertices.to(*args, **kwargs)
         return Rig(
-            vertices, self.faces.to(vertices.device), self.weights.to(*args, **kwargs),
-            self.bind_pose.to(*args, **kwargs), self.rest_joints.to(*args, **kwargs),
+            vertices,
+            self.faces.to(vertices.device),
+            self.weights.to(*args, **kwargs),
+            self.bind_pose.to(*args, **kwargs),
+            self.rest_joints.to(*args, **kwargs),
             self.bind_joints.to(*args, **kwargs),
         )
 
@@ -174,9 +177,12 @@ class Rig:
             raise ValueError(f"{path} is not a rig file written by Rig.save (format {_RIG_FORMAT})")
         t = {k: torch.from_numpy(data[k]).to(device) for k in data if k != "format"}
         return Rig(
-            vertices=t["vertices"], faces=t["faces"].long(), weights=t["weights"],
+            vertices=t["vertices"],
+            faces=t["faces"].long(),
+            weights=t["weights"],
             bind_pose=CanonicalPose(t["bind_rotations"], t["bind_transl"]),
-            rest_joints=t["rest_joints"], bind_joints=t["bind_joints"],
+            rest_joints=t["rest_joints"],
+            bind_joints=t["bind_joints"],
         )
 
 
@@ -261,9 +267,13 @@ def closest_point_weights(
     )
     face = wp.zeros(len(pts), dtype=wp.int32, device="cpu")
     uv = wp.zeros(len(pts), dtype=wp.vec2, device="cpu")
-    wp.launch(_closest_point, dim=len(pts), device="cpu",
-              inputs=[mesh.id, wp.array(pts.astype(np.float32), dtype=wp.vec3, device="cpu"), 1.0e6],
-              outputs=[face, uv])
+    wp.launch(
+        _closest_point,
+        dim=len(pts),
+        device="cpu",
+        inputs=[mesh.id, wp.array(pts.astype(np.float32), dtype=wp.vec3, device="cpu"), 1.0e6],
+        outputs=[face, uv],
+    )
     face, uv = face.numpy(), uv.numpy().astype(np.float64)
     if (face < 0).any():
         raise RuntimeError("closest-point query found no body triangle (empty body mesh?)")

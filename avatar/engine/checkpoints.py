@@ -80,7 +80,9 @@ def remove_temp_files(folder: Path) -> list[Path]:
                 path.unlink(missing_ok=True)
                 removed.append(path)
     if removed:
-        log.info("Removed %d temp file(s) left by an interrupted write: %s", len(removed), [p.name for p in removed][:5])
+        log.info(
+            "Removed %d temp file(s) left by an interrupted write: %s", len(removed), [p.name for p in removed][:5]
+        )
     return removed
 
 

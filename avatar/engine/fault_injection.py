@@ -28,7 +28,15 @@ from pathlib import Path
 from avatar.utils.paths import PROJECT_ROOT
 
 # Files that record *how* a run ran (times, commands, segments), not what it produced.
-RECORDS = {"run_info.json", "config_resolved.yaml", "cli.log", "train.log", "traceback.txt", "pipeline.json", "result.json"}
+RECORDS = {
+    "run_info.json",
+    "config_resolved.yaml",
+    "cli.log",
+    "train.log",
+    "traceback.txt",
+    "pipeline.json",
+    "result.json",
+}
 RECORD_DIRS = {".hydra", "csv", "tensorboard", "wandb", "checkpoints"}
 
 
@@ -61,8 +69,13 @@ def outputs(run_dir: Path) -> list[str]:
     files = []
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
-        if (path.is_file() and path.name not in RECORDS and not RECORD_DIRS & set(rel.parts)
-                and not path.name.startswith(".") and not path.name.startswith("git_diff.")):
+        if (
+            path.is_file()
+            and path.name not in RECORDS
+            and not RECORD_DIRS & set(rel.parts)
+            and not path.name.startswith(".")
+            and not path.name.startswith("git_diff.")
+        ):
             files.append(str(rel))
     return files
 
@@ -70,14 +83,20 @@ def outputs(run_dir: Path) -> list[str]:
 def compare(a: Path, b: Path) -> dict[str, str]:
     names = sorted(set(outputs(a)) | set(outputs(b)))
     return {
-        name: ("same" if (a / name).is_file() and (b / name).is_file() and filecmp.cmp(a / name, b / name, shallow=False)
-               else "missing" if not ((a / name).is_file() and (b / name).is_file()) else "DIFFERENT")
+        name: (
+            "same"
+            if (a / name).is_file() and (b / name).is_file() and filecmp.cmp(a / name, b / name, shallow=False)
+            else "missing"
+            if not ((a / name).is_file() and (b / name).is_file())
+            else "DIFFERENT"
+        )
         for name in names
     }
 
 
-def kill_and_resume(out: Path, overrides: list[str], marker: str, sig: int = signal.SIGKILL,
-                    pipeline: bool = False, delay: float = 0.0) -> dict:
+def kill_and_resume(
+    out: Path, overrides: list[str], marker: str, sig: int = signal.SIGKILL, pipeline: bool = False, delay: float = 0.0
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     straight, killed = out / "straight", out / "killed"
     train(straight, overrides)

@@ -85,7 +85,7 @@ def _comparable(cfg: DictConfig, stage: str) -> dict:
         if isinstance(value, list):
             return [relative(v) for v in value]
         if root and isinstance(value, str) and (value == root or value.startswith(root + "/")):
-            return "<pipeline>" + value[len(root):]
+            return "<pipeline>" + value[len(root) :]
         return value
 
     return relative(plain)
@@ -159,7 +159,12 @@ def run_pipeline(cfg: DictConfig, overrides: list[str]) -> dict:
         start = time.perf_counter()
         result = run(stage_cfg, overrides=[f"stage={name}", *stage_overrides])
         ran_earlier.append(name)
-        summary["stages"][name] = {"folder": str(folder), "reused": False, "seconds": round(time.perf_counter() - start, 1), **result}
+        summary["stages"][name] = {
+            "folder": str(folder),
+            "reused": False,
+            "seconds": round(time.perf_counter() - start, 1),
+            **result,
+        }
     last = cfg.pipeline.stages[-1]
     summary["objective"] = summary["stages"][last].get("objective", 0.0)
     atomic_write_text(run_dir / "pipeline.json", json.dumps(summary, indent=2, default=str))

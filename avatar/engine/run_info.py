@@ -61,7 +61,9 @@ def git_revision(root: Path = PROJECT_ROOT) -> dict[str, str | bool]:
 def git_diff(root: Path = PROJECT_ROOT) -> str:
     """The uncommitted changes to tracked files (what a dirty run really ran with)."""
     try:
-        return subprocess.run(["git", "diff", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20, check=True).stdout
+        return subprocess.run(
+            ["git", "diff", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -82,8 +84,13 @@ def previous_config(run_dir: str | Path) -> dict | None:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else None
 
 
-def write_run_info(run_dir: str | Path, cfg: DictConfig, overrides: list[str], resumed_from: dict | None = None,
-                   config_changes: dict | None = None) -> dict:
+def write_run_info(
+    run_dir: str | Path,
+    cfg: DictConfig,
+    overrides: list[str],
+    resumed_from: dict | None = None,
+    config_changes: dict | None = None,
+) -> dict:
     """Start a segment of the run: write ``config_resolved.yaml`` and add a segment to
     ``run_info.json`` (command, overrides, git revision and diff, packages, hardware, what it
     resumed from and what changed since the last segment). Earlier segments are kept; the

@@ -108,7 +108,9 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
             result["train_seconds"] = round(clock.seconds(), 1)  # every segment's optimisation
         else:
             if resume:
-                raise ValueError(f"resume={cfg.resume}: stage {cfg.stage.name!r} has no checkpoints to resume (it is not an optimisation)")
+                raise ValueError(
+                    f"resume={cfg.resume}: stage {cfg.stage.name!r} has no checkpoints to resume (it is not an optimisation)"
+                )
             result = module.run(loggers)
         report_result(loggers, cfg, run_dir, result)  # results, media, table, artifact -> loggers
         status = "success"
@@ -155,11 +157,12 @@ def _recorded(run_dir: Path, overrides: list[str], body, pipeline: bool = False)
 
     try:
         result = body()
-    except (RunInterrupted, KeyboardInterrupt) as err:
+    except (RunInterrupted, KeyboardInterrupt):
         command = resume_command(overrides, run_dir, pipeline)
         ended("interrupted", resume_command=command)
-        log.error("Interrupted; a checkpoint of the current step is in %s/checkpoints. Resume with:\n  %s",
-                  run_dir, command)
+        log.error(
+            "Interrupted; a checkpoint of the current step is in %s/checkpoints. Resume with:\n  %s", run_dir, command
+        )
         raise
     except BaseException as err:
         if isinstance(err, SystemExit) and err.code in (0, None):
@@ -197,8 +200,11 @@ def _check_unchanged(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> di
     named = {o.lstrip("+~").split("=", 1)[0] for o in overrides} - config_groups()
     # Keys the code added or removed since the run started are no one's forgotten override.
     code = {k for k in changed if not (_has(before, k) and _has(now, k))}
-    deliberate = {k: [_select(before, k), _select(now, k)] for k in changed
-                  if k in code or any(k == n or k.startswith(n + ".") for n in named)}
+    deliberate = {
+        k: [_select(before, k), _select(now, k)]
+        for k in changed
+        if k in code or any(k == n or k.startswith(n + ".") for n in named)
+    }
     forgotten = [k for k in changed if k not in deliberate]
     if forgotten:
         shown = {k: [_select(before, k), _select(now, k)] for k in forgotten[:8]}
@@ -217,8 +223,13 @@ def config_groups() -> set[str]:
     """The names of Hydra config groups (folders of conf/ and experiments/)."""
     from avatar.utils.paths import PROJECT_ROOT
 
-    return {p.name for root in ("conf", "experiments") if (PROJECT_ROOT / root).is_dir()
-            for p in (PROJECT_ROOT / root).iterdir() if p.is_dir()} | {"hydra/launcher", "hydra/sweeper"}
+    return {
+        p.name
+        for root in ("conf", "experiments")
+        if (PROJECT_ROOT / root).is_dir()
+        for p in (PROJECT_ROOT / root).iterdir()
+        if p.is_dir()
+    } | {"hydra/launcher", "hydra/sweeper"}
 
 
 def _has(tree: dict, dotted: str) -> bool:

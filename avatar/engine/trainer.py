@@ -121,7 +121,9 @@ class _ContinuingWriter(ExperimentWriter):
         with path.open(newline="") as file:
             reader = csv.DictReader(file)
             header = list(reader.fieldnames or [])
-            rows = [row for row in reader if row.get("step") not in (None, "") and float(row["step"]) < self._resume_step]
+            rows = [
+                row for row in reader if row.get("step") not in (None, "") and float(row["step"]) < self._resume_step
+            ]
         with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=header)
             writer.writeheader()
@@ -129,8 +131,9 @@ class _ContinuingWriter(ExperimentWriter):
         self.metrics_keys = header
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str], resume_step: int | None = None,
-                  wandb_id: str | None = None) -> list[Logger]:
+def build_loggers(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], resume_step: int | None = None, wandb_id: str | None = None
+) -> list[Logger]:
     """The configured loggers; ``resume_step`` continues the logs of an interrupted run from its
     checkpoint's step (CSV rows kept, TensorBoard purges later steps, W&B resumes ``wandb_id``)."""
     loggers: list[Logger] = []

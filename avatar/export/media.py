@@ -32,7 +32,7 @@ def image_grid(images: list[np.ndarray], ncols: int, pad: int = 2, fill: int = 2
     grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), fill, dtype=np.uint8)
     for i, image in enumerate(images):
         r, col = divmod(i, ncols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = image
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = image
     return grid
 
 

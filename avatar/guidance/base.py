@@ -97,7 +97,10 @@ class Guidance(torch.nn.Module, abc.ABC):
         details = "".join(f", {k}={v}" for k, v in extra.items())
         log.info(
             "Guidance weights loaded: %s (sha256 %s), architecture %s%s",
-            info["file"], info["sha256_12"], architecture, details,
+            info["file"],
+            info["sha256_12"],
+            architecture,
+            details,
         )
         return info
 
@@ -150,9 +153,7 @@ class Guidance(torch.nn.Module, abc.ABC):
             raise ValueError(f"images must be (B, 3, H, W) in [0, 1]; got shape {tuple(images.shape)}")
         images = images.to(device=self.device, dtype=torch.float32)
         if tuple(images.shape[-2:]) != self.input_size:
-            images = F.interpolate(
-                images, size=self.input_size, mode="bilinear", align_corners=False, antialias=True
-            )
+            images = F.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         return (images - self.pixel_mean) / self.pixel_std
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -131,8 +131,10 @@ def _build_from_file(cfg: ClipGuidanceConfig) -> ClipGuidance:
         )
     filename = cfg.model.replace("/", "-").replace("@", "-") + ".pt"
     what = f"CLIP weights (OpenAI's {filename} or a state dict of clip.model.CLIP)"
-    hint = (f"The official file is what `python -c \"import clip; clip.load('{cfg.model}')\"` downloads "
-            f"to {CLIP_DEFAULT_ROOT}/{filename}.")
+    hint = (
+        f"The official file is what `python -c \"import clip; clip.load('{cfg.model}')\"` downloads "
+        f"to {CLIP_DEFAULT_ROOT}/{filename}."
+    )
     with as_guidance_file_error():
         state_dict, file_format = read_clip_weights(path, key, what, hint)
     arch = clip_architecture(state_dict)
@@ -140,7 +142,12 @@ def _build_from_file(cfg: ClipGuidanceConfig) -> ClipGuidance:
     if released is None:
         log.warning(
             "`%s=%s` holds a CLIP of an architecture no OpenAI release has (%s); it runs as the file "
-            "says, and `%s=%s` does not describe it.", key, path, arch.describe(), setting("model"), cfg.model,
+            "says, and `%s=%s` does not describe it.",
+            key,
+            path,
+            arch.describe(),
+            setting("model"),
+            cfg.model,
         )
     elif released != cfg.model:
         raise GuidanceFileError(
@@ -332,7 +339,9 @@ def clip_architecture(state_dict: Mapping) -> ClipArchitecture:
         image_size = patch_size * grid_size
         vision = "ViT"
     else:
-        vision_layers = tuple(len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}")}) for b in (1, 2, 3, 4))
+        vision_layers = tuple(
+            len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}")}) for b in (1, 2, 3, 4)
+        )
         vision_width = sd["visual.layer1.0.conv1.weight"].shape[0]
         output_width = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
         patch_size, image_size, vision = None, output_width * 32, "ResNet"
@@ -425,8 +434,7 @@ def _check_named_weights(cfg: ClipGuidanceConfig) -> None:
     else:
         return  # clip.load will download it
     raise GuidanceWeightsError(
-        f"CLIP weights for {cfg.model!r} are missing: {problem}, and {reason}.\n"
-        + _how_to_get(cfg.model)
+        f"CLIP weights for {cfg.model!r} are missing: {problem}, and {reason}.\n" + _how_to_get(cfg.model)
     )
 
 

@@ -91,6 +91,7 @@ def optimise_body_colours(
 def colour_pair_right(region_means: dict, top: str, bottom: str) -> bool:
     """Did a colour fit for "a <top> shirt and <bottom> trousers" come out right? The torso's mean
     RGB nearer ``top``'s vocabulary RGB than ``bottom``'s, and the legs' the other way round."""
+
     def nearer(rgb, wanted, other):
         rgb = np.asarray(rgb)
         return np.linalg.norm(rgb - COLORS[wanted]) < np.linalg.norm(rgb - COLORS[other])
@@ -125,7 +126,11 @@ def colour_check(
 
 @torch.no_grad()
 def retrieval_and_binding(
-    guidance: Guidance, images: torch.Tensor, captions: list[str], swapped: list[str | None], group: int = 32,
+    guidance: Guidance,
+    images: torch.Tensor,
+    captions: list[str],
+    swapped: list[str | None],
+    group: int = 32,
     pose_changed: list[str | None] | None = None,
 ) -> dict:
     """Top-1 text->image and image->text retrieval in groups of ``group``, binding accuracy (an
@@ -154,7 +159,9 @@ def retrieval_and_binding(
     return out
 
 
-def _hard_negative_wins(guidance: Guidance, image: torch.Tensor, text: torch.Tensor, negatives: list[str | None]) -> list[bool]:
+def _hard_negative_wins(
+    guidance: Guidance, image: torch.Tensor, text: torch.Tensor, negatives: list[str | None]
+) -> list[bool]:
     """Per image with a negative: does its caption score above the negative?"""
     pairs = [(i, t) for i, t in enumerate(negatives) if t]
     if not pairs:

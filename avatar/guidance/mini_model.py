@@ -45,7 +45,9 @@ def load_minilm():
     from transformers import AutoModel, AutoTokenizer
 
     path = minilm_path()
-    return AutoTokenizer.from_pretrained(path, local_files_only=True), AutoModel.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True), AutoModel.from_pretrained(
+        path, local_files_only=True
+    )
 
 
 class TextTower(nn.Module):
@@ -148,7 +150,9 @@ class MiniImageTextModel(nn.Module):
         return model
 
 
-MINI_WHAT = "a mini guidance checkpoint (a dict of 'config', 'state_dict' and 'meta', as the train_guidance stage writes)"
+MINI_WHAT = (
+    "a mini guidance checkpoint (a dict of 'config', 'state_dict' and 'meta', as the train_guidance stage writes)"
+)
 MINI_HINT = (
     "The shipped one is avatar/guidance/weights/mini.pt; "
     "`python train.py stage=train_guidance stage.publish=true` trains a new one."
@@ -166,7 +170,9 @@ def read_checkpoint(path: str | os.PathLike, source: str) -> dict:
 
     file = Path(path).expanduser()
     if not file.exists():
-        raise FileNotFoundError(f"{source}={str(path)!r} does not exist: give a mini checkpoint, e.g. avatar/guidance/weights/mini.pt")
+        raise FileNotFoundError(
+            f"{source}={str(path)!r} does not exist: give a mini checkpoint, e.g. avatar/guidance/weights/mini.pt"
+        )
     if file.is_file() and is_torchscript_archive(file):
         raise InputFileError(
             f"{describe(path, source)} is a TorchScript archive (the format of OpenAI's CLIP release), not "
@@ -193,7 +199,10 @@ def _not_a_mini_payload(payload) -> tuple[str, str] | None:
         return "a dict whose 'state_dict' is empty or holds things other than tensors", ""
     training = describe_training_checkpoint(payload)
     if training:
-        return training, "The train_guidance stage writes its mini weights as mini.pt in its run directory: give that file. "
+        return (
+            training,
+            "The train_guidance stage writes its mini weights as mini.pt in its run directory: give that file. ",
+        )
     keys = [str(k) for k in payload][:6]
     if any(k in payload for k in ("text_projection", "visual.proj", "visual.conv1.weight", "token_embedding.weight")):
         return (f"a CLIP state dict (keys {keys}...)",
@@ -201,7 +210,9 @@ def _not_a_mini_payload(payload) -> tuple[str, str] | None:
     return f"a dict with keys {keys} (no 'config' and 'state_dict')", ""
 
 
-def interpolate_checkpoints(base: dict, finetuned: dict, alpha_text: float, alpha_image: float, meta: dict | None = None) -> dict:
+def interpolate_checkpoints(
+    base: dict, finetuned: dict, alpha_text: float, alpha_image: float, meta: dict | None = None
+) -> dict:
     """Weight-space interpolation of two mini checkpoints of one architecture (WiSE-FT, Wortsman
     et al. 2022, "Robust fine-tuning of zero-shot models"): each trained parameter becomes
     ``(1 - alpha) * base + alpha * finetuned``, with ``alpha_image`` for the image tower and
@@ -212,12 +223,20 @@ def interpolate_checkpoints(base: dict, finetuned: dict, alpha_text: float, alph
     anything. ``meta`` is stored with the result, plus the two alphas."""
     for name, alpha in (("alpha_text", alpha_text), ("alpha_image", alpha_image)):
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"{name}={alpha}: an interpolation weight lies in [0, 1] (0: the base, 1: the fine-tuned model)")
+            raise ValueError(
+                f"{name}={alpha}: an interpolation weight lies in [0, 1] (0: the base, 1: the fine-tuned model)"
+            )
     if base["config"] != finetuned["config"]:
-        differ = {k: (v, finetuned["config"].get(k)) for k, v in base["config"].items() if finetuned["config"].get(k) != v}
-        raise ValueError(f"the two mini checkpoints have different architectures: {differ} (base, fine-tuned); interpolate only a fine-tune with its start")
+        differ = {
+            k: (v, finetuned["config"].get(k)) for k, v in base["config"].items() if finetuned["config"].get(k) != v
+        }
+        raise ValueError(
+            f"the two mini checkpoints have different architectures: {differ} (base, fine-tuned); interpolate only a fine-tune with its start"
+        )
     if set(base["state_dict"]) != set(finetuned["state_dict"]):
-        raise ValueError(f"the two mini checkpoints store different parameters: {sorted(set(base['state_dict']) ^ set(finetuned['state_dict']))[:5]}")
+        raise ValueError(
+            f"the two mini checkpoints store different parameters: {sorted(set(base['state_dict']) ^ set(finetuned['state_dict']))[:5]}"
+        )
     state = {}
     for key, start in base["state_dict"].items():
         alpha = alpha_image if key.startswith("image.") else alpha_text

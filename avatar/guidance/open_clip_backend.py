@@ -159,12 +159,19 @@ def build_open_clip_guidance(cfg: Any) -> OpenClipGuidance:
     if ran_quick_gelu != quick_gelu:  # e.g. timm towers, which always use nn.GELU
         log.warning(
             "OpenCLIP model %s was to run with quick_gelu=%s (%s) but its built modules %s QuickGELU; "
-            "the run records what is in the model.", cfg.model, quick_gelu, quick_gelu_source,
+            "the run records what is in the model.",
+            cfg.model,
+            quick_gelu,
+            quick_gelu_source,
             "use" if ran_quick_gelu else "do not use",
         )
     tokenizer = open_clip.get_tokenizer(cfg.model, cache_dir=cfg.cache_dir)
     guidance = OpenClipGuidance(model, tokenizer, model_cfg["embed_dim"])
-    extra: dict[str, Any] = {"quick_gelu": ran_quick_gelu, "quick_gelu_source": quick_gelu_source, "format": file_format}
+    extra: dict[str, Any] = {
+        "quick_gelu": ran_quick_gelu,
+        "quick_gelu_source": quick_gelu_source,
+        "format": file_format,
+    }
     if tag:
         extra["tag"] = tag
     guidance.record_weights(checkpoint, cfg.model, sha256_12=sha256[:12], **extra)
@@ -231,7 +238,9 @@ def _check_tensor_dict(file: Path, key: str, what: str, hint: str) -> None:
     raise InputFileError(f"{describe(file, key)} is {problem}, not {what}. {advice}{hint}")
 
 
-def _architecture_mismatch(cfg: OpenClipGuidanceConfig, path: str, found: ClipArchitecture, expected: ClipArchitecture) -> str:
+def _architecture_mismatch(
+    cfg: OpenClipGuidanceConfig, path: str, found: ClipArchitecture, expected: ClipArchitecture
+) -> str:
     import open_clip
 
     same = []
@@ -263,7 +272,12 @@ def _check_heads(cfg: OpenClipGuidanceConfig, path: str, model_cfg: dict, found:
     vision, text = CLIPVisionCfg(**model_cfg["vision_cfg"]), CLIPTextCfg(**model_cfg["text_cfg"])
     config_heads = (vision.width // vision.head_width, text.heads)
     file_heads = (found.vision_width // 64, found.text_width // 64)
-    if found.vision == "ViT" and config_heads != file_heads or found.vision != "ViT" and config_heads[1] != file_heads[1]:
+    if (
+        found.vision == "ViT"
+        and config_heads != file_heads
+        or found.vision != "ViT"
+        and config_heads[1] != file_heads[1]
+    ):
         raise GuidanceFileError(
             f"`{setting('pretrained')}={path}` is in OpenAI's format, whose models have width/64 attention "
             f"heads {file_heads} (vision, text), but `{setting('model')}={cfg.model}` has {config_heads}."

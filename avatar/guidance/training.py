@@ -33,7 +33,12 @@ from avatar.guidance.evaluation import retrieval_and_binding
 from avatar.guidance.mini import WEIGHTS_DIR
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig, read_checkpoint
 from avatar.guidance.synthetic.captions import (
-    POSE_PHRASES, all_swap_negatives, change_negative, pose_negative, render_caption, swap_negative,
+    POSE_PHRASES,
+    all_swap_negatives,
+    change_negative,
+    pose_negative,
+    render_caption,
+    swap_negative,
 )
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
@@ -139,7 +144,9 @@ class GuidanceTrainStage(StageModule):
         super().__init__(cfg)
         sc = self.stage_cfg
         if sc.binding_swaps not in ("one", "all"):
-            raise ValueError(f"stage.binding_swaps={sc.binding_swaps!r}: 'one' (a random garment pair swapped per caption) or 'all' (every pair)")
+            raise ValueError(
+                f"stage.binding_swaps={sc.binding_swaps!r}: 'one' (a random garment pair swapped per caption) or 'all' (every pair)"
+            )
         if not 0.0 <= sc.change_copy_prob <= 1.0:
             raise ValueError(f"stage.change_copy_prob={sc.change_copy_prob}: a probability in [0, 1] (0.5 by default)")
         model_cfg = MiniModelConfig(
@@ -156,11 +163,17 @@ class GuidanceTrainStage(StageModule):
         needs_start = [k for k, on in (("stage.lambda_anchor / lambda_anchor_image", anchored),
                                        ("stage.train_image_tower=false", not sc.train_image_tower)) if on]  # fmt: skip
         if needs_start and not sc.init_weights:
-            raise ValueError(f"{', '.join(needs_start)} keeps what a starting model learnt: give stage.init_weights (a mini checkpoint)")
+            raise ValueError(
+                f"{', '.join(needs_start)} keeps what a starting model learnt: give stage.init_weights (a mini checkpoint)"
+            )
         if sc.anchor_weights and not anchored:
-            raise ValueError(f"stage.anchor_weights={sc.anchor_weights!r} is only read by the anchors: set stage.lambda_anchor or stage.lambda_anchor_image > 0, or leave it empty")
+            raise ValueError(
+                f"stage.anchor_weights={sc.anchor_weights!r} is only read by the anchors: set stage.lambda_anchor or stage.lambda_anchor_image > 0, or leave it empty"
+            )
         if anchored:
-            self.anchor = load_initial_model(sc.anchor_weights, model_cfg)[0] if sc.anchor_weights else copy.deepcopy(self.model)
+            self.anchor = (
+                load_initial_model(sc.anchor_weights, model_cfg)[0] if sc.anchor_weights else copy.deepcopy(self.model)
+            )
             self.freeze_component("anchor")
             self.anchor.eval()
         if not sc.train_image_tower:
@@ -189,7 +202,11 @@ class GuidanceTrainStage(StageModule):
             logits = scale * image @ text.T
             losses["contrastive"] = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
         change = at_most_one(partial(change_negative, copy_prob=self.stage_cfg.change_copy_prob))
-        swaps = at_most_one(swap_negative) if self.stage_cfg.binding_swaps == "one" else lambda p, a, rng: all_swap_negatives(p, a)
+        swaps = (
+            at_most_one(swap_negative)
+            if self.stage_cfg.binding_swaps == "one"
+            else lambda p, a, rng: all_swap_negatives(p, a)
+        )
         for term, make_negatives in (("binding", swaps), ("pose", at_most_one(pose_negative)), ("change", change)):
             if self.active(term):
                 negatives = [make_negatives(p, a, rng) for p, a in zip(data.plans, data.attributes)]
@@ -213,7 +230,10 @@ class GuidanceTrainStage(StageModule):
         captions: half of ``anchor_texts`` the batch's captions with garments and hair left out,
         half pose and shape prompts ("a person raising both arms", "a tall heavy man")."""
         half = self.stage_cfg.anchor_texts // 2
-        texts = {render_caption(replace(plan, garments=[], hair=False), attrs) for plan, attrs in zip(plans[:half], attributes[:half])}
+        texts = {
+            render_caption(replace(plan, garments=[], hair=False), attrs)
+            for plan, attrs in zip(plans[:half], attributes[:half])
+        }
         texts = sorted(texts | set(rng.sample(ANCHOR_PROMPTS, min(half, len(ANCHOR_PROMPTS)))))
         with torch.no_grad():
             target = self.anchor.encode_text(texts)
@@ -251,7 +271,9 @@ class GuidanceTrainStage(StageModule):
         logits[owner, slot] = (rows[owner] * negative).sum(-1)
         empty = torch.arange(logits.shape[1]) > counts[:, None]  # padding of images with fewer negatives
         # Masked after scaling: -inf in the product would give the learnt scale a NaN gradient.
-        return F.cross_entropy((scale * logits).masked_fill(empty, float("-inf")), torch.zeros(len(idx), dtype=torch.long))
+        return F.cross_entropy(
+            (scale * logits).masked_fill(empty, float("-inf")), torch.zeros(len(idx), dtype=torch.long)
+        )
 
     def configure_optimizers(self):
         text_params = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("text.bert.")]
@@ -262,7 +284,10 @@ class GuidanceTrainStage(StageModule):
             weight_decay=0.01,
         )
         schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"},
+        }
 
     def validate(self) -> None:
         for key, value in self.evaluate().items():
@@ -296,7 +321,11 @@ class GuidanceTrainStage(StageModule):
         return self.stage_cfg.combinations
 
     def result(self) -> dict:
-        metrics = {**self.evaluate(), "train_seconds": round(time.perf_counter() - self._start, 1), "steps": int(self.global_step)}
+        metrics = {
+            **self.evaluate(),
+            "train_seconds": round(time.perf_counter() - self._start, 1),
+            "steps": int(self.global_step),
+        }
         meta = {**metrics, "git": git_revision()["commit"], "seed": int(self.cfg.seed), "combinations": self.seen_combinations(),
                 "init_weights": self.stage_cfg.init_weights, "anchor_weights": self.stage_cfg.anchor_weights}  # fmt: skip
         payload = self.model.checkpoint(meta)

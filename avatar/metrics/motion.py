@@ -42,18 +42,24 @@ FOOT_JOINTS: tuple[str, ...] = ("left_foot", "right_foot")
 
 # ---- joints --------------------------------------------------------------------------------
 @torch.no_grad()
-def motion_joints(motion: CanonicalMotion, body=None, shape: torch.Tensor | None = None, chunk: int = 64) -> torch.Tensor:
+def motion_joints(
+    motion: CanonicalMotion, body=None, shape: torch.Tensor | None = None, chunk: int = 64
+) -> torch.Tensor:
     """World joint positions (T, 22, 3) of a clip: on ``body`` (a BodyModel, default shape
     unless ``shape``) or, without a body, on the canonical template skeleton."""
     poses = motion.poses()
     if body is None:
         return forward_kinematics(poses)
-    out = [body(shape, poses[i : i + chunk].to(body.device, body.dtype)).joints for i in range(0, poses.batch_size, chunk)]
+    out = [
+        body(shape, poses[i : i + chunk].to(body.device, body.dtype)).joints for i in range(0, poses.batch_size, chunk)
+    ]
     return torch.cat(out).float().cpu()
 
 
 @torch.no_grad()
-def grounded_motion(motion: CanonicalMotion, body=None, shape: torch.Tensor | None = None, chunk: int = 64) -> CanonicalMotion:
+def grounded_motion(
+    motion: CanonicalMotion, body=None, shape: torch.Tensor | None = None, chunk: int = 64
+) -> CanonicalMotion:
     """The clip shifted vertically (one offset for the whole clip) so its lowest point touches
     z = 0: the lowest mesh vertex on ``body``, or the lowest template joint without one."""
     poses = motion.poses()
@@ -238,4 +244,6 @@ def motion_metrics(
 
 def static_motion(pose: CanonicalPose, num_frames: int, fps: float = 30.0) -> CanonicalMotion:
     """A clip holding one pose for ``num_frames`` frames (reference values of the metrics)."""
-    return CanonicalMotion(pose.rotations[:1].expand(num_frames, -1, -1).clone(), pose.transl[:1].expand(num_frames, -1).clone(), fps)
+    return CanonicalMotion(
+        pose.rotations[:1].expand(num_frames, -1, -1).clone(), pose.transl[:1].expand(num_frames, -1).clone(), fps
+    )

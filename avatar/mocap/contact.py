@@ -30,7 +30,9 @@ def travel_from_foot_contacts(
     hides the jolt where the stance switches feet.
     """
     if rotations.ndim != 3 or rotations.shape[1:] != (22, 3) or transl.shape != (len(rotations), 3):
-        raise ValueError(f"expected rotations (T, 22, 3) and transl (T, 3), got {tuple(rotations.shape)}, {tuple(transl.shape)}")
+        raise ValueError(
+            f"expected rotations (T, 22, 3) and transl (T, 3), got {tuple(rotations.shape)}, {tuple(transl.shape)}"
+        )
     t = len(rotations)
     if t < 2:
         return transl.clone()
@@ -53,7 +55,9 @@ def travel_from_foot_contacts(
     return out
 
 
-def contact_travel_distance(rotations: torch.Tensor, rest_joints: torch.Tensor | None = None, upright: bool = True) -> float:
+def contact_travel_distance(
+    rotations: torch.Tensor, rest_joints: torch.Tensor | None = None, upright: bool = True
+) -> float:
     """How far (m, start to end, horizontal) the feet of rotations (T, 22, 3) carry the body
     (:func:`travel_from_foot_contacts` from the origin): a walk travels, swaying in place does
     not. ``upright``: the root replaced by the upright one first (as the motion stage shows a

@@ -32,7 +32,9 @@ def read_manifest(path: str | Path, key: str = "manifest") -> dict[str, ClipInfo
     if rows and not {"rel_path", "categories"} <= set(rows[0]):
         raise ValueError(f"{path} ({key}) has no rel_path/categories columns: is it the corpus's {MANIFEST_NAME}?")
     return {
-        Path(row["rel_path"]).stem: ClipInfo(frozenset(c for c in row["categories"].split("|") if c), (row.get("description") or "").strip())
+        Path(row["rel_path"]).stem: ClipInfo(
+            frozenset(c for c in row["categories"].split("|") if c), (row.get("description") or "").strip()
+        )
         for row in rows
     }
 

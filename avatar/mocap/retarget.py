@@ -144,7 +144,9 @@ def motion_arrays(motion: CanonicalMotion, argument: str = "motion") -> tuple[np
     rotations = np.asarray(torch.as_tensor(motion.rotations).detach().cpu(), dtype=np.float64)
     transl = np.asarray(torch.as_tensor(motion.transl).detach().cpu(), dtype=np.float64)
     if rotations.ndim != 3 or rotations.shape[1:] != (NUM_JOINTS, 3) or len(rotations) == 0:
-        raise ValueError(f"{argument}.rotations must be (T, {NUM_JOINTS}, 3) axis-angle with T >= 1, got {rotations.shape}")
+        raise ValueError(
+            f"{argument}.rotations must be (T, {NUM_JOINTS}, 3) axis-angle with T >= 1, got {rotations.shape}"
+        )
     if transl.shape != (len(rotations), 3):
         raise ValueError(f"{argument}.transl must be (T={len(rotations)}, 3), got {transl.shape}")
     if not (np.isfinite(rotations).all() and np.isfinite(transl).all()):

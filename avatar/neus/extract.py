@@ -125,11 +125,18 @@ def extract_mesh(
         hi.append(min(a1, b1) + 2)
     lo = [max(v, 0) for v in lo]
     hi = [min(v, resolution) for v in hi]
-    if inside[0].any() or inside[-1].any() or inside[:, 0].any() or inside[:, -1].any() \
-            or inside[:, :, 0].any() or inside[:, :, -1].any():
+    if (
+        inside[0].any()
+        or inside[-1].any()
+        or inside[:, 0].any()
+        or inside[:, -1].any()
+        or inside[:, :, 0].any()
+        or inside[:, :, -1].any()
+    ):
         warnings.warn(
             f"The level set reaches the border of [-{bound}, {bound}]^3: the extracted mesh is open "
-            "there. Increase `bound`.", stacklevel=2,
+            "there. Increase `bound`.",
+            stacklevel=2,
         )
     block = volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     del inside
@@ -198,8 +205,13 @@ def vertex_visibility(mesh: trimesh.Trimesh, cameras: np.ndarray, eps: float | N
     out = np.empty((len(cameras), len(verts)), dtype=bool)
     visible = wp.zeros(len(verts), dtype=wp.int32, device="cpu")
     for k, cam in enumerate(np.asarray(cameras, dtype=np.float32)):
-        wp.launch(_visible_from, dim=len(verts), inputs=[wmesh.id, wp.vec3(*cam), points, float(eps)],
-                  outputs=[visible], device="cpu")
+        wp.launch(
+            _visible_from,
+            dim=len(verts),
+            inputs=[wmesh.id, wp.vec3(*cam), points, float(eps)],
+            outputs=[visible],
+            device="cpu",
+        )
         out[k] = visible.numpy().astype(bool)
     return out
 

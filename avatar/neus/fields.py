@@ -76,8 +76,10 @@ def valid_skips(skip_in: tuple[int, ...], n_hidden: int) -> tuple[int, ...]:
     kept = tuple(sorted({s for s in skip_in if 1 <= s <= n_hidden - 1}))
     dropped = sorted(set(skip_in) - set(kept))
     if dropped:
-        warnings.warn(f"sdf_skip_in {dropped} invalid for {n_hidden} hidden layers "
-                      f"(valid: 1..{n_hidden - 1}); ignored", stacklevel=3)
+        warnings.warn(
+            f"sdf_skip_in {dropped} invalid for {n_hidden} hidden layers (valid: 1..{n_hidden - 1}); ignored",
+            stacklevel=3,
+        )
     return kept
 
 
@@ -118,7 +120,7 @@ class SDFNetwork(nn.Module):
             if cfg.sdf_multires > 0 and layer == 0:
                 lin.weight[:, 3:] = 0.0
             elif cfg.sdf_multires > 0 and layer in self.skip_in:
-                lin.weight[:, -(d_in - 3):] = 0.0
+                lin.weight[:, -(d_in - 3) :] = 0.0
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3) -> (N, 1 + feature_dim): signed distance first, then the features."""

@@ -31,7 +31,9 @@ COLOR_WEIGHT = 1.0
 DEFAULT_GREY = 0.7
 
 
-def sample_surface(vertices: Tensor, faces: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def sample_surface(
+    vertices: Tensor, faces: Tensor, n: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """``n`` area-uniform points on the mesh: positions (n, 3), face index (n,), barycentric
     weights (n, 3) of the face's corners. Drawn on ``generator``'s device, returned there."""
     gdev = generator.device
@@ -57,8 +59,14 @@ def _interpolate(values: Tensor, faces: Tensor, face: Tensor, bary: Tensor) -> T
 
 
 @torch.no_grad()
-def evaluate_fit(fields: NeusFields, vertices: Tensor, faces: Tensor, vertex_colors: Tensor | None,
-                 generator: torch.Generator, n_points: int = 20000) -> dict[str, float]:
+def evaluate_fit(
+    fields: NeusFields,
+    vertices: Tensor,
+    faces: Tensor,
+    vertex_colors: Tensor | None,
+    generator: torch.Generator,
+    n_points: int = 20000,
+) -> dict[str, float]:
     """Held-out errors of a fit: ``sdf_error_surface`` = mean |sdf| at points on the mesh (how
     far, to first order, the zero level set is from the mesh), ``sdf_error_near`` = mean
     |sdf - mesh sdf| within ~2 cm of the surface (std 0.02), ``color_error_a``/``_b`` = mean
@@ -133,7 +141,8 @@ def fit_fields_to_mesh(
 
     opt = torch.optim.Adam(fields.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0)))
+    )
     fields.train()
     start = time.perf_counter()
     losses = {"loss_sdf": float("nan"), "loss_eikonal": float("nan"), "loss_color": float("nan")}

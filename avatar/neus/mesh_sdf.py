@@ -66,8 +66,11 @@ class MeshQuery:
         self.indices = faces.detach().to(device=self.device, dtype=torch.int32).reshape(-1).contiguous()
         if len(faces) == 0 or self.indices.min() < 0 or self.indices.max() >= len(self.vertices):
             raise ValueError(f"faces must index the {len(self.vertices)} vertices and be non-empty")
-        self.mesh = wp.Mesh(points=wp.from_torch(self.vertices, dtype=wp.vec3),
-                            indices=wp.from_torch(self.indices, dtype=wp.int32), support_winding_number=True)
+        self.mesh = wp.Mesh(
+            points=wp.from_torch(self.vertices, dtype=wp.vec3),
+            indices=wp.from_torch(self.indices, dtype=wp.int32),
+            support_winding_number=True,
+        )
 
     def query(self, points: Tensor, signed: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(distance (N,) signed if ``signed`` else unsigned, closest point (N, 3), face (N,)
@@ -86,8 +89,12 @@ class MeshQuery:
             args = dict(
                 dim=n,
                 inputs=[self.mesh.id, wp.from_torch(pts, dtype=wp.vec3), 1.0e6, int(signed)],
-                outputs=[wp.from_torch(dist), wp.from_torch(closest, dtype=wp.vec3), wp.from_torch(face),
-                         wp.from_torch(bary, dtype=wp.vec3)],
+                outputs=[
+                    wp.from_torch(dist),
+                    wp.from_torch(closest, dtype=wp.vec3),
+                    wp.from_torch(face),
+                    wp.from_torch(bary, dtype=wp.vec3),
+                ],
                 device=wp_device,
             )
             if wp_device.is_cuda:

@@ -214,8 +214,11 @@ class NeusVolumeRenderer(nn.Module):
             raise ValueError("set_proposal got an empty mesh")
         if faces.min() < 0 or faces.max() >= len(verts):
             raise ValueError(f"faces index outside the {len(verts)} vertices")
-        self._proposal = {"vertices": verts.contiguous(), "faces": faces,
-                          "normals": vertex_normals(verts, faces).contiguous()}
+        self._proposal = {
+            "vertices": verts.contiguous(),
+            "faces": faces,
+            "normals": vertex_normals(verts, faces).contiguous(),
+        }
 
     def effective_dilation(self) -> float:
         """``max(dilation, opacity_tail / inv_s)`` on a 10% geometric grid (see the config)."""
@@ -241,8 +244,10 @@ class NeusVolumeRenderer(nn.Module):
             verts = prop["vertices"].to(device)
             prop["dilated"] = (verts + dilation * prop["normals"].to(device)).contiguous()
             prop["indices"] = prop["faces"].to(device=device, dtype=torch.int32).reshape(-1).contiguous()
-            prop["mesh"] = wp.Mesh(points=wp.from_torch(prop["dilated"], dtype=wp.vec3),
-                                   indices=wp.from_torch(prop["indices"], dtype=wp.int32))
+            prop["mesh"] = wp.Mesh(
+                points=wp.from_torch(prop["dilated"], dtype=wp.vec3),
+                indices=wp.from_torch(prop["indices"], dtype=wp.int32),
+            )
             prop["built"] = (str(device), dilation)
         return prop["mesh"]
 
@@ -266,10 +271,16 @@ class NeusVolumeRenderer(nn.Module):
             if str(wp_device) not in self._loaded_on:
                 wp.load_module(_band_starts.module, device=wp_device)
                 self._loaded_on.add(str(wp_device))
-            inputs = [mesh.id, wp.from_torch(rays_o.detach().float().contiguous(), dtype=wp.vec3),
-                      wp.from_torch(rays_d.detach().float().contiguous(), dtype=wp.vec3),
-                      wp.from_torch(t_min.float().contiguous()), wp.from_torch(t_max.float().contiguous()),
-                      length, cfg.min_cos, cfg.max_bands]
+            inputs = [
+                mesh.id,
+                wp.from_torch(rays_o.detach().float().contiguous(), dtype=wp.vec3),
+                wp.from_torch(rays_d.detach().float().contiguous(), dtype=wp.vec3),
+                wp.from_torch(t_min.float().contiguous()),
+                wp.from_torch(t_max.float().contiguous()),
+                length,
+                cfg.min_cos,
+                cfg.max_bands,
+            ]
             outputs = [wp.from_torch(starts), wp.from_torch(lengths), wp.from_torch(counts)]
             if wp_device.is_cuda:
                 with wp.ScopedStream(wp.stream_from_torch(device)):
@@ -301,8 +312,14 @@ class NeusVolumeRenderer(nn.Module):
     def forward(self, *args, **kwargs) -> dict:
         return self.render(*args, **kwargs)
 
-    def render(self, rays_o: Tensor, rays_d: Tensor, cos_anneal_ratio: float = 1.0, training: bool = True,
-               generator: torch.Generator | None = None) -> dict:
+    def render(
+        self,
+        rays_o: Tensor,
+        rays_d: Tensor,
+        cos_anneal_ratio: float = 1.0,
+        training: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> dict:
         """Render N rays (object space; ``rays_d`` unit length). ``training`` turns on the
         sampling jitter (when ``cfg.perturb``). Gradients reach the fields through every output
         whenever autograd is enabled.
@@ -340,18 +357,33 @@ class NeusVolumeRenderer(nn.Module):
                     groups.append((idx, starts[idx, :k], ends[idx, :k]))
             n_samples, n_importance, steps = cfg.surface_samples, cfg.surface_importance, cfg.surface_up_sample_steps
             spacing = "band"  # each band's length / surface_samples
-            self.last_stats = {"rays": n, "rays_rendered": int((counts > 0).sum()),
-                               "rays_multi_band": int((counts > 1).sum()),
-                               "rays_at_max_bands": int((counts == cfg.max_bands).sum())}
+            self.last_stats = {
+                "rays": n,
+                "rays_rendered": int((counts > 0).sum()),
+                "rays_multi_band": int((counts > 1).sum()),
+                "rays_at_max_bands": int((counts == cfg.max_bands).sum()),
+            }
 
         n_points = 0
         eik_sum = torch.zeros((), device=device, dtype=dtype)
         eik_count = 0
         for idx, lo, hi in groups:
-            step = (torch.full_like(lo, 2.0 / cfg.n_samples) if spacing is None
-                    else ((hi - lo) / n_samples).clamp_min(1e-6))
-            res = self._render_group(rays_o[idx], rays_d[idx], lo, hi, n_samples, n_importance, steps,
-                                     step, perturb, cos_anneal_ratio, generator)
+            step = (
+                torch.full_like(lo, 2.0 / cfg.n_samples) if spacing is None else ((hi - lo) / n_samples).clamp_min(1e-6)
+            )
+            res = self._render_group(
+                rays_o[idx],
+                rays_d[idx],
+                lo,
+                hi,
+                n_samples,
+                n_importance,
+                steps,
+                step,
+                perturb,
+                cos_anneal_ratio,
+                generator,
+            )
             for key in out:
                 out[key] = out[key].index_copy(0, idx, res[key].to(dtype))
             n_points += res["n_points"]
@@ -361,8 +393,20 @@ class NeusVolumeRenderer(nn.Module):
         out["n_points"] = n_points
         return out
 
-    def _render_group(self, rays_o, rays_d, lo, hi, n_samples, n_importance, steps, sample_dist,
-                      perturb, cos_anneal_ratio, generator=None) -> dict:
+    def _render_group(
+        self,
+        rays_o,
+        rays_d,
+        lo,
+        hi,
+        n_samples,
+        n_importance,
+        steps,
+        sample_dist,
+        perturb,
+        cos_anneal_ratio,
+        generator=None,
+    ) -> dict:
         """NeuS sampling + ``render_core`` for rays with the same number of bands K: ``lo``,
         ``hi`` (M, K) band bounds; ``n_samples`` uniform samples per band; ``sample_dist`` (M, K)
         the nominal spacing of each band (NeuS: ``2 / n_samples``), also the length given to a
@@ -372,7 +416,9 @@ class NeusVolumeRenderer(nn.Module):
         z = lo[:, :, None] + (hi - lo)[:, :, None] * lin
         if perturb:  # NeuS: one shift per ray of up to half the (nominal) spacing
             if generator is None:
-                raise ValueError("perturbed (training) renders need a generator: pass generator= (a resumed run must repeat its draws)")
+                raise ValueError(
+                    "perturbed (training) renders need a generator: pass generator= (a resumed run must repeat its draws)"
+                )
             shift = torch.rand(m, 1, 1, generator=generator, device=generator.device, dtype=z.dtype).to(z.device) - 0.5
             z = z + shift * sample_dist[:, :, None]
         z = z.reshape(m, k * n_samples)
@@ -451,7 +497,7 @@ class NeusVolumeRenderer(nn.Module):
     def _sdf_chunked(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> Tensor:
         pts = (rays_o[:, None, :] + rays_d[:, None, :] * z[..., None]).reshape(-1, 3)
         c = self.cfg.chunk
-        return torch.cat([self.fields.sdf(pts[i:i + c]) for i in range(0, len(pts), c)]).reshape(z.shape)
+        return torch.cat([self.fields.sdf(pts[i : i + c]) for i in range(0, len(pts), c)]).reshape(z.shape)
 
     def _full_chunked(self, pts: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """SDF, gradient and both colours at every point, ``cfg.chunk`` points per call."""
@@ -459,7 +505,7 @@ class NeusVolumeRenderer(nn.Module):
         outs = []
         c = self.cfg.chunk
         for i in range(0, len(pts), c):
-            p, d = pts[i:i + c], dirs[i:i + c]
+            p, d = pts[i : i + c], dirs[i : i + c]
             sdf, feat, grad = self.fields.sdf_features_gradient(p, create_graph)
             col_a, col_b = self.fields.colors(p, grad, d, feat)
             outs.append((sdf, grad, col_a, col_b))

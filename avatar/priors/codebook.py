@@ -229,6 +229,10 @@ def build_pose_codebook(
         joints=joints[chosen],
         cluster_sizes=np.array(sizes),
         sources=[sources[i] for i in chosen],
-        meta={"size": len(chosen), "corpus_poses": len(features), "seed": seed,
-              "build_seconds": round(time.perf_counter() - start, 1)},  # fmt: skip
+        meta={
+            "size": len(chosen),
+            "corpus_poses": len(features),
+            "seed": seed,
+            "build_seconds": round(time.perf_counter() - start, 1),
+        },  # fmt: skip
     )

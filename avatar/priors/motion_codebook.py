@@ -84,14 +84,21 @@ def read_motion_codebook(path: str | Path | None = None, key: str = "prior.motio
     if rotations.ndim != 4 or rotations.shape[2:] != (22, 3) or len(book.sources) != len(rotations):
         raise ValueError(f"{path} ({key}) holds rotations of shape {tuple(rotations.shape)}, expected (K, T, 22, 3)")
     if book.descriptions and len(book.descriptions) != len(book):
-        raise ValueError(f"{path} ({key}) holds {len(book.descriptions)} descriptions for {len(book)} clips: rebuild it")
+        raise ValueError(
+            f"{path} ({key}) holds {len(book.descriptions)} descriptions for {len(book)} clips: rebuild it"
+        )
     log.info("Motion codebook: %d clips of %d frames at %g fps loaded from %s (%s)",
              len(book), book.num_frames, book.fps, file_identity(path), key)  # fmt: skip
     return book
 
 
 def build_motion_codebook(
-    windows: torch.Tensor, sources: list[str], size: int, fps: float, seed: int = 0, add_mirrored: bool = True,
+    windows: torch.Tensor,
+    sources: list[str],
+    size: int,
+    fps: float,
+    seed: int = 0,
+    add_mirrored: bool = True,
     feature_stride: int = 5,
 ) -> MotionCodebook:
     """k-means over windows (N, T, 22, 3); each entry is the real window nearest its centre."""

@@ -51,7 +51,9 @@ def sentence_encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
-def description_distances(prompt: str, descriptions: list[str], temperature: float = 0.05, min_share: float = 0.5) -> torch.Tensor:
+def description_distances(
+    prompt: str, descriptions: list[str], temperature: float = 0.05, min_share: float = 0.5
+) -> torch.Tensor:
     """(N,) per description, 1 - the prompt's softmax share (at ``temperature``) among itself and
     the pose words' prompts (``captions.contrast_phrases``: "a person squatting", "a person
     kicking", ...): near 0 where the description names the prompt's action rather than another
@@ -69,7 +71,7 @@ def description_distances(prompt: str, descriptions: list[str], temperature: flo
         return torch.ones(len(descriptions))
     choices = [prompt, *(f"a person {phrase}" for phrase in contrast_phrases(prompt))]
     embeddings = sentence_encoder().encode(choices + unique)
-    share = (embeddings[len(choices):] @ embeddings[: len(choices)].T / temperature).softmax(-1)[:, 0]
+    share = (embeddings[len(choices) :] @ embeddings[: len(choices)].T / temperature).softmax(-1)[:, 0]
     share = torch.where(share >= min_share, share, torch.zeros_like(share))
     distance = dict(zip(unique, (1.0 - share).tolist()))
     return torch.tensor([distance[d] if d else 1.0 for d in descriptions])

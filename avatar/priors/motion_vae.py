@@ -115,12 +115,8 @@ class _MotionEncoder(nn.Module):
         self.skelEmbedding = nn.Linear(cfg.feature_dim, d)
         self.pos_encoder = _SinusoidalTable(d, cfg.max_len, cfg.dropout)
         self.query = nn.Parameter(torch.randn(1, d))
-        layer = nn.TransformerEncoderLayer(
-            d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True
-        )
-        self.seqTransEncoder = nn.TransformerEncoder(
-            layer, cfg.num_layers, enable_nested_tensor=False
-        )
+        layer = nn.TransformerEncoderLayer(d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True)
+        self.seqTransEncoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.final = nn.Linear(d, 2 * d if cfg.variational else d)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -140,9 +136,7 @@ class _MotionDecoder(nn.Module):
         d = cfg.latent_dim
         # Only the table is used: the queries are its rows, without the module's dropout.
         self.pos_encoder = _SinusoidalTable(d, cfg.max_len, cfg.dropout)
-        layer = nn.TransformerDecoderLayer(
-            d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True
-        )
+        layer = nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True)
         self.seqTransDecoder = nn.TransformerDecoder(layer, cfg.num_layers)
         self.final = nn.Linear(d, cfg.feature_dim)
 
@@ -178,9 +172,7 @@ class MotionVAE(nn.Module):
         """Features (B, T, F) of the clips for codes (B, latent_dim); T defaults to 60."""
         return self.decoder(z, num_frames or self.config.num_frames)
 
-    def forward(
-        self, features: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor | None]:
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         """Encode, draw z (reparameterised, when variational and training; else z = mu), decode.
 
         Returns ``mu``, ``logvar``, ``z`` and the reconstructed ``features`` (same T as input).
@@ -208,9 +200,7 @@ def rot6d_to_rotmat(d6: torch.Tensor) -> torch.Tensor:
     return torch.stack([b1, b2, torch.cross(b1, b2, dim=-1)], dim=-2)
 
 
-def canonical_to_features(
-    rotations: torch.Tensor, num_joints: int = NUM_FEATURE_JOINTS
-) -> torch.Tensor:
+def canonical_to_features(rotations: torch.Tensor, num_joints: int = NUM_FEATURE_JOINTS) -> torch.Tensor:
     """Canonical rotations (..., T, 22, 3) axis-angle -> features (..., T, num_joints * 6).
 
     Canonical joints 0..21 fill slots 0..21 (SMPL-X shares SMPL's first 22 joints, joint 0 the
@@ -218,9 +208,7 @@ def canonical_to_features(
     AvatarCLIP's features.
     """
     if rotations.shape[-2:] != (NUM_JOINTS, 3):
-        raise ValueError(
-            f"expected canonical rotations (..., {NUM_JOINTS}, 3), got {tuple(rotations.shape)}"
-        )
+        raise ValueError(f"expected canonical rotations (..., {NUM_JOINTS}, 3), got {tuple(rotations.shape)}")
     rotmat = roma.rotvec_to_rotmat(rotations)
     rest = torch.eye(3, dtype=rotmat.dtype, device=rotmat.device)
     rest = rest.expand(*rotmat.shape[:-3], num_joints - NUM_JOINTS, 3, 3)
@@ -248,9 +236,7 @@ def features_to_canonical(features: torch.Tensor, root: torch.Tensor | None = No
 # ---- Loading the released weights -------------------------------------------------------------
 
 
-def load_avatarclip_motion_vae(
-    path: str | Path, config: MotionVAEConfig | None = None
-) -> MotionVAE:
+def load_avatarclip_motion_vae(path: str | Path, config: MotionVAEConfig | None = None) -> MotionVAE:
     """A frozen MotionVAE in eval mode from AvatarCLIP's ``motion_vae.pth`` (or project weights).
 
     The file may be ``{'state_dict': ...}`` (what AvatarCLIP reads), a plain state dict or a
@@ -259,9 +245,7 @@ def load_avatarclip_motion_vae(
     A file without the constant positional tables gets this module's (AvatarCLIP would too).
     """
     if not str(path):
-        raise FileNotFoundError(
-            f"The motion prior needs `{MOTION_VAE_CONFIG_KEY}`. {MOTION_VAE_HELP}"
-        )
+        raise FileNotFoundError(f"The motion prior needs `{MOTION_VAE_CONFIG_KEY}`. {MOTION_VAE_HELP}")
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(
@@ -272,9 +256,7 @@ def load_avatarclip_motion_vae(
     state = extract_state_dict(read_torch_file(file, key, MOTION_VAE_WHAT, MOTION_VAE_HELP), file, key)
     skipped = [k for k in state if not k.startswith(("encoder.", "decoder."))]
     if skipped:
-        warnings.warn(
-            f"{file}: ignoring entries outside the motion VAE: {', '.join(skipped)}", stacklevel=2
-        )
+        warnings.warn(f"{file}: ignoring entries outside the motion VAE: {', '.join(skipped)}", stacklevel=2)
     state = {k: v for k, v in state.items() if k not in skipped}
     model = MotionVAE(config)
     for table in ("encoder.pos_encoder.pe", "decoder.pos_encoder.pe"):

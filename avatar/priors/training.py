@@ -48,8 +48,8 @@ from avatar.priors.motion_vae import (
 )
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
-from avatar.utils.io import atomic_path, atomic_write_text, publish_file
 from avatar.utils.bounds import above
+from avatar.utils.io import atomic_path, atomic_write_text, publish_file
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +164,23 @@ class _PriorStage(StageModule):
         payload = {
             "config": self.model_config(),
             "state_dict": pack_state_dict(self.model.state_dict()),
-            "meta": {**metrics, "git": git_revision()["commit"], "fps": self.stage_cfg.fps,
-                     "data": str(self.stage_cfg.mocap_root or "../shared/mocap"),
-                     "stored_as": "float16, constant tables omitted"},  # fmt: skip
+            "meta": {
+                **metrics,
+                "git": git_revision()["commit"],
+                "fps": self.stage_cfg.fps,
+                "data": str(self.stage_cfg.mocap_root or "../shared/mocap"),
+                "stored_as": "float16, constant tables omitted",
+            },  # fmt: skip
         }
         out = self.run_dir() / f"{self.weights_name}.pt"
         with atomic_path(out) as tmp:
             torch.save(payload, tmp)
         if self.stage_cfg.publish:
             publish_file(out, WEIGHTS_DIR)
-        result = {**{k: v for k, v in metrics.items() if k != "heldout_subjects"}, "objective": metrics["heldout_mpjpe_mm"]}
+        result = {
+            **{k: v for k, v in metrics.items() if k != "heldout_subjects"},
+            "objective": metrics["heldout_mpjpe_mm"],
+        }
         atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
         return result
 
@@ -329,7 +336,10 @@ class MotionVAEStage(_PriorStage):
         (:func:`locomotion_travel_ratio`), from one pass over the held-out windows."""
         decoded = self.heldout_reconstructions()
         errors = (sequence_joints(decoded) - sequence_joints(self.eval_rotations)).norm(dim=-1).mean(dim=(1, 2))
-        return {"heldout_mpjpe_mm": float(errors.mean() * 1000.0), **locomotion_travel_ratio(self.eval_rotations, decoded)}
+        return {
+            "heldout_mpjpe_mm": float(errors.mean() * 1000.0),
+            **locomotion_travel_ratio(self.eval_rotations, decoded),
+        }
 
 
 class _CodebookStage(torch.nn.Module):
@@ -349,7 +359,7 @@ class _CodebookStage(torch.nn.Module):
 
 
 def _sources(corpus: MotionCorpus, starts: np.ndarray) -> list[str]:
-    """"<clip file inside the corpus> @ <frame>" for corpus frame indices."""
+    """ "<clip file inside the corpus> @ <frame>" for corpus frame indices."""
     clip_of = np.searchsorted(corpus.clip_starts, starts, side="right") - 1
     return [f"{_clip_label(corpus.clip_names[c])} @ {int(f - corpus.clip_starts[c])}" for f, c in zip(starts, clip_of)]
 
@@ -360,7 +370,9 @@ class PoseCodebookStage(_CodebookStage):
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         train, test = _load_split(sc)
         frames = torch.arange(0, train.num_frames, sc.frame_stride)
-        codebook = build_pose_codebook(train.rotations[frames], _sources(train, frames.numpy()), sc.size, int(self.cfg.seed), sc.add_mirrored)
+        codebook = build_pose_codebook(
+            train.rotations[frames], _sources(train, frames.numpy()), sc.size, int(self.cfg.seed), sc.add_mirrored
+        )
         _, errors = codebook.nearest(test.rotations[:: sc.frame_stride])
         heldout = float(errors.mean() * 1000.0)
         codebook.meta.update(heldout_quantisation_mm=round(heldout, 2), git=git_revision()["commit"],
@@ -380,7 +392,9 @@ class MotionCodebookStage(_CodebookStage):
             raise ValueError(f"No training clip is {sc.num_frames} frames long: lower stage.num_frames or add clips")
         rotations = torch.stack([windows[i][0] for i in range(len(windows))])
         sources = _sources(train, np.array(windows.starts))
-        codebook = build_motion_codebook(rotations, sources, sc.size, sc.fps, int(self.cfg.seed), sc.add_mirrored, sc.feature_stride)
+        codebook = build_motion_codebook(
+            rotations, sources, sc.size, sc.fps, int(self.cfg.seed), sc.add_mirrored, sc.feature_stride
+        )
         manifest = Path(sc.mocap_root or DEFAULT_MOCAP_ROOT) / MANIFEST_NAME
         if manifest.is_file():  # the retrieval generator's lambda_description matches prompts against these
             codebook.descriptions = clip_descriptions(codebook.sources, manifest)
@@ -400,5 +414,3 @@ def _clip_label(name: str) -> str:
     """A clip's file as a path inside the mocap corpus (no machine-specific cache prefix)."""
     name = name.split(" (")[0]
     return name.split("/mocap/", 1)[-1]
-
-

@@ -164,9 +164,7 @@ def extract_state_dict(obj: Any, path: Path, config_key: str) -> dict[str, torch
     return state
 
 
-def load_state_dict_strict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, config_key: str
-) -> None:
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, config_key: str) -> None:
     """``model.load_state_dict(state, strict=True)`` with an error that names every mismatch."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -265,9 +263,7 @@ class VPoser(nn.Module):
         out.update(q_z=q_z, q_z_sample=z, poZ_body_mean=q_z.mean, poZ_body_std=q_z.scale)
         return out
 
-    def sample(
-        self, num_poses: int, generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
+    def sample(self, num_poses: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Decode ``num_poses`` latents drawn from the prior N(0, I).
 
         Unlike the original's ``sample_poses`` this leaves the train/eval mode alone; call
@@ -285,9 +281,7 @@ class VPoser(nn.Module):
 def canonical_to_vposer(rotations: torch.Tensor) -> torch.Tensor:
     """Canonical rotations (..., 22, 3) -> VPoser's body pose (..., 63): joints 1..21."""
     if rotations.shape[-2:] != (NUM_JOINTS, 3):
-        raise ValueError(
-            f"expected canonical rotations (..., {NUM_JOINTS}, 3), got {tuple(rotations.shape)}"
-        )
+        raise ValueError(f"expected canonical rotations (..., {NUM_JOINTS}, 3), got {tuple(rotations.shape)}")
     return rotations[..., 1:, :].reshape(*rotations.shape[:-2], NUM_BODY_JOINTS * 3)
 
 
@@ -300,9 +294,7 @@ def vposer_to_canonical(body_pose: torch.Tensor, root: torch.Tensor | None = Non
     if body_pose.shape[-1] == NUM_BODY_JOINTS * 3:
         body_pose = body_pose.reshape(*body_pose.shape[:-1], NUM_BODY_JOINTS, 3)
     if body_pose.shape[-2:] != (NUM_BODY_JOINTS, 3):
-        raise ValueError(
-            f"expected a VPoser body pose (..., 63) or (..., 21, 3), got {tuple(body_pose.shape)}"
-        )
+        raise ValueError(f"expected a VPoser body pose (..., 63) or (..., 21, 3), got {tuple(body_pose.shape)}")
     if root is None:
         root = body_pose.new_tensor(UPRIGHT)
     root = root.expand(*body_pose.shape[:-2], 3)
@@ -329,16 +321,14 @@ def resolve_vposer_checkpoint(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(
-            f"VPoser weights {str(p)!r} (config key `{VPOSER_CONFIG_KEY}`) do not exist. "
-            f"{VPOSER_HELP}"
+            f"VPoser weights {str(p)!r} (config key `{VPOSER_CONFIG_KEY}`) do not exist. {VPOSER_HELP}"
         )
     if p.is_file():
         return p
     snapshots = sorted((p / "snapshots").glob("*.ckpt"), key=lambda c: (_epoch(c), c.name))
     if not snapshots:
         raise FileNotFoundError(
-            f"No snapshots/*.ckpt under {str(p)!r} (config key `{VPOSER_CONFIG_KEY}`). "
-            f"{VPOSER_HELP}"
+            f"No snapshots/*.ckpt under {str(p)!r} (config key `{VPOSER_CONFIG_KEY}`). {VPOSER_HELP}"
         )
     return snapshots[-1]
 

@@ -49,9 +49,7 @@ def look_at(eye: VectorLike, target: VectorLike, up: VectorLike = UP) -> Tensor:
     eye_t = _as_tensor(eye)
     target_t = _as_tensor(target, eye_t.device, eye_t.dtype)
     up_t = _as_tensor(up, eye_t.device, eye_t.dtype)
-    eye_t, target_t, up_t = torch.broadcast_tensors(
-        eye_t.reshape(-1, 3), target_t.reshape(-1, 3), up_t.reshape(-1, 3)
-    )
+    eye_t, target_t, up_t = torch.broadcast_tensors(eye_t.reshape(-1, 3), target_t.reshape(-1, 3), up_t.reshape(-1, 3))
     forward = _normalize(target_t - eye_t)
     side = torch.linalg.cross(forward, up_t)
     degenerate = side.norm(dim=-1, keepdim=True) < 1e-6 * up_t.norm(dim=-1, keepdim=True)
@@ -71,9 +69,7 @@ def look_at(eye: VectorLike, target: VectorLike, up: VectorLike = UP) -> Tensor:
 def view_direction(azimuth_deg: Tensor, elevation_deg: Tensor) -> Tensor:
     """Unit vectors (..., 3) from the target towards the camera (see the module docstring)."""
     az, el = torch.deg2rad(azimuth_deg), torch.deg2rad(elevation_deg)
-    return torch.stack(
-        [torch.sin(az) * torch.cos(el), -torch.cos(az) * torch.cos(el), torch.sin(el)], dim=-1
-    )
+    return torch.stack([torch.sin(az) * torch.cos(el), -torch.cos(az) * torch.cos(el), torch.sin(el)], dim=-1)
 
 
 @dataclass
@@ -132,8 +128,11 @@ class Cameras:
         y = (1 - (torch.arange(height, device=dev, dtype=dt) + 0.5) / height * 2)[None, :, None]
         b = len(self)
         dirs_cam = torch.stack(
-            [(x * tan_x).expand(b, height, width), (y * tan_y).expand(b, height, width),
-             torch.full((b, height, width), -1.0, device=dev, dtype=dt)],
+            [
+                (x * tan_x).expand(b, height, width),
+                (y * tan_y).expand(b, height, width),
+                torch.full((b, height, width), -1.0, device=dev, dtype=dt),
+            ],
             dim=-1,
         )
         dirs = _normalize(torch.einsum("bij,bhwj->bhwi", self.c2w[:, :3, :3], dirs_cam))
@@ -196,7 +195,9 @@ def framing_cameras(
     for verts in bodies.detach():
         centre = 0.5 * (verts.amax(0) + verts.amin(0))
         distance = float((verts - centre).norm(dim=-1).max()) / math.sin(half) * margin
-        cams += [orbit_cameras(1, distance, elevation_deg, centre, fov_deg, start_azimuth_deg=float(a)) for a in azimuths_deg]
+        cams += [
+            orbit_cameras(1, distance, elevation_deg, centre, fov_deg, start_azimuth_deg=float(a)) for a in azimuths_deg
+        ]
     return Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov_deg for c in cams]))
 
 

@@ -32,8 +32,8 @@ from torch import Tensor
 
 from avatar.render.backgrounds import make_background
 from avatar.render.cameras import Cameras
-from avatar.utils.warp_setup import init_warp
 from avatar.utils.bounds import at_least
+from avatar.utils.warp_setup import init_warp
 
 _MIN_RAYS_PER_THREAD = 4096
 
@@ -188,8 +188,9 @@ class MeshRenderer(torch.nn.Module):
             self._loaded_on.add(str(wp_device))
 
         def launch(first: int, count: int) -> None:
-            wp.launch(_cast_rays, dim=count, inputs=[*args, first, self.cfg.max_distance],
-                      outputs=out, device=wp_device)
+            wp.launch(
+                _cast_rays, dim=count, inputs=[*args, first, self.cfg.max_distance], outputs=out, device=wp_device
+            )
 
         if wp_device.is_cuda:
             with wp.ScopedStream(wp.stream_from_torch(device)):

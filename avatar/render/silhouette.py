@@ -46,12 +46,16 @@ def soft_silhouette(vertices: torch.Tensor, cameras: Cameras, hard_alpha: torch.
     blurred = F.conv2d(density, kernel.view(1, 1, -1, 1), padding=(radius, 0))
     blurred = F.conv2d(blurred, kernel.view(1, 1, 1, -1), padding=(0, radius))
     inside = hard_alpha.detach() > 0.5
-    level = torch.stack([blurred[i][inside[i]].median() if inside[i].any() else blurred.new_tensor(1.0) for i in range(b)])
+    level = torch.stack(
+        [blurred[i][inside[i]].median() if inside[i].any() else blurred.new_tensor(1.0) for i in range(b)]
+    )
     k = 3.0 / level.detach().clamp_min(1e-6)  # median inside -> coverage 0.95
     return 1.0 - torch.exp(-k.view(b, 1, 1, 1) * blurred)
 
 
-def with_silhouette_gradient(rgb: torch.Tensor, alpha: torch.Tensor, vertices: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+def with_silhouette_gradient(
+    rgb: torch.Tensor, alpha: torch.Tensor, vertices: torch.Tensor, cameras: Cameras
+) -> torch.Tensor:
     """``rgb`` (B, 3, H, W) unchanged in value, plus the soft silhouette's gradient scaled by the
     contrast between the body and the background (their mean colours inside / outside
     ``alpha``), so moving the outline outwards paints body colour over background."""

@@ -42,8 +42,8 @@ from avatar.mocap.retarget import CanonicalMotion, retarget
 from avatar.render import MeshRenderConfig, MeshRenderer
 from avatar.stages.base import STAGES
 from avatar.stages.motion_files import MOTION_FILE, load_motion
-from avatar.utils.io import atomic_write_text
 from avatar.utils.bounds import at_least
+from avatar.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ class AnimateStage(torch.nn.Module):
         if self.stage_cfg.travel not in TRAVEL:
             raise ValueError(f"stage.travel={self.stage_cfg.travel!r} is not one of {list(TRAVEL)}")
         if self.stage_cfg.fps > 0:
-            self.motion = CanonicalMotion(self.motion.rotations, self.motion.transl, float(self.stage_cfg.fps), self.motion.source)
+            self.motion = CanonicalMotion(
+                self.motion.rotations, self.motion.transl, float(self.stage_cfg.fps), self.motion.source
+            )
         self.rig, self.colors, self.avatar_source = self.load_avatar()
 
     def load_avatar(self) -> tuple[Rig, torch.Tensor, str]:
@@ -220,4 +222,3 @@ class AnimateStage(torch.nn.Module):
         atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
         log.info("Animated %s with %d frames at %.1f fps -> %s", self.avatar_source, motion.num_frames, fps, run_dir)
         return result
-

@@ -42,9 +42,9 @@ from avatar.neus.fields import NeusFieldConfig, NeusFields
 from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
 from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, make_background, orbit_cameras, sample_views
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.utils.bounds import at_least
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
-from avatar.utils.bounds import at_least
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,9 @@ class AppearanceStage(StageModule):
         super().__init__(cfg)
         sc = self.stage_cfg
         if not str(cfg.prompt.appearance).strip():
-            raise ValueError("prompt.appearance is empty: give the appearance text, e.g. prompt.appearance='a person in a red shirt'")
+            raise ValueError(
+                "prompt.appearance is empty: give the appearance text, e.g. prompt.appearance='a person in a red shirt'"
+            )
         if sc.init not in ("mesh", "render", "none"):
             raise ValueError(f"stage.init={sc.init!r}: use mesh, render or none")
         self.body = build_body(cfg.body)
@@ -164,8 +166,7 @@ class AppearanceStage(StageModule):
         data = np.load(path, allow_pickle=False)
         if str(data["body"]) != self.body.name:
             raise ValueError(
-                f"stage.shape_dir holds a {data['body']} shape but body={self.body.name}; "
-                f"run with body={data['body']}"
+                f"stage.shape_dir holds a {data['body']} shape but body={self.body.name}; run with body={data['body']}"
             )
         shape = torch.as_tensor(data["shape"], dtype=torch.float32).reshape(1, -1)
         pose = str(data["bind_pose"]) if "bind_pose" in data else sc.bind_pose
@@ -271,7 +272,9 @@ class AppearanceStage(StageModule):
             g = torch.Generator().manual_seed(int(self.cfg.seed) * 7_919 + step)
             cams, info = sample_views(sc.views_per_step, self.cfg.views, g, torch.zeros(3), self.head_target, step=step)
             batch = self.render_views(cams, g, need_coarse=True)
-            colour = (batch["color_a"] - batch["coarse_rgb"]).abs().mean() + (batch["color_b"] - batch["coarse_rgb"]).abs().mean()
+            colour = (batch["color_a"] - batch["coarse_rgb"]).abs().mean() + (
+                batch["color_b"] - batch["coarse_rgb"]
+            ).abs().mean()
             mask = F.binary_cross_entropy(batch["opacity"].clamp(1e-4, 1 - 1e-4), batch["coarse_alpha"])
             loss = colour + mask + 0.1 * batch["eikonal"]
             optimiser.zero_grad()
@@ -318,7 +321,9 @@ class AppearanceStage(StageModule):
         else:
             select = torch.ones(n, size, size, dtype=torch.bool, device=origins.device)
         rays = select.reshape(-1).nonzero()[:, 0]
-        out = self.volume.render(origins.reshape(-1, 3)[rays], dirs.reshape(-1, 3)[rays], training=self.training, generator=g)
+        out = self.volume.render(
+            origins.reshape(-1, 3)[rays], dirs.reshape(-1, 3)[rays], training=self.training, generator=g
+        )
 
         def scatter(values: torch.Tensor, channels: int) -> torch.Tensor:
             image = values.new_zeros(n * size * size, channels).index_copy(0, rays, values.reshape(len(rays), channels))
@@ -350,7 +355,9 @@ class AppearanceStage(StageModule):
         g = self.step_generator()
         if self.global_step > 0 and sc.proposal_refresh_every > 0 and self.global_step % sc.proposal_refresh_every == 0:
             self.refresh_proposal()
-        cams, info = sample_views(sc.views_per_step, self.cfg.views, g, torch.zeros(3), self.head_target.cpu(), step=self.global_step)
+        cams, info = sample_views(
+            sc.views_per_step, self.cfg.views, g, torch.zeros(3), self.head_target.cpu(), step=self.global_step
+        )
         cams = cams.to(self.device)
         info = {k: v.to(self.device) for k, v in info.items()}
         need_coarse = self.active("coarse") or self.active("mask")
@@ -399,7 +406,9 @@ class AppearanceStage(StageModule):
 
     # ---- validation, export ------------------------------------------------------------------
     def validation_cameras(self) -> Cameras:
-        return orbit_cameras(self.stage_cfg.val_views, 1.9, 10.0, torch.zeros(3), 60.0, start_azimuth_deg=0.0).to(self.device)
+        return orbit_cameras(self.stage_cfg.val_views, 1.9, 10.0, torch.zeros(3), 60.0, start_azimuth_deg=0.0).to(
+            self.device
+        )
 
     def validation_image(self) -> np.ndarray:
         """Rows: textured (head B, softly lit), textureless, normals; columns: orbit views. Each
@@ -457,7 +466,9 @@ class AppearanceStage(StageModule):
             mesh = extract_mesh(self.fields.sdf, resolution=sc.export_resolution, device=self.device)
         with torch.no_grad():
             colors = vertex_colors_with_visibility(mesh, self.vertex_colour_fn(), n_views=sc.export_views)
-        vertices = self.world_from_object(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.device))
+        vertices = self.world_from_object(
+            torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.device)
+        )
         faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
         body_rig = rig_from_body(self.body, self.shape, self.bind_pose).to("cpu")  # files and previews: CPU work
         rig = rig_surface(body_rig, vertices.cpu(), faces)
@@ -471,7 +482,11 @@ class AppearanceStage(StageModule):
         regions = vertex_regions(torch.as_tensor(rig.weights))
         col = torch.as_tensor(colors, dtype=torch.float32)
         region_means = {r: col[regions == i].mean(0).tolist() for i, r in enumerate(REGIONS) if (regions == i).any()}
-        self._export_info = {"vertices": int(vertices.shape[0]), "faces": int(faces.shape[0]), "region_rgb": region_means}
+        self._export_info = {
+            "vertices": int(vertices.shape[0]),
+            "faces": int(faces.shape[0]),
+            "region_rgb": region_means,
+        }
         self.preview(rig, colors)
         return self._export_info
 

@@ -13,8 +13,8 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset
 
-from avatar.engine.trainer import log_image
 from avatar.engine.schedules import is_always_zero, validate_weight, weight_at
+from avatar.engine.trainer import log_image
 from avatar.registry import Registry
 
 STAGES: Registry = Registry("stage", "stage")
@@ -51,9 +51,7 @@ class StageModule(L.LightningModule):
         self.cfg = cfg
         self.stage_cfg = cfg.stage
         self.loss_weights = {
-            key[len("lambda_"):]: value
-            for key, value in self.stage_cfg.items()
-            if key.startswith("lambda_")
+            key[len("lambda_") :]: value for key, value in self.stage_cfg.items() if key.startswith("lambda_")
         }
         for name, spec in self.loss_weights.items():
             validate_weight(f"stage.lambda_{name}", spec)
@@ -147,8 +145,10 @@ class StageModule(L.LightningModule):
 
         found = newest_checkpoint(self.checkpoint_dir())
         if found is None:
-            return (f"No checkpoint was written before this step (the first comes at step "
-                    f"{self.cfg.trainer.checkpoint_every_n_steps}); nothing to resume.")
+            return (
+                f"No checkpoint was written before this step (the first comes at step "
+                f"{self.cfg.trainer.checkpoint_every_n_steps}); nothing to resume."
+            )
         return f"The newest good checkpoint is {found[0]} (step {found[1]}): resume with resume=auto."
 
     # ---- data, randomness, output ---------------------------------------------------------

@@ -80,8 +80,8 @@ from avatar.priors.motion_vae import canonical_to_features, rot6d_to_rotmat
 from avatar.render import MeshRenderConfig, MeshRenderer
 from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import load_candidates, save_motion
-from avatar.utils.io import atomic_write_text
 from avatar.utils.bounds import above, at_least
+from avatar.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +162,19 @@ class MotionStage(StageModule):
         candidates = self._load_candidates(sc)
         k = min(int(sc.num_candidates), len(candidates))
         if k < sc.num_candidates:
-            log.warning("stage.num_candidates=%d but %s holds %d poses: using %d", sc.num_candidates, sc.pose_dir, len(candidates), k)
+            log.warning(
+                "stage.num_candidates=%d but %s holds %d poses: using %d",
+                sc.num_candidates,
+                sc.pose_dir,
+                len(candidates),
+                k,
+            )
         self.candidates = candidates
         self.register_buffer("candidate_rotations", candidates.rotations[:k].clone(), persistent=False)
         self.register_buffer("candidate_rotmats", roma.rotvec_to_rotmat(candidates.rotations[:k, 1:]), persistent=False)
-        self.register_buffer("rank_weights", torch.tensor(list(sc.rank_weights)[:k], dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "rank_weights", torch.tensor(list(sc.rank_weights)[:k], dtype=torch.float32), persistent=False
+        )
         self.prompt = (candidates.prompt or str(self.cfg.prompt.motion)).strip()
         self.prompt_text = self._prompt_text(sc, candidates)
 
@@ -182,7 +190,10 @@ class MotionStage(StageModule):
         self.search_info: dict = {}  # what latent_init=search or the retrieval generator found
 
         if self.generator != "retrieval" and not is_always_zero(self.loss_weights["description"]):
-            log.warning("stage.lambda_description only ranks the retrieval generator's clips: ignored by generator=%s", sc.generator)
+            log.warning(
+                "stage.lambda_description only ranks the retrieval generator's clips: ignored by generator=%s",
+                sc.generator,
+            )
         terms = ("reconstruction", "guidance", "delta", "latent", "smoothness")
         if self.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
             raise ValueError(
@@ -226,7 +237,9 @@ class MotionStage(StageModule):
         if sc.latent_init not in LATENT_INITS:
             raise ValueError(f"stage.latent_init={sc.latent_init!r} is not one of {list(LATENT_INITS)}")
         if sc.latent_init == "search" and sc.search_samples < 1:
-            raise ValueError(f"stage.search_samples must be >= 1 with stage.latent_init=search, got {sc.search_samples}")
+            raise ValueError(
+                f"stage.search_samples must be >= 1 with stage.latent_init=search, got {sc.search_samples}"
+            )
         if sc.num_candidates < 1:
             raise ValueError(f"stage.num_candidates must be >= 1, got {sc.num_candidates}")
         if len(sc.rank_weights) < sc.num_candidates:
@@ -267,7 +280,7 @@ class MotionStage(StageModule):
     def _empty_prompt_message(self) -> str:
         return (
             f"The motion prompt is empty: {self.stage_cfg.pose_dir} has no prompt/prompt_text and prompt.motion is "
-            f"{str(self.cfg.prompt.motion)!r}. Give the sentence, e.g. prompt.motion=\"a person raising both arms\", "
+            f'{str(self.cfg.prompt.motion)!r}. Give the sentence, e.g. prompt.motion="a person raising both arms", '
             "or set lambda_guidance=0 and scorer.enabled=false"
         )
 
@@ -351,7 +364,9 @@ class MotionStage(StageModule):
         for i in shortlist.tolist():
             # The paper's terms with reconstruction measured in joint positions (as the ranking);
             # no smoothness term: it counters optimisation spikes, and would rank real walks low.
-            losses = self.motion_losses(clips[i], roma.rotvec_to_rotmat(clips[i, :, 1:]), smoothness=False, reconstruction=False)
+            losses = self.motion_losses(
+                clips[i], roma.rotvec_to_rotmat(clips[i, :, 1:]), smoothness=False, reconstruction=False
+            )
             losses["reconstruction"] = recon[i]
             if self.active("description"):
                 losses["description"] = description[i]
@@ -363,7 +378,13 @@ class MotionStage(StageModule):
             self.search_info["retrieval_description"] = book.descriptions[best]
         if self.active("description"):
             self.search_info["retrieval_description_distance"] = float(description[best])
-        log.info("Retrieved %s (joint distance %.3f m, loss %.4f; %d shortlisted)", book.sources[best], recon[best], min(totals), len(shortlist))
+        log.info(
+            "Retrieved %s (joint distance %.3f m, loss %.4f; %d shortlisted)",
+            book.sources[best],
+            recon[best],
+            min(totals),
+            len(shortlist),
+        )
         return clips[best]
 
     def description_distances(self, book) -> torch.Tensor:
@@ -380,7 +401,9 @@ class MotionStage(StageModule):
         if not self.prompt:
             raise ValueError(self._empty_prompt_message())
         sc = self.stage_cfg
-        return description_distances(self.prompt, book.descriptions, float(sc.description_temperature), float(sc.description_min_share))
+        return description_distances(
+            self.prompt, book.descriptions, float(sc.description_temperature), float(sc.description_min_share)
+        )
 
     @torch.no_grad()
     def motion_rotations(self) -> torch.Tensor:
@@ -416,7 +439,9 @@ class MotionStage(StageModule):
             frames = body_joints(part.reshape(n * t, 22, 3)).reshape(n, t, 22, 3)
             dist = (frames[:, None] - cands[None, :, None]).norm(dim=-1).mean(-1)  # (n, K, T)
             if window > 1:  # as in reconstruction_distances: the closest run of `window` frames
-                dist = torch.nn.functional.avg_pool1d(dist.reshape(-1, 1, t), window, stride=1).reshape(n, len(cands), -1)
+                dist = torch.nn.functional.avg_pool1d(dist.reshape(-1, 1, t), window, stride=1).reshape(
+                    n, len(cands), -1
+                )
             out.append((self.rank_weights * dist.min(-1).values).sum(-1))
         return torch.cat(out)
 
@@ -470,10 +495,16 @@ class MotionStage(StageModule):
         start = int(torch.randint(0, sc.num_frames - span, (1,), generator=g))
         frames = torch.arange(sc.guidance_frames) * sc.guidance_gap + start
         jitter = (float(torch.rand((), generator=g)) * 2 - 1) * sc.guidance_azimuth_jitter_deg
-        pose = CanonicalPose(rotations[frames], torch.zeros(len(frames), 3, dtype=rotations.dtype, device=rotations.device))
+        pose = CanonicalPose(
+            rotations[frames], torch.zeros(len(frames), 3, dtype=rotations.dtype, device=rotations.device)
+        )
         vertices = self.body(pose=pose).vertices
         images = render_frames(
-            self.body, vertices, self.renderer, azimuth_deg=sc.guidance_azimuth_deg + jitter, silhouette=sc.guidance_silhouette
+            self.body,
+            vertices,
+            self.renderer,
+            azimuth_deg=sc.guidance_azimuth_deg + jitter,
+            silhouette=sc.guidance_silhouette,
         )
         self.guidance_renders += len(frames)
         per_frame = self.guidance.guidance_loss(images, self.prompt_text)
@@ -513,7 +544,9 @@ class MotionStage(StageModule):
         for rot, labels in rows:
             pose = CanonicalPose(rot, torch.zeros(len(rot), 3))
             vertices = self.body(pose=pose.to(self.body.device, self.body.dtype)).vertices
-            images = render_frames(self.body, vertices, self.preview_renderer, azimuth_deg=sc.video_azimuth_deg, elevation_deg=10.0)
+            images = render_frames(
+                self.body, vertices, self.preview_renderer, azimuth_deg=sc.video_azimuth_deg, elevation_deg=10.0
+            )
             row = [caption_tile(to_uint8(img), text) for img, text in zip(images, labels)]
             row += [np.full_like(row[0], 255)] * (ncols - len(row))
             tiles += row
@@ -537,7 +570,9 @@ class MotionStage(StageModule):
         sc, run_dir = self.stage_cfg, self.run_dir()
         self.eval()
         rotations = self.motion_rotations().float().cpu()
-        motion = CanonicalMotion(rotations, torch.zeros(len(rotations), 3), float(sc.fps), source=f"motion stage ({self.generator})")
+        motion = CanonicalMotion(
+            rotations, torch.zeros(len(rotations), 3), float(sc.fps), source=f"motion stage ({self.generator})"
+        )
         motion = grounded_motion(motion, self.body)
         save_motion(run_dir / "motion.npz", motion, self.prompt, self.generator)
         render_motion_video(self.body, motion.poses(), run_dir / "motion.mp4", motion.fps, self.preview_renderer,
@@ -555,8 +590,12 @@ class MotionStage(StageModule):
         if scorer is not None:  # reference: the scorer's view of the candidate poses themselves
             from avatar.metrics.motion import scorer_scores
 
-            still = CanonicalMotion(self.candidate_rotations.cpu(), torch.zeros(len(self.candidate_rotations), 3), motion.fps)
-            metrics["candidates_scorer_score"] = float(scorer_scores(scorer, self.body, still, self.prompt_text, None, self.renderer).mean())
+            still = CanonicalMotion(
+                self.candidate_rotations.cpu(), torch.zeros(len(self.candidate_rotations), 3), motion.fps
+            )
+            metrics["candidates_scorer_score"] = float(
+                scorer_scores(scorer, self.body, still, self.prompt_text, None, self.renderer).mean()
+            )
         objective = -metrics["scorer_score"] if scorer is not None else metrics["reconstruction_distance"]
         result = {
             "generator": self.generator,
@@ -578,7 +617,12 @@ class MotionStage(StageModule):
         numeric = {f"motion/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         for logger in loggers:
             logger.log_metrics(numeric, step=int(self.global_step))
-        log.info("Motion (%s, %d frames): %s", self.generator, motion.num_frames, {k: v for k, v in result.items() if k in numeric or k == "objective"})
+        log.info(
+            "Motion (%s, %d frames): %s",
+            self.generator,
+            motion.num_frames,
+            {k: v for k, v in result.items() if k in numeric or k == "objective"},
+        )
         self._result = result
         return result
 

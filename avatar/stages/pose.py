@@ -53,10 +53,10 @@ from avatar.render import MeshRenderConfig, MeshRenderer, framing_cameras
 from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
 from avatar.stages.motion_files import POSES_FILE, CandidatePoses
+from avatar.utils.bounds import at_least
 from avatar.utils.fingerprint import config_identity, file_fingerprint, tensor_fingerprint
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
-from avatar.utils.bounds import at_least
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,14 @@ def rotation_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a[:, None, 1:] - b[None, :, 1:]).abs().mean(dim=(-1, -2))
 
 
-def select_diverse(rotations: torch.Tensor, scores: torch.Tensor, top_k: int, threshold: float, keep: int,
-                   rerank: torch.Tensor | None = None) -> list[int]:
+def select_diverse(
+    rotations: torch.Tensor,
+    scores: torch.Tensor,
+    top_k: int,
+    threshold: float,
+    keep: int,
+    rerank: torch.Tensor | None = None,
+) -> list[int]:
     """Indices of the best ``keep`` poses among the ``top_k`` best scores, skipping any pose
     within ``threshold`` of one already kept (best first). ``rerank`` (N,), if given, is added
     to the scores of those top_k to set the order in which they are kept."""
@@ -166,11 +172,11 @@ class PoseStage(StageModule):
         if not sc.azimuths:
             raise ValueError("stage.azimuths needs at least one view (degrees, 0 = the body's front)")
         if sc.num_candidates < 1 or sc.top_k < sc.num_candidates:
-            raise ValueError(
-                f"stage.num_candidates ({sc.num_candidates}) must be >= 1 and <= stage.top_k ({sc.top_k})"
-            )
+            raise ValueError(f"stage.num_candidates ({sc.num_candidates}) must be >= 1 and <= stage.top_k ({sc.top_k})")
         if not (math.isfinite(float(sc.prior_weight)) and float(sc.prior_weight) >= 0):
-            raise ValueError(f"stage.prior_weight={sc.prior_weight!r} must be a finite number >= 0 (0 = plain cosine order)")
+            raise ValueError(
+                f"stage.prior_weight={sc.prior_weight!r} must be a finite number >= 0 (0 = plain cosine order)"
+            )
         if sc.contrast not in CONTRASTS:
             raise ValueError(f"stage.contrast={sc.contrast!r} is not one of {list(CONTRASTS)} ('' = plain cosine)")
         if sc.contrast and not (math.isfinite(float(sc.contrast_temperature)) and float(sc.contrast_temperature) > 0):
@@ -180,7 +186,9 @@ class PoseStage(StageModule):
         self.body = build_body(cfg.body)
         self.freeze_component("body")
         self.renderer = MeshRenderer(cfg.render)
-        preview = OmegaConf.to_container(cfg.render, resolve=True) if isinstance(cfg.render, DictConfig) else dict(cfg.render)
+        preview = (
+            OmegaConf.to_container(cfg.render, resolve=True) if isinstance(cfg.render, DictConfig) else dict(cfg.render)
+        )
         preview.update(height=int(sc.preview_size), width=int(sc.preview_size))
         self.preview_renderer = MeshRenderer(MeshRenderConfig(**preview))
         self.codebook_renders = 0
@@ -205,8 +213,14 @@ class PoseStage(StageModule):
         pose = CanonicalPose(rotations.to(self.body.dtype), torch.zeros(len(rotations), 3, dtype=self.body.dtype))
         return self.body(pose=pose).vertices
 
-    def render(self, vertices: torch.Tensor, azimuths, renderer: MeshRenderer | None = None,
-               silhouette: bool = False, colors: torch.Tensor | None = None) -> torch.Tensor:
+    def render(
+        self,
+        vertices: torch.Tensor,
+        azimuths,
+        renderer: MeshRenderer | None = None,
+        silhouette: bool = False,
+        colors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Renders (B * len(azimuths), 3, H, W) of bodies (B, V, 3), body-major; textureless
         grey unless ``colors``."""
         sc = self.stage_cfg
@@ -268,7 +282,9 @@ class PoseStage(StageModule):
         sizes = torch.as_tensor(codebook.cluster_sizes, dtype=torch.float32)
         own = usable_embeddings(codebook, guidance)  # AvatarCLIP's codebook with its own CLIP: no renders
         if own is not None:
-            log.info("Pose codebook: using the %s embeddings stored in the codebook (no renders)", codebook.embedding_model)
+            log.info(
+                "Pose codebook: using the %s embeddings stored in the codebook (no renders)", codebook.embedding_model
+            )
             return EmbeddedCodebook(rotations, sources, sizes, own, True, codebook_files(self.cfg.prior)[0])
         key = self.cache_key()
         path = self.cache_path(key)
@@ -283,7 +299,11 @@ class PoseStage(StageModule):
                 log.warning("Pose codebook cache %s is unreadable (%s); rebuilding it", path, err)
         log.info(
             "Pose codebook: cache miss; rendering %d poses x %d views (%s, %s guidance) into %s",
-            len(rotations), len(self.stage_cfg.azimuths), self.body.name, self.cfg.guidance.name, path,
+            len(rotations),
+            len(self.stage_cfg.azimuths),
+            self.body.name,
+            self.cfg.guidance.name,
+            path,
         )
         embeddings = self.embed_poses(guidance, rotations)
         with atomic_path(path) as tmp:
@@ -297,7 +317,9 @@ class PoseStage(StageModule):
         start = time.perf_counter()
         scores = self.scores(guidance, embeddings)
         prior = float(sc.prior_weight) * torch.log(sizes.clamp(min=1.0)) if sc.prior_weight else None
-        kept = select_diverse(rotations, scores, int(sc.top_k), float(sc.dedupe_threshold), int(sc.num_candidates), prior)
+        kept = select_diverse(
+            rotations, scores, int(sc.top_k), float(sc.dedupe_threshold), int(sc.num_candidates), prior
+        )
         seconds = time.perf_counter() - start
         candidates = CandidatePoses(
             rotations[kept], scores[kept], [sources[i] for i in kept], self.prompt, self.prompt_text
@@ -393,7 +415,10 @@ class PoseStage(StageModule):
             rows.append([to_uint8(img) for img in images])
         tiles = [tile for row in rows for tile in row]
         if scores is not None:
-            tiles = [caption_tile(t, f"#{i % len(rotations) + 1} {float(scores[i % len(rotations)]):+.3f}") for i, t in enumerate(tiles)]
+            tiles = [
+                caption_tile(t, f"#{i % len(rotations) + 1} {float(scores[i % len(rotations)]):+.3f}")
+                for i, t in enumerate(tiles)
+            ]
         return image_grid(tiles, ncols=len(rotations))
 
     def write_outputs(self, candidates: CandidatePoses, info: dict, loggers=()) -> dict:
@@ -401,13 +426,17 @@ class PoseStage(StageModule):
         candidates.save(run_dir / POSES_FILE)
         grid = self.preview(candidates.rotations, candidates.scores)
         save_image(run_dir / "poses.png", grid)
-        log_image(loggers, "pose/candidates", grid, step=int(self.global_step), wandb_images=self.cfg.logger.wandb.log_images)
+        log_image(
+            loggers, "pose/candidates", grid, step=int(self.global_step), wandb_images=self.cfg.logger.wandb.log_images
+        )
         with torch.no_grad():
             joints = self.body(pose=candidates.poses().to(self.body.dtype)).joints
         words = pose_words(joints)
         log.info("Pose prompt %r -> %r (%s):", self.prompt, self.prompt_text, self.stage_cfg.generator)
         for i in range(len(candidates)):
-            log.info("  #%d score %.4f %s reads as %s", i + 1, float(candidates.scores[i]), candidates.source[i], words[i])
+            log.info(
+                "  #%d score %.4f %s reads as %s", i + 1, float(candidates.scores[i]), candidates.source[i], words[i]
+            )
         result = {
             "prompt": self.prompt,
             "prompt_text": self.prompt_text,
@@ -442,7 +471,10 @@ class PoseStage(StageModule):
         order = scores.argsort(descending=True)
         gen = self.stage_cfg.generator
         candidates = CandidatePoses(
-            rotations[order], scores[order], [f"{gen} (seed {self.cfg.seed}, start {int(i)})" for i in order],
-            self.prompt, self.prompt_text,
+            rotations[order],
+            scores[order],
+            [f"{gen} (seed {self.cfg.seed}, start {int(i)})" for i in order],
+            self.prompt,
+            self.prompt_text,
         )
         return self.write_outputs(candidates, {"steps": int(self.global_step)}, self.loggers)

@@ -45,10 +45,10 @@ from avatar.export.media import caption_tile, image_grid, save_image, save_mesh,
 from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, framing_cameras
 from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES
+from avatar.utils.bounds import at_least
 from avatar.utils.fingerprint import config_identity, tensor_fingerprint
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
-from avatar.utils.bounds import at_least
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class ShapeStage(torch.nn.Module):
             raise ValueError(f"stage.codebook_size must be >= 1, got {sc.codebook_size}")
         if not sc.azimuths or (sc.refine_steps > 0 and not sc.refine_azimuths):
             raise ValueError("stage.azimuths (and stage.refine_azimuths when refining) need at least one view")
-        self.loss_weights = {k[len("lambda_"):]: v for k, v in sc.items() if k.startswith("lambda_")}
+        self.loss_weights = {k[len("lambda_") :]: v for k, v in sc.items() if k.startswith("lambda_")}
         for name, spec in self.loss_weights.items():
             validate_weight(f"stage.lambda_{name}", spec)
         self.prompt = prompt.strip()
@@ -180,7 +180,9 @@ class ShapeStage(torch.nn.Module):
         self.body = build_body(cfg.body)
         self.body.requires_grad_(False)
         self.renderer = MeshRenderer(cfg.render)
-        preview = OmegaConf.to_container(cfg.render, resolve=True) if isinstance(cfg.render, DictConfig) else dict(cfg.render)
+        preview = (
+            OmegaConf.to_container(cfg.render, resolve=True) if isinstance(cfg.render, DictConfig) else dict(cfg.render)
+        )
         preview.update(height=int(sc.preview_size), width=int(sc.preview_size))
         self.preview_renderer = MeshRenderer(MeshRenderConfig(**preview))
         self.pose = named_pose(sc.render_pose, dtype=self.body.dtype, device=self.body.device)
@@ -196,7 +198,9 @@ class ShapeStage(torch.nn.Module):
         ranges = dict(self.stage_cfg.phenotype_ranges)
         unknown = sorted(set(ranges) - set(self.body.shape_names))
         if unknown:
-            raise ValueError(f"stage.phenotype_ranges has unknown phenotypes {unknown}; known: {list(self.body.shape_names)}")
+            raise ValueError(
+                f"stage.phenotype_ranges has unknown phenotypes {unknown}; known: {list(self.body.shape_names)}"
+            )
         lo, hi = [], []
         for name in self.body.shape_names:
             a, b = (float(x) for x in ranges.get(name, (0.0, 1.0)))
@@ -229,11 +233,13 @@ class ShapeStage(torch.nn.Module):
         if self.is_anny() or len(shapes) == 1:
             out = self.body(shapes, pose)
             return out.vertices, out.joints
-        outs = [self.body(shapes[i:i + 1], pose) for i in range(len(shapes))]
+        outs = [self.body(shapes[i : i + 1], pose) for i in range(len(shapes))]
         return torch.cat([o.vertices for o in outs]), torch.cat([o.joints for o in outs])
 
     # ---- rendering -------------------------------------------------------------------------
-    def cameras(self, vertices: torch.Tensor, azimuths: list[float] | torch.Tensor, framing: str | None = None) -> Cameras:
+    def cameras(
+        self, vertices: torch.Tensor, azimuths: list[float] | torch.Tensor, framing: str | None = None
+    ) -> Cameras:
         """Cameras for one body (V, 3) at the given azimuths (degrees, 0 = front)."""
         sc = self.stage_cfg
         framing = framing or sc.framing
@@ -242,7 +248,11 @@ class ShapeStage(torch.nn.Module):
         return framing_cameras(ref[None], azimuths, sc.elevation_deg, sc.fov_deg, margin)
 
     def render_bodies(
-        self, vertices: torch.Tensor, azimuths, renderer: MeshRenderer | None = None, silhouette: bool = False,
+        self,
+        vertices: torch.Tensor,
+        azimuths,
+        renderer: MeshRenderer | None = None,
+        silhouette: bool = False,
         framing: str | None = None,
     ) -> torch.Tensor:
         """Textureless grey renders (B * len(azimuths), 3, H, W) of bodies (B, V, 3), body-major.
@@ -266,7 +276,7 @@ class ShapeStage(torch.nn.Module):
         azimuths = list(self.stage_cfg.azimuths)
         out = []
         for start in range(0, len(shapes), chunk):
-            part = shapes[start:start + chunk].to(self.body.device, self.body.dtype)
+            part = shapes[start : start + chunk].to(self.body.device, self.body.dtype)
             verts = self.pose_vertices(part, self.pose)[0]
             images = self.render_bodies(verts, azimuths)
             emb = guidance.encode_image(images).float().cpu().view(len(part), len(azimuths), -1)
@@ -280,8 +290,17 @@ class ShapeStage(torch.nn.Module):
         # The mesh and the shape space: rest vertices of the neutral and of a nearby shape.
         rest = torch.cat([self.body(self.body.default_shape() + d).rest_vertices for d in (0.0, 0.1)])
         stage_keys = (
-            "codebook_size", "codebook_seed", "phenotype_ranges", "beta_std", "render_pose", "framing",
-            "azimuths", "elevation_deg", "fov_deg", "fit_margin", "fixed_zoom_out",
+            "codebook_size",
+            "codebook_seed",
+            "phenotype_ranges",
+            "beta_std",
+            "render_pose",
+            "framing",
+            "azimuths",
+            "elevation_deg",
+            "fov_deg",
+            "fit_margin",
+            "fixed_zoom_out",
         )
         plain = OmegaConf.to_container(sc, resolve=True) if isinstance(sc, DictConfig) else dict(sc)
         stage_part = {k: plain[k] for k in stage_keys}
@@ -302,7 +321,9 @@ class ShapeStage(torch.nn.Module):
 
     def cache_path(self, key: dict) -> Path:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        folder = Path(self.stage_cfg.cache_dir).expanduser() if self.stage_cfg.cache_dir else cache_dir("shape_codebook")
+        folder = (
+            Path(self.stage_cfg.cache_dir).expanduser() if self.stage_cfg.cache_dir else cache_dir("shape_codebook")
+        )
         return folder / f"{self.body.name}-{self.cfg.guidance.name}-{digest}.pt"
 
     def codebook(self, guidance) -> tuple[torch.Tensor, torch.Tensor, bool, Path]:
@@ -321,7 +342,10 @@ class ShapeStage(torch.nn.Module):
         shapes = self.sample_codebook()
         log.info(
             "Shape codebook: cache miss; rendering and embedding %d bodies (%s, %s guidance) into %s",
-            len(shapes), self.body.name, self.cfg.guidance.name, path,
+            len(shapes),
+            self.body.name,
+            self.cfg.guidance.name,
+            path,
         )
         embeddings = self.embed_shapes(guidance, shapes)
         with atomic_path(path) as tmp:
@@ -377,24 +401,36 @@ class ShapeStage(torch.nn.Module):
             total = sum(self.weight(n, step) * v for n, v in losses.items())
             bad = [n for n, v in losses.items() if not torch.isfinite(v)]
             if bad:
-                raise FloatingPointError(f"Shape refinement: non-finite loss terms {bad} at step {step}; lower stage.refine_lr")
+                raise FloatingPointError(
+                    f"Shape refinement: non-finite loss terms {bad} at step {step}; lower stage.refine_lr"
+                )
             optimizer.zero_grad()
             total.backward()
             optimizer.step()
             record = {"train/loss": float(total.detach())}
             for n, v in losses.items():
                 w = self.weight(n, step)
-                record.update({f"train/loss_{n}": float(v.detach()), f"train/lambda_{n}": w, f"train/weighted_{n}": w * float(v.detach())})
+                record.update(
+                    {
+                        f"train/loss_{n}": float(v.detach()),
+                        f"train/lambda_{n}": w,
+                        f"train/weighted_{n}": w * float(v.detach()),
+                    }
+                )
             record["train/similarity"] = float((emb.detach() @ text_emb[0]).mean())
             history.append(record)
             for logger in loggers:
                 logger.log_metrics(record, step=step)
             if step == 0 or (step + 1) % 10 == 0 or step + 1 == sc.refine_steps:
-                log.info("refine step %d/%d: %s", step + 1, sc.refine_steps, {k: round(v, 4) for k, v in record.items()})
+                log.info(
+                    "refine step %d/%d: %s", step + 1, sc.refine_steps, {k: round(v, 4) for k, v in record.items()}
+                )
         return self._encode(z).detach(), history
 
     @torch.no_grad()
-    def evaluate(self, guidance, shape: torch.Tensor, text_emb: torch.Tensor, neutral_text_emb: torch.Tensor, azimuths) -> dict:
+    def evaluate(
+        self, guidance, shape: torch.Tensor, text_emb: torch.Tensor, neutral_text_emb: torch.Tensor, azimuths
+    ) -> dict:
         """Mean over views of the similarity to the prompt and of the direction score."""
         bodies = torch.stack([self.body.default_shape()[0].cpu().float(), shape.reshape(-1).cpu().float()])
         verts = self.pose_vertices(bodies.to(self.body.device, self.body.dtype), self.pose)[0]
@@ -418,7 +454,9 @@ class ShapeStage(torch.nn.Module):
         k = min(int(sc.top_k), len(scores))
         top_scores, top_idx = scores.topk(k)
         names = list(self.body.shape_names)
-        log.info("Shape prompt %r -> %r (%s scoring, %d entries)", self.prompt, self.prompt_text, sc.scoring, len(scores))
+        log.info(
+            "Shape prompt %r -> %r (%s scoring, %d entries)", self.prompt, self.prompt_text, sc.scoring, len(scores)
+        )
         for rank, (i, s) in enumerate(zip(top_idx.tolist(), top_scores.tolist())):
             params = ", ".join(f"{n}={v:.2f}" for n, v in zip(names, shapes[i].tolist()))
             log.info("  top-%d: entry %d score %.4f: %s", rank + 1, i, s, params)
@@ -440,7 +478,11 @@ class ShapeStage(torch.nn.Module):
         log.info(
             "Shape (mean over %d views): direction score %.4f -> %.4f, similarity to the prompt %.4f -> %.4f "
             "(codebook entry -> final); final %s",
-            len(eval_azimuths), before["direction"], after["direction"], before["similarity"], after["similarity"],
+            len(eval_azimuths),
+            before["direction"],
+            after["direction"],
+            before["similarity"],
+            after["similarity"],
             ", ".join(f"{n}={v:.3f}" for n, v in zip(names, final.tolist())),
         )
 
@@ -529,4 +571,3 @@ class ShapeStage(torch.nn.Module):
         grid = image_grid([caption_tile(t, text) for t, text in zip(tiles, labels)], ncols=len(tiles))
         save_image(run_dir / "shape.png", grid)
         log_image(loggers, "shape/summary", grid, step=0, wandb_images=self.cfg.logger.wandb.log_images)
-

@@ -20,18 +20,20 @@ from tqdm import tqdm
 from avatar.body.base import build_body
 from avatar.body.regions import region_colors
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose
+from avatar.engine.trainer import log_image
 from avatar.export.media import image_grid, save_image, save_mesh, save_video, to_uint8
 from avatar.render import MeshRenderer, make_background, orbit_cameras, sample_views
-from avatar.engine.trainer import log_image
 from avatar.stages.base import STAGES
-from avatar.utils.io import atomic_write_text
 from avatar.utils.bounds import above, at_least
+from avatar.utils.io import atomic_write_text
 
 
 @dataclass
 class ShowcaseStageConfig:
     name: str = "showcase"
-    poses: list[str] = field(default_factory=lambda: ["a_pose", "t_pose", "arms_raised", "squat", "walk_stride", "kick"])
+    poses: list[str] = field(
+        default_factory=lambda: ["a_pose", "t_pose", "arms_raised", "squat", "walk_stride", "kick"]
+    )
     fixed_azimuths: list[float] = field(default_factory=lambda: [0.0, 45.0, 90.0, 180.0])
     random_views: int = 2  # extra columns drawn with the paper's view sampling (and backgrounds)
     full_body_distance: float = 1.9  # metres, for the fixed turntable views
@@ -75,10 +77,17 @@ class ShowcaseStage(torch.nn.Module):
             if sc.random_views:
                 head = out.joints[i, JOINT_INDEX["head"]]
                 cams, info = sample_views(sc.random_views, self.cfg.views, generator, centre, head, step=i)
-                bg = make_background("random", sc.random_views, self.cfg.render.height, self.cfg.render.width, generator, verts.device)
+                bg = make_background(
+                    "random", sc.random_views, self.cfg.render.height, self.cfg.render.width, generator, verts.device
+                )
                 rgb = self.renderer.render(
-                    verts, faces, cams, colors=self.colors, background=bg,
-                    light_dir=info["light_dir"], ambient=info["ambient"],
+                    verts,
+                    faces,
+                    cams,
+                    colors=self.colors,
+                    background=bg,
+                    light_dir=info["light_dir"],
+                    ambient=info["ambient"],
                 ).rgb
                 row += list(rgb)
             # The textureless grey render the paper also guides with.
@@ -115,5 +124,7 @@ class ShowcaseStage(torch.nn.Module):
             pose = CanonicalPose(rot[None], torch.zeros(1, 3, dtype=self.body.dtype))
             verts = self.body(pose=pose).vertices[0]
             verts[:, 2] += points[:, 2].min() - verts[:, 2].min()  # feet on the floor
-            frames.append(to_uint8(self.renderer.render(verts, self.body.faces, cams[f : f + 1], colors=self.colors).rgb[0]))
+            frames.append(
+                to_uint8(self.renderer.render(verts, self.body.faces, cams[f : f + 1], colors=self.colors).rgb[0])
+            )
         return frames

@@ -30,7 +30,9 @@ def _check_present(path: Path, config_key: str, what: str, hint: str) -> None:
     if not path.exists():
         raise FileNotFoundError(f"{describe(path, config_key)}: no such file (expected {what}). {hint}".strip())
     if path.is_dir():
-        raise InputFileError(f"{describe(path, config_key)} is a folder; give the {what} file inside it. {hint}".strip())
+        raise InputFileError(
+            f"{describe(path, config_key)} is a folder; give the {what} file inside it. {hint}".strip()
+        )
     if path.stat().st_size == 0:
         raise InputFileError(
             f"{describe(path, config_key)} is empty (0 bytes), not {what}: an interrupted download or "
@@ -80,7 +82,9 @@ def load_npz(path: str | os.PathLike, config_key: str, what: str, hint: str = ""
     try:
         with np.load(file, allow_pickle=False) as data:
             if not hasattr(data, "files"):
-                raise InputFileError(f"{describe(path, config_key)} is a single .npy array, not {what} (an .npz archive). {hint}".strip())
+                raise InputFileError(
+                    f"{describe(path, config_key)} is a single .npy array, not {what} (an .npz archive). {hint}".strip()
+                )
             wanted = None if only is None else set(only) | set(keys)
             arrays = {name: data[name] for name in data.files if wanted is None or name in wanted}
     except InputFileError:

@@ -198,7 +198,11 @@ def run_label(row: pd.Series, varying: list[str]) -> str:
 
 def result_columns(table: pd.DataFrame, override_keys: list[str]) -> list[str]:
     skip = set(ID_COLUMNS) | set(override_keys)
-    return [c for c in table.columns if c not in skip and not c.startswith("last:") and pd.api.types.is_numeric_dtype(table[c])]
+    return [
+        c
+        for c in table.columns
+        if c not in skip and not c.startswith("last:") and pd.api.types.is_numeric_dtype(table[c])
+    ]
 
 
 # ------------------------------------------------------------------------------ seeds
@@ -209,8 +213,11 @@ def seed_summary(table: pd.DataFrame, varying: list[str]) -> tuple[pd.DataFrame 
         return None, ""
     keys = [k for k in varying if k != "seed"]
     done = table[table["status"].isin(["finished", "unknown"])]
-    numeric = [c for c in done.columns if c not in ID_COLUMNS and c != "seed" and c not in keys
-               and pd.api.types.is_numeric_dtype(done[c])]
+    numeric = [
+        c
+        for c in done.columns
+        if c not in ID_COLUMNS and c != "seed" and c not in keys and pd.api.types.is_numeric_dtype(done[c])
+    ]
     if done.empty or not numeric:
         return None, ""
     if not keys:
@@ -219,9 +226,7 @@ def seed_summary(table: pd.DataFrame, varying: list[str]) -> tuple[pd.DataFrame 
     grouped = done.groupby(keys, dropna=False, sort=False)
     deterministic = [c for c in numeric if not NONDETERMINISTIC.search(c)]
     seeds = sorted(done["seed"].astype(str).unique(), key=lambda s: (len(s), s))
-    if deterministic and all(
-        (group[c].nunique(dropna=False) <= 1) for _, group in grouped for c in deterministic
-    ):
+    if deterministic and all((group[c].nunique(dropna=False) <= 1) for _, group in grouped for c in deterministic):
         return None, (
             f"The seed changes nothing here: every setting's runs have identical results across seeds "
             f"{', '.join(seeds)} ({len(deterministic)} result and metric columns compared; timings excluded). "
@@ -238,8 +243,10 @@ def mean_std_table(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     out = summary[keys].copy()
     for c in columns:
         if f"{c} (mean)" in summary:
-            out[c] = [f"{m:.4g} ± {s:.2g}" if pd.notna(s) else f"{m:.4g}"
-                      for m, s in zip(summary[f"{c} (mean)"], summary[f"{c} (std)"])]
+            out[c] = [
+                f"{m:.4g} ± {s:.2g}" if pd.notna(s) else f"{m:.4g}"
+                for m, s in zip(summary[f"{c} (mean)"], summary[f"{c} (std)"])
+            ]
     out["seeds"] = summary["seeds"]
     return out
 
@@ -270,8 +277,14 @@ def plot_curves(runs: list[Path], labels: dict[Path, str], metric: str, out_path
     return bool(drawn)
 
 
-def montage(runs: list[Path], labels: dict[Path, str], out_path: Path, statuses: dict[Path, str],
-            tile_height: int = 192, ncols: int = 4) -> bool:
+def montage(
+    runs: list[Path],
+    labels: dict[Path, str],
+    out_path: Path,
+    statuses: dict[Path, str],
+    tile_height: int = 192,
+    ncols: int = 4,
+) -> bool:
     """Every run's preview image in the runs' order, each under its label (the values it varies);
     a grey tile for a run without one (a failed run)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -323,28 +336,46 @@ def markdown(table: pd.DataFrame) -> str:
     return table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="")
 
 
-def write_report(out: Path, paths: list[Path], table: pd.DataFrame, shown: pd.DataFrame, constant: dict[str, str],
-                 varying: list[str], summary_md: str, images: list[tuple[str, str]], sort: str | None) -> Path:
+def write_report(
+    out: Path,
+    paths: list[Path],
+    table: pd.DataFrame,
+    shown: pd.DataFrame,
+    constant: dict[str, str],
+    varying: list[str],
+    summary_md: str,
+    images: list[tuple[str, str]],
+    sort: str | None,
+) -> Path:
     counts = table["status"].value_counts().to_dict()
     lines = [f"# Comparison: {', '.join(p.name for p in paths)}", ""]
-    lines.append(f"{len(table)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) from "
-                 f"{', '.join(f'`{p}`' for p in paths)}.")
+    lines.append(
+        f"{len(table)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) from "
+        f"{', '.join(f'`{p}`' for p in paths)}."
+    )
     lines.append("")
     if constant:
         lines.append("Constant overrides (every run): " + " ".join(f"`{k}={v}`" for k, v in constant.items()))
-    lines.append("Varying: " + (", ".join(f"`{k}`" for k in varying) if varying else "nothing (the runs share their overrides)"))
+    lines.append(
+        "Varying: " + (", ".join(f"`{k}`" for k in varying) if varying else "nothing (the runs share their overrides)")
+    )
     lines.append("")
     lines += [f"## Runs ({'sorted by ' + sort if sort else 'in sweep order'})", "", markdown(shown), ""]
     if "objective" in table and table["objective"].notna().any():
         best = table.loc[table["objective"].idxmin()]
-        lines += [f"Lowest objective: **{best['objective']:.4g}**, job {best['job']} "
-                  f"({run_label(best, varying)}), `{best['run']}`.", ""]
+        lines += [
+            f"Lowest objective: **{best['objective']:.4g}**, job {best['job']} "
+            f"({run_label(best, varying)}), `{best['run']}`.",
+            "",
+        ]
     failed = table[~table["status"].isin(["finished", "unknown"])]
     if len(failed):
         lines += ["## Runs that did not finish", ""]
         for _, row in failed.iterrows():
-            lines.append(f"- job {row['job']} ({run_label(row, varying)}): {row['status']}"
-                         + (f": {row['error']}" if row.get("error") else ""))
+            lines.append(
+                f"- job {row['job']} ({run_label(row, varying)}): {row['status']}"
+                + (f": {row['error']}" if row.get("error") else "")
+            )
         lines.append("")
     if summary_md:
         lines += ["## Seeds", "", summary_md, ""]

@@ -27,6 +27,7 @@ from avatar.guidance.synthetic.captions import (
     swap_pair,
     swapped_caption,
 )
+from avatar.guidance.synthetic.generator import SyntheticBatch, SyntheticConfig, SyntheticRenderer, generate_batch
 from avatar.guidance.synthetic.holdout import (
     HELD_OUT_COLOR_PAIRS,
     HELD_OUT_KIND_PATTERNS,
@@ -35,7 +36,6 @@ from avatar.guidance.synthetic.holdout import (
     is_held_out,
     sample_outfit,
 )
-from avatar.guidance.synthetic.generator import SyntheticBatch, SyntheticConfig, SyntheticRenderer, generate_batch
 from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS, pose_features, pose_words
 
 __all__ = [

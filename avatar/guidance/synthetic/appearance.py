@@ -176,8 +176,8 @@ def _pattern_coords(vertices: torch.Tensor) -> torch.Tensor:
 
 def pattern_mask(coords: torch.Tensor, pattern: str, period: float, phase: tuple[float, float]) -> torch.Tensor:
     """(V,) bool: where the second colour of ``pattern`` shows (period in metres)."""
-    u = (coords[:, 0] / period + phase[0])
-    v = (coords[:, 1] / period + phase[1])
+    u = coords[:, 0] / period + phase[0]
+    v = coords[:, 1] / period + phase[1]
     if pattern == "solid":
         return torch.zeros(len(coords), dtype=torch.bool)
     if pattern == "horizontal stripes":

@@ -220,7 +220,9 @@ def swap_negative(plan: CaptionPlan, attrs: dict, rng: random.Random) -> str | N
 def swap_pairs(plan: CaptionPlan, attrs: dict) -> list[tuple[str, str]]:
     """Every pair of mentioned garments (in the caption's order) with different colours."""
     return [
-        (a, b) for i, a in enumerate(plan.garments) for b in plan.garments[i + 1:]
+        (a, b)
+        for i, a in enumerate(plan.garments)
+        for b in plan.garments[i + 1 :]
         if attrs[a]["color"] != attrs[b]["color"]
     ]
 
@@ -275,7 +277,6 @@ def change_negative(
     else:
         changed["pose"]["body"] = rng.choice([w for w in BODY_WORDS if w != attrs["pose"]["body"]])
     return render_caption(plan, changed)
-
 
 
 def pose_negative(plan: CaptionPlan, attrs: dict, rng: random.Random) -> str | None:

@@ -121,7 +121,9 @@ def clips_in_category(sources: list[str], manifest: str | Path, category: str) -
     """(N,) bool: is the source clip of each codebook entry filed under ``category`` in the mocap
     corpus's MANIFEST.tsv? Clips the manifest does not list count as not in it."""
     clips = read_manifest(manifest, key="walking_clips")
-    return torch.tensor([source_clip(s) in clips and category in clips[source_clip(s)].categories for s in sources], dtype=torch.bool)
+    return torch.tensor(
+        [source_clip(s) in clips and category in clips[source_clip(s)].categories for s in sources], dtype=torch.bool
+    )
 
 
 def stride_hidden(azimuth_deg: float, within_deg: float) -> bool:
@@ -143,7 +145,9 @@ class SyntheticRenderer:
         self.codebook_weights = pose_draw_weights(
             codebook.joints, codebook.cluster_sizes, self.cfg.pose_balance, self.cfg.pose_frequency
         )
-        self.walk_entries = clips_in_category(codebook.sources, self.cfg.walking_clips, "walk") if self.cfg.walking_clips else None
+        self.walk_entries = (
+            clips_in_category(codebook.sources, self.cfg.walking_clips, "walk") if self.cfg.walking_clips else None
+        )
         self.named = CanonicalPose.cat([named_pose(n) for n in pose_names()])
         size = self.cfg.image_size * self.cfg.supersample
         self.renderer = MeshRenderer(MeshRenderConfig(height=size, width=size))
@@ -211,12 +215,28 @@ class SyntheticRenderer:
         for i in range(n):
             phenotype = dict(zip(PHENOTYPES, shape[i].tolist()))
             attrs = sample_outfit(rng, phenotype["gender"], cfg.appearance, cfg.combinations)
-            view = "face" if info["is_face"][i] else "legs" if info["is_legs"][i] else "back" if info["is_back"][i] else "body"
+            view = (
+                "face"
+                if info["is_face"][i]
+                else "legs"
+                if info["is_legs"][i]
+                else "back"
+                if info["is_back"][i]
+                else "body"
+            )
             azimuth = float(info["azimuth_deg"][i])  # 0 = the front, 90 = the body's left
-            if words[i]["body"] == "walking" and (stride_hidden(azimuth, cfg.stride_view_deg) or not self._from_walk(sources[i])):
+            if words[i]["body"] == "walking" and (
+                stride_hidden(azimuth, cfg.stride_view_deg) or not self._from_walk(sources[i])
+            ):
                 words[i] = {**words[i], "body": None}
-            attrs.update(phenotype=phenotype, pose=words[i], pose_source=sources[i], view=view, background=kinds[i],
-                         azimuth_deg=azimuth)
+            attrs.update(
+                phenotype=phenotype,
+                pose=words[i],
+                pose_source=sources[i],
+                view=view,
+                background=kinds[i],
+                azimuth_deg=azimuth,
+            )
             attributes.append(attrs)
             colors.append(vertex_colors(attrs, self.parts))
         size = cfg.image_size * cfg.supersample
@@ -229,14 +249,18 @@ class SyntheticRenderer:
             light_dir=info["light_dir"], ambient=info["ambient"], diffuse=1.0 - info["ambient"],
         )  # fmt: skip
         images = F.avg_pool2d(rendered.rgb, cfg.supersample).clamp(0.0, 1.0)
-        texts, plans = zip(*(caption(a, rng, pose_prob=cfg.pose_mention_prob, pose_phrasings=cfg.pose_phrasings) for a in attributes))
+        texts, plans = zip(
+            *(caption(a, rng, pose_prob=cfg.pose_mention_prob, pose_phrasings=cfg.pose_phrasings) for a in attributes)
+        )
         return SyntheticBatch(images, attributes, list(texts), list(plans))
 
 
 _RENDERERS: dict[str, SyntheticRenderer] = {}  # by repr(config)
 
 
-def generate_batch(n: int, generator: torch.Generator | None = None, cfg: SyntheticConfig | None = None) -> SyntheticBatch:
+def generate_batch(
+    n: int, generator: torch.Generator | None = None, cfg: SyntheticConfig | None = None
+) -> SyntheticBatch:
     """``n`` synthetic samples with a renderer built once per configuration."""
     cfg = cfg or SyntheticConfig()
     key = repr(cfg)

@@ -74,7 +74,9 @@ def is_held_out(attrs: dict) -> bool:
     return bool(held_out_combinations(attrs))
 
 
-def sample_outfit(rng: random.Random, gender: float, cfg: AppearanceConfig | None = None, combinations: str = "all") -> dict:
+def sample_outfit(
+    rng: random.Random, gender: float, cfg: AppearanceConfig | None = None, combinations: str = "all"
+) -> dict:
     """:func:`sample_appearance` restricted to training (``"train"``) or held-out
     (``"held_out"``) combinations by redrawing the whole outfit until the rule is met (so the
     outfit follows the sampler's distribution conditioned on the rule). ``"all"`` is one plain

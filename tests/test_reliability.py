@@ -124,7 +124,7 @@ def test_sigterm_saves_the_current_step_exits_143_and_resumes_identically(tmp_pa
     overrides = [*FAST_POSE_FIT, *QUIET, "trainer.max_steps=400", "trainer.checkpoint_every_n_steps=100", "logger=csv"]
     report = kill_and_resume(tmp_path, overrides, "checkpoints/step000100.ckpt", signal.SIGTERM, delay=0.5)
     assert report["killed_exit_code"] == 143
-    killed = tmp_path / "killed"
+    killed = tmp_path / "stopped_"
     info = read_run_info(killed)
     first, second = info["segments"]
     assert first["status"] == "interrupted" and "resume=auto" in first["resume_command"]
@@ -246,6 +246,15 @@ def test_prompts_are_taken_literally(tmp_path):
     validate_config(cfg)
     assert cfg.prompt.appearance == "a man with ${oc.env:HOME}"
     assert OmegaConf.to_container(cfg, resolve=True)["prompt"]["appearance"] == "a man with ${oc.env:HOME}"
+
+
+def test_fault_injection_masks_only_the_run_folders_own_path(tmp_path):
+    a, b = tmp_path / "run_a", tmp_path / "run_b"
+    for folder, other in ((a, "x"), (b, "y")):
+        folder.mkdir()
+        (folder / "avatar.gltf").write_text(f'{{"source": "{folder.resolve()}/4_motion/motion.npz"}}')
+        (folder / "notes.txt").write_text(other)
+    assert compare(a, b) == {"avatar.gltf": "same (its run folder's path aside)", "notes.txt": "DIFFERENT"}
 
 
 def test_fault_injection_compare_ignores_records_only(tmp_path):

@@ -179,6 +179,8 @@ def test_appearance_runs_with_clip_backends(tmp_path, backend, request):
     guidance = clip_backend_overrides(backend, request)
     result = run(compose_cfg(tmp_path, *TINY, *guidance, "trainer.max_steps=2"))
     assert np.isfinite(result["guidance_loss_final"])
+    # A sweep's objective is the independent scorer's (mini_scorer), never the guiding model's.
+    assert result["objective"] == result["scorer_loss_final"] != result["guidance_loss_final"]
 
 
 @pytest.mark.slow

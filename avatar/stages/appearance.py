@@ -445,7 +445,7 @@ class AppearanceStage(StageModule):
         self.export()
         # Here, not in result(): after fit Lightning moves the module back to the CPU, but not the
         # proposal mesh and renderer state kept outside parameters and buffers.
-        self._final_guidance_loss = self.final_guidance_loss() if self.guidance is not None else None
+        self._final_losses = self.final_losses() if self.guidance is not None else None
 
     def vertex_colour_fn(self):
         def colour(points: torch.Tensor, view_dirs: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
@@ -516,23 +516,36 @@ class AppearanceStage(StageModule):
             "region_rgb": info["region_rgb"],
         }
         if self.guidance is not None:
-            final = getattr(self, "_final_guidance_loss", None)
-            metrics["guidance_loss_final"] = self.final_guidance_loss() if final is None else final
-        metrics["objective"] = metrics.get("guidance_loss_final", 0.0)
+            final = getattr(self, "_final_losses", None)
+            metrics.update(self.final_losses() if final is None else final)
+        # The objective (what a sweep minimises) is the independent scorer's, never the loss of
+        # the model the avatar was optimised against.
+        metrics["objective"] = metrics.get("scorer_loss_final", metrics.get("guidance_loss_final", 0.0))
         atomic_write_text(self.run_dir() / "result.json", json.dumps(metrics, indent=2))
         return metrics
 
-    def final_guidance_loss(self) -> float:
-        """Guidance loss of the textured avatar from the validation views (white background)."""
+    def final_losses(self) -> dict[str, float]:
+        """1 - cosine of the textured avatar's validation views (white background) with the
+        prompt: by the guiding model (``guidance_loss_final``) and by the independently trained
+        scorer (``scorer_loss_final``, unless ``scorer.enabled=false``)."""
+        from avatar.guidance.base import build_scorer
+
         cams = self.validation_cameras()
-        losses = []
         was_training = self.training
         self.eval()
+        images = []
         with torch.enable_grad():  # the SDF normals need autograd
             for k in range(len(cams)):
                 b = self.render_views(cams[k], torch.Generator(), need_coarse=False, size=self.stage_cfg.val_size)
-                image = (b["color_b"] + 1 - b["opacity"]).detach()
-                text = self.stage_cfg.prompt_template.format(str(self.cfg.prompt.appearance).strip())
-                losses.append(float(self.guidance.guidance_loss(image, text).mean()))
+                images.append((b["color_b"] + 1 - b["opacity"]).detach())
         self.train(was_training)
-        return float(np.mean(losses))
+        text = self.stage_cfg.prompt_template.format(str(self.cfg.prompt.appearance).strip())
+        judges = {"guidance_loss_final": self.guidance}
+        scorer = build_scorer(self.cfg)
+        if scorer is not None:
+            judges["scorer_loss_final"] = scorer.to(self.device)
+        with torch.no_grad():
+            return {
+                name: float(np.mean([float(model.guidance_loss(image, text).mean()) for image in images]))
+                for name, model in judges.items()
+            }

@@ -9,7 +9,7 @@ for the image tower and ``--alpha-text`` for the text side (``mini_model.interpo
 The result is an ordinary mini checkpoint (``guidance.checkpoint=MIXED.pt``); its meta names both
 source files with their SHA-1, and keeps the fine-tune's ``combinations`` (what the
 evaluation's held-out row has seen). Judge it like any new weights: the colour check, then the
-stages (README, "The offline guidance model").
+stages (docs/models/mini.md, docs/experiments/guidance-model.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 model trained on synthetic renders of the body model (avatar/guidance/mini_model.py, trained by
 `python train.py stage=train_guidance stage.publish=true`). The shipped ``mini.pt`` is that base
 model interpolated in weight space with its binding fine-tune (scripts/interpolate_guidance.py;
-README, "The shipped weights").
+docs/models/mini.md).
 
 It knows the synthetic vocabulary: body shapes, poses, garments (tops, trousers, shorts,
 skirts, shoes), hair, ~750 named colours and five patterns, in AvatarCLIP's prompt templates

@@ -79,7 +79,7 @@ class GuidanceTrainStageConfig:
     # "one": one random pair of mentioned garments swapped per caption; "all": every pair, all of
     # them negatives in one softmax (a caption naming three garments gets three swaps).
     binding_swaps: str = "one"
-    lambda_pose: Any = 0.0  # image vs its caption and the caption with a pose word changed (README: no gain measured)
+    lambda_pose: Any = 0.0  # image vs its caption and the caption with a pose word changed (docs/experiments/guidance-model.md: no gain measured)
     # Image vs its caption and the caption with one attribute changed (captions.change_negative);
     # with chance change_copy_prob a garment takes another mentioned garment's colour ("a blue
     # shirt and blue trousers"), the one-colour body the colour check drifts to.

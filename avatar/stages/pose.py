@@ -84,7 +84,7 @@ class PoseStageConfig:
     # > 0: the top_k are reordered by cosine + prior_weight * log(cluster size) before
     # deduplication. Each codebook entry stands for a cluster of captured poses, so among poses
     # the guidance model scores alike the common one wins. 0 = the paper's cosine order; 0.01
-    # helps "walking" and costs elsewhere (README, "Pose search with a frequency prior").
+    # helps "walking" and costs elsewhere (docs/experiments/pose-search.md).
     prior_weight: float = 0.0
     # "pose_words" (not in the paper, off by default): rank by the prompt's softmax share among
     # itself and one prompt per pose word ("a person kicking", "a person squatting", ...; each

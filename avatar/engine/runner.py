@@ -199,7 +199,7 @@ def _check_unchanged(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> di
     # names none: it selects defaults, it does not set them.
     named = {o.lstrip("+~").split("=", 1)[0] for o in overrides} - config_groups()
     # Keys the code added or removed since the run started are no one's forgotten override.
-    code = {k for k in changed if not (_has(before, k) and _has(now, k))}
+    code = {k for k in changed if _ABSENT in (_select(before, k, _ABSENT), _select(now, k, _ABSENT))}
     deliberate = {
         k: [_select(before, k), _select(now, k)]
         for k in changed
@@ -232,19 +232,14 @@ def config_groups() -> set[str]:
     } | {"hydra/launcher", "hydra/sweeper"}
 
 
-def _has(tree: dict, dotted: str) -> bool:
+_ABSENT = object()
+
+
+def _select(tree: dict, dotted: str, default=None):
+    """The value at a dotted key of a plain config tree, or ``default`` where it is absent."""
     node = tree
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _select(tree: dict, dotted: str):
-    node = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
+            return default
         node = node[part]
     return node

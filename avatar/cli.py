@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -37,3 +38,50 @@ def main(cfg: DictConfig) -> float | None:
         result = run(cfg)
         record["value"] = value = sweeps.optimized_value(result, metric, required=sweeps.metric_required(metric))
     return value
+
+
+# ---- avatar-export: re-export (or re-evaluate) a run from its checkpoint -----------------------
+_RUN_KEYS = ("resume=", "mode=", "hydra.run.dir=", "run_dir=")
+
+
+def export_overrides(run_dir: Path, checkpoint: str = "last", mode: str = "export", extra: list[str] = ()) -> list[str]:
+    """The command line that re-exports the run in ``run_dir``: the overrides its last segment
+    ran with (run_info.json), then ``mode``, ``resume`` and the run directory; ``extra``
+    overrides are deliberate changes (recorded as such)."""
+    from avatar.engine.run_info import read_run_info
+
+    run_dir = Path(run_dir).resolve()
+    info = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else None
+    if not info or not info.get("segments"):
+        raise FileNotFoundError(
+            f"{run_dir} holds no run_info.json: give the folder of a run made by train.py (a stage's own "
+            "folder inside a pipeline run, e.g. <run>/appearance)."
+        )
+    from avatar.engine.checkpoints import CHECKPOINT_DIR, newest_checkpoint
+
+    overrides = [o for o in info["segments"][-1].get("overrides", []) if not o.lstrip("+~").startswith(_RUN_KEYS)]
+    # A stage that does not train has no checkpoints: its export runs again from its inputs.
+    trained = checkpoint != "last" or newest_checkpoint(run_dir / CHECKPOINT_DIR) is not None
+    resume = [f"resume={checkpoint}"] if trained else []
+    return [*overrides, *extra, f"mode={mode}", *resume, f"hydra.run.dir={run_dir}"]
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    """``avatar-export <run dir>``: rewrite a finished or interrupted run's outputs (meshes,
+    videos, result.json) from its newest (or a given) checkpoint, without training."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="avatar-export",
+        description="Re-export a run from its checkpoint: python train.py <its overrides> mode=export "
+        "resume=<checkpoint> hydra.run.dir=<run>. Stages without checkpoints re-run their export.",
+    )
+    parser.add_argument("run_dir", type=Path, help="the run's folder (a stage folder inside a pipeline run)")
+    parser.add_argument("--checkpoint", default="last", help="last (default) or a checkpoint file")
+    parser.add_argument("--evaluate-only", action="store_true", help="only evaluate: result.json, no files rewritten")
+    parser.add_argument("overrides", nargs="*", help="deliberate config changes, e.g. stage.export_resolution=256")
+    args = parser.parse_args(argv)
+    mode = "evaluate" if args.evaluate_only else "export"
+    sys.argv = ["avatar-export", *export_overrides(args.run_dir, args.checkpoint, mode, args.overrides)]
+    main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -100,6 +101,16 @@ class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+class RunMode(StrEnum):
+    """What a run does: ``train`` (optimise, then export and evaluate), ``export`` (restore the
+    run's newest or the given checkpoint, export and evaluate: re-export a finished or
+    interrupted run), ``evaluate`` (restore, evaluate only: result.json, no files rewritten)."""
+
+    train = "train"
+    export = "export"
+    evaluate = "evaluate"
+
+
 @dataclass
 class Config:
     stage: Any = MISSING
@@ -126,6 +137,7 @@ class Config:
     # Resume: "" (fresh run), "last" (this run directory's last checkpoint; combine with
     # hydra.run.dir=<the interrupted run's dir>), or a path to a checkpoint file.
     resume: str = ""
+    mode: RunMode = RunMode.train
     run_dir: str = "${hydra:runtime.output_dir}"
 
 

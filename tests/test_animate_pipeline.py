@@ -89,7 +89,7 @@ def test_animate_reads_a_bvh_and_an_appearance_rig(tmp_path, anny_low):
     stage = AnimateStage(cfg)
     assert stage.motion.num_frames == 12
     assert torch.allclose(stage.colors[:, 1], torch.ones(rig.num_vertices))
-    result = stage.run()
+    result = stage.export()
     frame = np.asarray(imageio.mimread(tmp_path / "run" / "animation.mp4")[3]).astype(float)
     body = np.abs(frame - 255).sum(-1) > 60  # not the white background
     mean = frame[body].mean(0)

@@ -15,12 +15,16 @@ import shutil
 import imageio.v2 as imageio
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from avatar.body.skeleton import UPRIGHT, CanonicalPose
+from avatar.generators.pose import POSE_GENERATORS
+from avatar.generators.pose.codebook import Contrast, rotation_distance, select_diverse
 from avatar.guidance.synthetic.poses import pose_words
 from avatar.priors.codebook import PoseCodebook, load_pose_codebook
 from avatar.stages.motion_files import load_candidates
-from avatar.stages.pose import PoseStage, rotation_distance, select_diverse
+from avatar.stages.pose import PoseStage
 
 from helpers import LOW_POLY, compose_cfg, run_train
 
@@ -198,7 +202,8 @@ def test_contrast_ranks_by_the_prompts_share_among_pose_words(tmp_path):
     cfg = compose_cfg(tmp_path, *pose_base(tmp_path), "stage.contrast=pose_words", "prompt.motion=a person walking")
     stage = PoseStage(cfg)
     guidance = build_guidance(cfg.guidance)
-    others = stage.contrast_prompts()
+    search = stage.generator  # the codebook generator
+    others = search.contrast_prompts(stage)
     assert stage.prompt_text not in others and len(others) >= 8
 
     def encode(texts: list[str]) -> torch.Tensor:
@@ -212,7 +217,7 @@ def test_contrast_ranks_by_the_prompts_share_among_pose_words(tmp_path):
     embeddings = torch.stack([kick_like, only_walk])
     cosine = embeddings @ walk
     assert cosine[0] > cosine[1] + 0.05  # the paper's order: the kick-like pose first
-    shares = stage.contrast_scores(guidance, embeddings, cosine)
+    shares = search.contrast_scores(stage, guidance, embeddings, cosine)
     assert shares[1] > shares[0] + 0.5 and bool((shares <= 0).all())  # log shares: the walk-only pose first
 
 
@@ -226,7 +231,7 @@ def test_cache_key_changes_with_what_the_embeddings_depend_on(tmp_path, small_co
 
     def cache_file(*extra: str):
         stage = PoseStage(compose_cfg(tmp_path / "r", *pose_base(tmp_path), *extra))
-        return stage.cache_path(stage.cache_key())
+        return stage.generator.cache(stage).path(stage.cache_key())
 
     base = cache_file()
     assert base.parent == tmp_path / "cache" and base.name.startswith("anny-mini-")
@@ -279,7 +284,7 @@ def test_direct_generator_optimises_the_rotations_and_resumes(tmp_path):
     assert (tmp_path / "poses.png").is_file() and (tmp_path / "images" / "poses_step000002.png").is_file()
     # Checkpoints hold what the stage learns (not the guidance model), so a run resumes.
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert list(ckpt["state_dict"]) == ["body_rotations"]
+    assert list(ckpt["state_dict"]) == ["generator.body_rotations"]
     resumed = run(
         compose_cfg(tmp_path, *args, "trainer.max_steps=4", "resume=last"),
         overrides=[*args, "trainer.max_steps=4", "resume=last"],
@@ -303,6 +308,44 @@ def test_latent_generator_optimises_the_prior_code(tmp_path):
         starts = prior.decode(torch.randn(2, prior.latent_dim, generator=g) * 0.5)["pose_body"]
     for rotations, source in zip(candidates.rotations, candidates.source):
         assert (rotations[1:] - starts[start_index(source)]).abs().max() > 1e-3
+    # The prior is a fixed input of the generator: frozen, and not in the checkpoint.
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert list(ckpt["state_dict"]) == ["generator.latent"]
+
+
+def test_generators_are_registered_components_that_say_whether_the_stage_trains(tmp_path):
+    assert POSE_GENERATORS.names() == ["codebook", "direct", "latent"]
+    stage = PoseStage(compose_cfg(tmp_path, *pose_base(tmp_path)))
+    assert type(stage.generator).__name__ == "CodebookGenerator" and not stage.trainable
+    assert list(stage.state_dict()) == [] and stage.generator.parameters_to_optimise() == []
+    stage = PoseStage(compose_cfg(tmp_path, *pose_base(tmp_path), "stage.generator=direct", "stage.num_candidates=2"))
+    assert stage.trainable and stage.generator.body_rotations.shape == (2, 21, 3)
+    assert [name for name, p in stage.named_parameters() if p.requires_grad] == ["generator.body_rotations"]
+    # A checkpoint from before the generators were components (top-level names) still loads.
+    old = {"state_dict": {"body_rotations": torch.full((2, 21, 3), 0.5)}}
+    stage.on_load_checkpoint(old)
+    stage.load_state_dict(old["state_dict"])
+    assert torch.equal(stage.generator.body_rotations.detach(), torch.full((2, 21, 3), 0.5))
+
+
+def test_contrast_is_a_closed_choice_whose_empty_value_is_the_papers_cosine(tmp_path):
+    """``stage.contrast`` is an enum: "" and pose_words compose (and round-trip through the saved
+    YAML config, as the pipeline compares them), anything else fails when the config is composed."""
+    for value, member in (("''", Contrast.cosine), ("pose_words", Contrast.pose_words)):
+        cfg = compose_cfg(tmp_path, *pose_base(tmp_path), f"stage.contrast={value}")
+        assert cfg.stage.contrast is member and cfg.stage.contrast == member.value
+        saved = OmegaConf.create(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+        assert saved.stage.contrast == member and json.loads(json.dumps({"c": member})) == {"c": member.value}
+    assert not Contrast.cosine and Contrast("") is Contrast.cosine
+    with pytest.raises(ConfigCompositionException, match=r"stage\.contrast=words") as err:
+        compose_cfg(tmp_path, *pose_base(tmp_path), "stage.contrast=words")
+    assert "pose_words" in str(err.value.__cause__)
+
+
+def test_an_unknown_generator_lists_the_registered_ones(tmp_path):
+    cfg = compose_cfg(tmp_path, *pose_base(tmp_path), "stage.generator=vae")
+    with pytest.raises(KeyError, match=r"pose generator 'vae'.*stage\.generator.*codebook, direct, latent"):
+        PoseStage(cfg)
 
 
 # ---- bad input -------------------------------------------------------------------------------------
@@ -311,13 +354,11 @@ def test_latent_generator_optimises_the_prior_code(tmp_path):
     [
         (["prompt.motion=''"], r"prompt\.motion"),
         (["prompt.motion=' '"], r"prompt\.motion"),
-        (["stage.generator=vae"], r"stage\.generator='vae'.*codebook"),
         (["stage.num_candidates=8", "stage.top_k=4"], r"stage\.num_candidates \(8\).*stage\.top_k \(4\)"),
         (["stage.num_candidates=0"], r"stage\.num_candidates"),
         (["stage.template=a person"], r"stage\.template"),
         (["stage.azimuths=[]"], r"stage\.azimuths"),
         (["stage.prior_weight=-0.01"], r"stage\.prior_weight"),
-        (["stage.contrast=words"], r"stage\.contrast='words'.*pose_words"),
         (["stage.contrast=pose_words", "stage.contrast_temperature=0"], r"stage\.contrast_temperature"),
     ],
 )

@@ -264,3 +264,72 @@ def test_fault_injection_compare_ignores_records_only(tmp_path):
         (tmp_path / name / "run_info.json").write_text(name)
         (tmp_path / name / "csv" / "metrics.csv").write_text(name)
     assert compare(tmp_path / "a", tmp_path / "b") == {"avatar.ply": "DIFFERENT"}
+
+
+# ---- the stage contract: mode=export re-exports a finished or interrupted run ----------------
+
+
+def test_mode_export_rewrites_a_finished_runs_outputs_from_its_checkpoint(tmp_path):
+    common = ["trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3"]
+    first = fit(tmp_path, *common)
+    npz = (tmp_path / "pose_fit.npz").read_bytes()
+    (tmp_path / "pose_fit.npz").unlink()
+    (tmp_path / "result.json").unlink()
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    rows = (tmp_path / "csv" / "metrics.csv").read_text()
+    again = fit(tmp_path, *common, "mode=export", "resume=last")
+    assert (tmp_path / "pose_fit.npz").read_bytes() == npz  # the same state, the same file
+    assert again == {**first, "train_seconds": again["train_seconds"]} and again["steps"] == 6
+    assert json.loads((tmp_path / "result.json").read_text()) == again  # the runner wrote it
+    assert 0 < again["train_seconds"] <= first["train_seconds"]  # the checkpoint's clock, not re-timed
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ckpts  # nothing trained or saved
+    assert (tmp_path / "csv" / "metrics.csv").read_text().startswith(rows)  # no log row lost
+    segments = read_run_info(tmp_path)["segments"]
+    assert [s["status"] for s in segments] == ["finished", "finished"]
+    assert "mode=export" in segments[-1]["overrides"]
+
+
+def test_mode_export_of_an_interrupted_run_exports_its_checkpoint_step(tmp_path):
+    fit(tmp_path / "short", "trainer.max_steps=3", "trainer.checkpoint_every_n_steps=3")
+    # The same run as if stopped at step 3 of 6: its newest checkpoint is step 3.
+    (tmp_path / "run").mkdir()
+    for p in (tmp_path / "short").iterdir():
+        if p.name in ("checkpoints", ".hydra", "run_info.json"):
+            p.rename(tmp_path / "run" / p.name)
+    exported = fit(
+        tmp_path / "run", "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3", "mode=export",
+        explicit=[*FAST_POSE_FIT, *QUIET, "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3", "mode=export"],
+    )  # fmt: skip
+    assert exported["steps"] == 3 and (tmp_path / "run" / "pose_fit.npz").is_file()
+    with pytest.raises(ValueError, match="resume=last"):  # nothing to export in an empty folder
+        fit(tmp_path / "empty", "trainer.max_steps=6", "mode=export")
+    evaluated = fit(
+        tmp_path / "run", "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3", "mode=evaluate",
+        explicit=[*FAST_POSE_FIT, *QUIET, "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3", "mode=evaluate"],
+    )  # fmt: skip
+    assert evaluated["joint_error_mm"] == exported["joint_error_mm"] and "pose_file" not in evaluated
+
+
+def test_avatar_export_command_reexports_a_run_from_its_record(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from avatar.cli import export_overrides
+
+    from helpers import run_train
+
+    run_train(*FAST_POSE_FIT, *QUIET, "trainer.max_steps=4", "stage.lr=0.05", f"hydra.run.dir={tmp_path}")
+    first = json.loads((tmp_path / "result.json").read_text())
+    (tmp_path / "result.json").unlink()
+    (tmp_path / "pose_fit.npz").unlink()
+    command = export_overrides(tmp_path)
+    assert "stage.lr=0.05" in command and "mode=export" in command and "resume=last" in command
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "avatar-export"), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "result.json").read_text())
+    assert again["joint_error_mm"] == first["joint_error_mm"] and (tmp_path / "pose_fit.npz").is_file()
+    with pytest.raises(FileNotFoundError, match="run_info.json"):
+        export_overrides(tmp_path / "nowhere")

@@ -4,6 +4,7 @@ direction, its on-disk codebook cache, the refinement and the outputs."""
 from __future__ import annotations
 
 import json
+import re
 
 import imageio.v2 as imageio
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import trimesh
+from hydra.errors import ConfigCompositionException
 from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
 
 from avatar.stages.shape import ShapeStage, direction_scores, score_codebook
@@ -81,7 +83,7 @@ def test_cache_key_changes_with_what_the_embeddings_depend_on(tmp_path, anny_low
 
     def cache_file(extra: str):
         stage = ShapeStage(compose_cfg(tmp_path / "r", *base, *extra.split()))
-        return stage.cache_path(stage.cache_key())
+        return stage.embedding_cache().path(stage.cache_key())
 
     extras = ("", "stage.codebook_seed=1", "render.height=40", "stage.framing=fixed", "prompt.shape=a_child")
     paths = {extra: cache_file(extra) for extra in extras}
@@ -93,6 +95,19 @@ def test_empty_prompt_names_the_config_key(tmp_path):
     cfg = compose_cfg(tmp_path, *FAST_SHAPE, "prompt.shape=' '")
     with pytest.raises(ValueError, match=r"prompt\.shape"):
         ShapeStage(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "choices"),
+    [("stage.framing=wide", "fit, fixed"), ("stage.scoring=cosine", "direction, similarity"),
+     ("stage.bind_pose=x_pose", "t_pose, a_pose")],
+)  # fmt: skip
+def test_closed_choices_fail_when_the_config_is_composed(tmp_path, override, choices):
+    with pytest.raises(ConfigCompositionException, match=re.escape(override)) as err:
+        compose_cfg(tmp_path, *FAST_SHAPE, override)
+    assert choices in str(err.value.__cause__)
+    key, value = override.split("=")[0].removeprefix("stage."), choices.split(", ")[-1]
+    assert compose_cfg(tmp_path, *FAST_SHAPE, f"stage.{key}={value}").stage[key] == value
 
 
 class _WordGuidance:
@@ -176,7 +191,7 @@ def test_smpl_body_and_refinement_move_the_shape(tmp_path, smpl_dir):
         "stage.codebook_size=8", "stage.refine_steps=3", "stage.refine_lr=0.2", "stage.preview_size=48",
         f"stage.cache_dir={tmp_path / 'cache'}", "prompt.shape=a tall man",
     )  # fmt: skip
-    result = ShapeStage(cfg).run()
+    result = ShapeStage(cfg).export()
     assert result["body"] == "smpl" and len(result["shape"]) == 10
     assert result["shape"] != result["codebook_shape"]  # three Adam steps moved the betas
     with np.load(tmp_path / "shape.npz") as npz:

@@ -8,7 +8,10 @@ A run directory is the unit a researcher compares, so it must tell the truth:
 - a resumed run continues the same optimisation: a config that differs from the one the run
   started with is an error naming the keys, unless the new values are given explicitly on the
   command line (then they are recorded as the segment's ``config_changes``);
-- ``result.json`` is written only when the run finishes.
+- ``result.json`` is written only when the run finishes, and only here: each stage's
+  ``export()`` and ``evaluate()`` feed it (the stage contract, avatar/stages/base.py);
+- ``mode=export`` (or ``evaluate``) restores the newest or a given checkpoint and only exports
+  (or evaluates): a finished or interrupted run is re-exported without training.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from avatar.config import keep_prompts_literal, validate_config
+from avatar.config import RunMode, keep_prompts_literal, validate_config
 from avatar.engine.checkpoints import (
     CHECKPOINT_DIR,
     INTERRUPT_EXIT_CODE,
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 BOOKKEEPING_KEYS = (
     "run_dir", "resume", "pipeline", "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
     "trainer.val_every_n_steps", "trainer.checkpoint_every_n_steps", "trainer.profiler", "optimized_metric",
-    "variant",
+    "variant", "mode",
 )  # fmt: skip
 
 
@@ -72,7 +75,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         return _recorded(run_dir, overrides, lambda: run_pipeline(cfg, overrides), pipeline=True)
     remove_temp_files(run_dir)
     resume = resolve_resume(cfg, run_dir)
-    if resume is None and not str(cfg.resume or "").strip() and newest_checkpoint(run_dir / CHECKPOINT_DIR):
+    if resume is None and RunMode(cfg.mode) is not RunMode.train:
+        resume = newest_checkpoint(run_dir / CHECKPOINT_DIR)  # export/evaluate: the run's newest state
+    elif resume is None and not str(cfg.resume or "").strip() and newest_checkpoint(run_dir / CHECKPOINT_DIR):
         raise FileExistsError(
             f"{run_dir} already holds a run with checkpoints. Continue it with resume=auto, or give "
             "the new run its own directory (leave hydra.run.dir out): a fresh start here would "
@@ -87,31 +92,48 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, info: dict) -> dict:
+    """The stage contract (avatar/stages/base.py): train (fit, or restore under ``mode=export``),
+    then export, then evaluate; the runner writes their merged result to ``result.json``."""
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     module = build_stage(cfg)
+    mode = RunMode(cfg.mode)
+    if mode is not RunMode.train and module.trainable and resume is None:
+        raise ValueError(
+            f"mode={mode.value} re-exports a trained run from its checkpoint, and {run_dir} has none: "
+            "give resume=last (or a checkpoint file) and hydra.run.dir=<the run's directory>."
+        )
+    if resume and not module.trainable:
+        raise ValueError(
+            f"resume={cfg.resume}: stage {cfg.stage.name!r} has no checkpoints to resume (it is not an optimisation)"
+        )
     wandb_id = info.get("wandb_id")
     if cfg.logger.wandb.enabled and not wandb_id:
         from wandb.sdk.lib.runid import generate_id
 
         wandb_id = generate_id()
         update_segment(run_dir, wandb_id=wandb_id)
-    loggers = build_loggers(cfg, run_dir, overrides, resume_step=resume[1] if resume else None, wandb_id=wandb_id)
+    loggers = build_loggers(
+        cfg, run_dir, overrides, resume_step=resume[1] if resume else None, wandb_id=wandb_id,
+        keep_logs=mode is not RunMode.train,
+    )  # fmt: skip
+    module.attach_loggers(loggers)
     status, trainer = "failed", None
     try:
+        result: dict = {"steps": 0}  # optimisation steps (0: a stage that does not train)
         if module.trainable:
-            trainer = build_trainer(cfg, run_dir, loggers)
+            trainer = build_trainer(cfg, run_dir, loggers, restore_only=mode is not RunMode.train, resume=resume)
             trainer.fit(module, ckpt_path=str(resume[0]) if resume else None)
-            result = module.result()
+            # Lightning hands the module back on the CPU after fit; export where it trained.
+            module.to(trainer.strategy.root_device)
             clock = next(c for c in trainer.callbacks if isinstance(c, TrainClock))
+            result["steps"] = int(trainer.global_step)
             result["train_seconds"] = round(clock.seconds(), 1)  # every segment's optimisation
-        else:
-            if resume:
-                raise ValueError(
-                    f"resume={cfg.resume}: stage {cfg.stage.name!r} has no checkpoints to resume (it is not an optimisation)"
-                )
-            result = module.run(loggers)
+        module.eval()
+        if mode is not RunMode.evaluate:
+            result.update(module.export())
+        result.update(module.evaluate())
         report_result(loggers, cfg, run_dir, result)  # results, media, table, artifact -> loggers
         status = "success"
     except BaseException as err:
@@ -132,9 +154,23 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
             wandb.finish(exit_code=0 if status == "success" else 1)
     if torch.cuda.is_available():  # the stage's peak, for the README's time-and-memory table
         result["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
+    write_result(run_dir, result)
     log.info("Run finished in %s: %s", run_dir, result)
     return result
+
+
+def write_result(run_dir: Path, result: dict) -> None:
+    """``result.json``: the stage's export and evaluation, written once, when the run finishes."""
+    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2, default=_plain))
+
+
+def _plain(value):
+    """JSON for the numpy and torch scalars/arrays a stage's metrics may hold."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"result value {value!r} ({type(value).__name__}) is not JSON")
 
 
 def loaded_weights(module: torch.nn.Module) -> dict[str, dict]:

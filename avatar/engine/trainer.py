@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -132,13 +133,21 @@ class _ContinuingWriter(ExperimentWriter):
 
 
 def build_loggers(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], resume_step: int | None = None, wandb_id: str | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    resume_step: int | None = None,
+    wandb_id: str | None = None,
+    keep_logs: bool = False,
 ) -> list[Logger]:
     """The configured loggers; ``resume_step`` continues the logs of an interrupted run from its
-    checkpoint's step (CSV rows kept, TensorBoard purges later steps, W&B resumes ``wandb_id``)."""
+    checkpoint's step (CSV rows kept, TensorBoard purges later steps, W&B resumes ``wandb_id``).
+    ``keep_logs`` (a re-export, which trains nothing) appends to the logs and drops no row."""
     loggers: list[Logger] = []
+    if keep_logs:
+        resume_step = None if resume_step is None else math.inf
     if cfg.logger.tensorboard:
-        extra = {"purge_step": resume_step} if resume_step is not None else {}
+        extra = {"purge_step": resume_step} if resume_step is not None and not keep_logs else {}
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", **extra))
     if cfg.logger.csv:
         loggers.append(ResumableCSVLogger(save_dir=str(run_dir), name="csv", version="", resume_step=resume_step))
@@ -167,20 +176,35 @@ def build_loggers(
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra_callbacks=()) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list[Logger],
+    extra_callbacks=(),
+    restore_only: bool = False,
+    resume: tuple[Path, int] | None = None,
+) -> L.Trainer:
+    """The Lightning Trainer of an optimisation stage. ``restore_only`` (``mode=export``) builds
+    one that restores ``resume``'s checkpoint and stops at its step: it trains nothing and
+    writes no checkpoint."""
     t = cfg.trainer
-    callbacks = [
-        StepCheckpoint(run_dir / CHECKPOINT_DIR, t.checkpoint_every_n_steps),
-        PeriodicValidation(),
-        StepSeed(cfg.seed),
-        TrainClock(),
-        StopOnSigint(),
-        LogFinalStep(),  # before LearningRateMonitor (appended below)
-        *extra_callbacks,
-    ]
+    if restore_only:
+        if resume is None:
+            raise ValueError("restore_only needs the checkpoint to restore")
+        callbacks = [TrainClock(), *extra_callbacks]  # the clock restores the run's train seconds
+    else:
+        callbacks = [
+            StepCheckpoint(run_dir / CHECKPOINT_DIR, t.checkpoint_every_n_steps),
+            PeriodicValidation(),
+            StepSeed(cfg.seed),
+            TrainClock(),
+            StopOnSigint(),
+            LogFinalStep(),  # before LearningRateMonitor (appended below)
+            *extra_callbacks,
+        ]
     if t.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps)))
-    if loggers:
+    if loggers and not restore_only:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise RuntimeError("trainer=gpu was chosen but no CUDA device is visible; use trainer=cpu")
@@ -190,7 +214,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], extra_c
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        max_steps=t.max_steps,
+        max_steps=resume[1] if restore_only else t.max_steps,
         log_every_n_steps=t.log_every_n_steps,
         gradient_clip_val=t.gradient_clip_val,
         deterministic=t.deterministic,

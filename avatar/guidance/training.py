@@ -18,7 +18,6 @@ held-out-combination numbers are an upper bound, not a generalisation measuremen
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -43,7 +42,7 @@ from avatar.guidance.synthetic.captions import (
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
 from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
 from avatar.stages.base import STAGES, StageModule, warmup_cosine
-from avatar.utils.io import atomic_path, atomic_write_text, publish_file
+from avatar.utils.io import atomic_path, publish_file
 
 # Colour-free prompts of the kind the pose, motion and shape stages ask (lambda_anchor).
 ANCHOR_PROMPTS: tuple[str, ...] = (
@@ -290,11 +289,11 @@ class GuidanceTrainStage(StageModule):
         }
 
     def validate(self) -> None:
-        for key, value in self.evaluate().items():
+        for key, value in self.heldout_metrics().items():
             self.log(f"val/{key}", value, on_step=True, prog_bar=key == "retrieval_top1")
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def heldout_metrics(self) -> dict[str, float]:
         """Retrieval and binding (avatar.guidance.evaluation) on a fixed batch rendered with its
         own seed, never used for training."""
         if self._eval is None:
@@ -320,9 +319,15 @@ class GuidanceTrainStage(StageModule):
             return "all"
         return self.stage_cfg.combinations
 
-    def result(self) -> dict:
+    def evaluate(self) -> dict:
+        metrics = self.heldout_metrics()
+        return {**metrics, "objective": -metrics["retrieval_top1"]}
+
+    def export(self) -> dict:
+        """The weights file (``<output_name>.pt``, its metrics in its meta), published to
+        avatar/guidance/weights/ with ``stage.publish=true``."""
         metrics = {
-            **self.evaluate(),
+            **self.heldout_metrics(),
             "train_seconds": round(time.perf_counter() - self._start, 1),
             "steps": int(self.global_step),
         }
@@ -334,6 +339,4 @@ class GuidanceTrainStage(StageModule):
             torch.save(payload, tmp)
         if self.stage_cfg.publish:
             publish_file(out, WEIGHTS_DIR)
-        result = {**metrics, "objective": -metrics["retrieval_top1"]}
-        atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
-        return result
+        return {"weights_file": out.name}

@@ -7,7 +7,7 @@ ray and the SDF gradient), colours come from the colour network at the section m
 and the eikonal term is taken over the same points. Colours are NOT composited over a
 background: the caller does ``rgb = color + (1 - opacity) * background``.
 
-Samplers (``VolumeRenderConfig.sampler``):
+Samplers (``VolumeRenderConfig.sampler``, registered by name in ``avatar.neus.samplers``):
 
 * ``"paper"``: NeuS/AvatarCLIP. Every ray is sampled over ``[mid - 1, mid + 1]`` around its
   closest approach to the origin (NeuS ``near_far_from_sphere``): ``n_samples`` uniform samples
@@ -49,6 +49,7 @@ import warp as wp
 from torch import Tensor, nn
 
 from avatar.neus.fields import NeusFields
+from avatar.neus.samplers import NEUS_SAMPLERS
 from avatar.render.mesh_renderer import vertex_normals
 from avatar.utils.warp_setup import init_warp
 
@@ -184,8 +185,7 @@ class NeusVolumeRenderer(nn.Module):
         super().__init__()
         self.fields = fields
         self.cfg = cfg or VolumeRenderConfig()
-        if self.cfg.sampler not in ("surface", "paper"):
-            raise ValueError(f"sampler must be 'surface' or 'paper', got {self.cfg.sampler!r}")
+        self.sampler = NEUS_SAMPLERS.build(self.cfg.sampler)  # avatar.neus.samplers
         if self.cfg.max_bands < 1:
             raise ValueError("max_bands must be >= 1")
         init_warp()
@@ -299,14 +299,7 @@ class NeusVolumeRenderer(nn.Module):
         ray meets the dilated proposal (rays "inside the dilated silhouette"); near = far = 0
         where it does not. Later bands of the same ray (see the module docstring) are not
         reported here."""
-        if self.cfg.sampler == "paper":
-            mid = -(rays_o * rays_d).sum(-1) / (rays_d * rays_d).sum(-1)
-            _, _, hit = sphere_chord(rays_o, rays_d)
-            return (mid - 1.0).clamp_min(0.0), mid + 1.0, hit
-        starts, ends, counts = self._surface_bands(rays_o, rays_d)
-        hit = counts > 0
-        zero = torch.zeros_like(starts[:, 0])
-        return torch.where(hit, starts[:, 0], zero), torch.where(hit, ends[:, 0], zero), hit
+        return self.sampler.bounds(self, rays_o, rays_d)
 
     # ------------------------------------------------------------------ rendering
     def forward(self, *args, **kwargs) -> dict:
@@ -342,34 +335,23 @@ class NeusVolumeRenderer(nn.Module):
         }
         perturb = training and cfg.perturb
         # groups of rays sharing a sample layout: (ray index, band starts, band ends)
-        if cfg.sampler == "paper":
-            mid = -(rays_o * rays_d).sum(-1) / (rays_d * rays_d).sum(-1)
-            groups = [(torch.arange(n, device=device), (mid - 1.0).clamp_min(0.0)[:, None], (mid + 1.0)[:, None])]
-            n_samples, n_importance, steps = cfg.n_samples, cfg.n_importance, cfg.up_sample_steps
-            spacing = None  # NeuS: 2 / n_samples
-            self.last_stats = {"rays": n, "rays_rendered": n}
-        else:
-            starts, ends, counts = self._surface_bands(rays_o, rays_d)
-            groups = []
-            for k in range(1, cfg.max_bands + 1):
-                idx = (counts == k).nonzero().squeeze(1)
-                if len(idx):
-                    groups.append((idx, starts[idx, :k], ends[idx, :k]))
-            n_samples, n_importance, steps = cfg.surface_samples, cfg.surface_importance, cfg.surface_up_sample_steps
-            spacing = "band"  # each band's length / surface_samples
-            self.last_stats = {
-                "rays": n,
-                "rays_rendered": int((counts > 0).sum()),
-                "rays_multi_band": int((counts > 1).sum()),
-                "rays_at_max_bands": int((counts == cfg.max_bands).sum()),
-            }
+        layout = self.sampler.layout(self, rays_o, rays_d)
+        groups, n_samples, n_importance, steps = (
+            layout.groups,
+            layout.n_samples,
+            layout.n_importance,
+            layout.up_sample_steps,
+        )
+        self.last_stats = layout.stats
 
         n_points = 0
         eik_sum = torch.zeros((), device=device, dtype=dtype)
         eik_count = 0
         for idx, lo, hi in groups:
             step = (
-                torch.full_like(lo, 2.0 / cfg.n_samples) if spacing is None else ((hi - lo) / n_samples).clamp_min(1e-6)
+                ((hi - lo) / n_samples).clamp_min(1e-6)
+                if layout.band_spacing
+                else torch.full_like(lo, 2.0 / cfg.n_samples)
             )
             res = self._render_group(
                 rays_o[idx],

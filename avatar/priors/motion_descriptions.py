@@ -51,6 +51,29 @@ def sentence_encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
+def description_embeddings(unique: list[str]) -> torch.Tensor:
+    """(U, 384) sentence embeddings of the motion codebook's unique descriptions, cached in
+    ``<project cache>/motion_descriptions`` by the texts and the encoder's weights."""
+    from avatar.guidance.mini_model import minilm_path
+    from avatar.utils.embedding_cache import EmbeddingCache
+    from avatar.utils.fingerprint import file_fingerprint
+    from avatar.utils.paths import cache_dir
+
+    key = {
+        "version": 1,
+        "texts": unique,
+        "encoder": {
+            "name": "all-MiniLM-L6-v2", "pooling": "mean, L2", "max_length": 128,
+            "weights": file_fingerprint(Path(minilm_path()) / "model.safetensors"),
+        },
+    }  # fmt: skip
+    cache = EmbeddingCache(cache_dir("motion_descriptions"), "minilm", "Motion descriptions")
+    cached = cache.load_or_build(
+        key, lambda: {"embeddings": sentence_encoder().encode(unique)}, expect_rows=len(unique), names=["embeddings"]
+    )
+    return cached.tensors["embeddings"]
+
+
 def description_distances(
     prompt: str, descriptions: list[str], temperature: float = 0.05, min_share: float = 0.5
 ) -> torch.Tensor:
@@ -70,8 +93,7 @@ def description_distances(
     if not unique:
         return torch.ones(len(descriptions))
     choices = [prompt, *(f"a person {phrase}" for phrase in contrast_phrases(prompt))]
-    embeddings = sentence_encoder().encode(choices + unique)
-    share = (embeddings[len(choices) :] @ embeddings[: len(choices)].T / temperature).softmax(-1)[:, 0]
+    share = (description_embeddings(unique) @ sentence_encoder().encode(choices).T / temperature).softmax(-1)[:, 0]
     share = torch.where(share >= min_share, share, torch.zeros_like(share))
     distance = dict(zip(unique, (1.0 - share).tolist()))
     return torch.tensor([distance[d] if d else 1.0 for d in descriptions])

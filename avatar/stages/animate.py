@@ -20,7 +20,6 @@ offset for the whole clip) so the avatar's lowest point touches the floor.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +39,9 @@ from avatar.mocap.bvh import read_bvh, write_bvh
 from avatar.mocap.contact import travel_from_foot_contacts
 from avatar.mocap.retarget import CanonicalMotion, retarget
 from avatar.render import MeshRenderConfig, MeshRenderer
-from avatar.stages.base import STAGES
+from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import MOTION_FILE, load_motion
 from avatar.utils.bounds import at_least
-from avatar.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +96,13 @@ def read_any_motion(path: str | Path, key: str = "stage.motion") -> CanonicalMot
 
 
 @STAGES.register("animate")
-class AnimateStage(torch.nn.Module):
+class AnimateStage(StageModule):
     """A one-shot stage: load the rig and the motion, skin, export, render."""
 
     trainable = False
 
     def __init__(self, cfg) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.stage_cfg = cfg.stage
+        super().__init__(cfg)
         self.motion = read_any_motion(self.stage_cfg.motion)
         if self.motion.num_frames == 0:
             raise ValueError(f"stage.motion={self.stage_cfg.motion!r} has no frames")
@@ -188,7 +184,7 @@ class AnimateStage(torch.nn.Module):
         orbit = render_vertices_video(vertices, self.rig.faces, self.colors, renderer, 0.0, orbit=True, **view)
         return follow, orbit
 
-    def run(self, loggers=()) -> dict:
+    def export(self) -> dict:
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         motion, vertices = self.grounded()
         fps = float(motion.fps)
@@ -205,7 +201,7 @@ class AnimateStage(torch.nn.Module):
         files["strip_png"] = save_image(run_dir / "animation.png", strip)
         from avatar.engine.trainer import log_image
 
-        log_image(loggers, "animate/frames", strip, step=0, wandb_images=self.cfg.logger.wandb.log_images)
+        log_image(self.loggers, "animate/frames", strip, step=0, wandb_images=self.cfg.logger.wandb.log_images)
         travel = (vertices.mean(1)[-1] - vertices.mean(1)[0])[:2].norm()
         result = {
             "avatar": self.avatar_source,
@@ -219,6 +215,5 @@ class AnimateStage(torch.nn.Module):
             "files": {k: str(v) for k, v in files.items()},
             "objective": 0.0,  # nothing is optimised here
         }
-        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
         log.info("Animated %s with %d frames at %.1f fps -> %s", self.avatar_source, motion.num_frames, fps, run_dir)
         return result

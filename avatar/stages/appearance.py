@@ -41,9 +41,9 @@ from avatar.guidance.base import build_guidance
 from avatar.neus.fields import NeusFieldConfig, NeusFields
 from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
 from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, make_background, orbit_cameras, sample_views
-from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.stages.base import STAGES, StageModule
 from avatar.utils.bounds import at_least
-from avatar.utils.io import atomic_path, atomic_write_text
+from avatar.utils.io import atomic_path
 from avatar.utils.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,6 @@ class AppearanceStage(StageModule):
         self.volume.set_proposal(self.coarse_vertices, self.faces)
         self._mesh_renderers: dict[int, MeshRenderer] = {}
         self.guidance = None
-        self._start = time.perf_counter()
 
     # ---- inputs ------------------------------------------------------------------------------
     def _load_shape(self) -> tuple[torch.Tensor, CanonicalPose, str]:
@@ -288,7 +287,7 @@ class AppearanceStage(StageModule):
     @torch.no_grad()
     def refresh_proposal(self) -> None:
         """The surface sampler samples around the current surface: re-extract it (coarse grid)."""
-        if self.stage_cfg.volume.sampler != "surface" and not self.stage_cfg.silhouette_rays:
+        if not self.volume.sampler.uses_proposal and not self.stage_cfg.silhouette_rays:
             return
         from avatar.neus.extract import extract_mesh
 
@@ -395,11 +394,8 @@ class AppearanceStage(StageModule):
                 losses["guidance_geometry"] = score(grey + (1.0 - opacity) * background)
         return losses
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.fields.parameters(), lr=self.stage_cfg.lr)
-        schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def parameters_to_optimise(self) -> list[torch.nn.Parameter]:
+        return list(self.fields.parameters())
 
     def validate(self) -> None:
         self.validation_image()
@@ -435,18 +431,6 @@ class AppearanceStage(StageModule):
         self.log_image("val/avatar", grid)
         return grid
 
-    def on_train_end(self) -> None:
-        self.validation_image()
-        frames = sorted((self.run_dir() / "images").glob("val_step*.png"))
-        if len(frames) > 1:
-            import imageio.v3 as iio
-
-            save_video(self.run_dir() / "timelapse.mp4", [iio.imread(p) for p in frames], fps=4)
-        self.export()
-        # Here, not in result(): after fit Lightning moves the module back to the CPU, but not the
-        # proposal mesh and renderer state kept outside parameters and buffers.
-        self._final_losses = self.final_losses() if self.guidance is not None else None
-
     def vertex_colour_fn(self):
         def colour(points: torch.Tensor, view_dirs: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
             points = points.to(self.device, torch.float32)
@@ -456,12 +440,19 @@ class AppearanceStage(StageModule):
         return colour
 
     def export(self) -> dict[str, Any]:
-        """Marching cubes -> largest component -> head-B colours with a visibility test -> world
-        coordinates -> skinning weights transferred from the body -> .ply/.obj/.glb + rig.npz."""
+        """The final validation image and the timelapse; then marching cubes -> largest component
+        -> head-B colours with a visibility test -> world coordinates -> skinning weights
+        transferred from the body -> .ply/.obj/.glb + rig.npz, previews, colour per region."""
         from avatar.body.skinning import rig_from_body, rig_surface
         from avatar.neus.extract import extract_mesh, vertex_colors_with_visibility
 
         sc, out_dir = self.stage_cfg, self.run_dir()
+        self.validation_image()
+        frames = sorted((out_dir / "images").glob("val_step*.png"))
+        if len(frames) > 1:
+            import imageio.v3 as iio
+
+            save_video(out_dir / "timelapse.mp4", [iio.imread(p) for p in frames], fps=4)
         with torch.no_grad():
             mesh = extract_mesh(self.fields.sdf, resolution=sc.export_resolution, device=self.device)
         with torch.no_grad():
@@ -482,13 +473,12 @@ class AppearanceStage(StageModule):
         regions = vertex_regions(torch.as_tensor(rig.weights))
         col = torch.as_tensor(colors, dtype=torch.float32)
         region_means = {r: col[regions == i].mean(0).tolist() for i, r in enumerate(REGIONS) if (regions == i).any()}
-        self._export_info = {
-            "vertices": int(vertices.shape[0]),
-            "faces": int(faces.shape[0]),
+        self.preview(rig, colors)
+        return {
+            "export_vertices": int(vertices.shape[0]),
+            "export_faces": int(faces.shape[0]),
             "region_rgb": region_means,
         }
-        self.preview(rig, colors)
-        return self._export_info
 
     def preview(self, rig, colors) -> None:
         """A turntable of the exported mesh and a posed check (arms raised) of the rig."""
@@ -507,21 +497,13 @@ class AppearanceStage(StageModule):
         tiles += [to_uint8(img) for img in renderer.render(posed, faces, views, colors=col).rgb]
         save_image(self.run_dir() / "avatar_preview.png", image_grid(tiles, ncols=3))
 
-    def result(self) -> dict:
-        info = getattr(self, "_export_info", None) or self.export()
-        metrics = {
-            "steps": int(self.global_step),
-            "train_seconds": round(time.perf_counter() - self._start, 1),
-            "export_vertices": info["vertices"],
-            "region_rgb": info["region_rgb"],
-        }
-        if self.guidance is not None:
-            final = getattr(self, "_final_losses", None)
-            metrics.update(self.final_losses() if final is None else final)
-        # The objective (what a sweep minimises) is the independent scorer's, never the loss of
-        # the model the avatar was optimised against.
-        metrics["objective"] = metrics.get("scorer_loss_final", metrics.get("guidance_loss_final", 0.0))
-        atomic_write_text(self.run_dir() / "result.json", json.dumps(metrics, indent=2))
+    def evaluate(self) -> dict[str, float]:
+        """The final losses; the objective (what a sweep minimises) is the independent scorer's,
+        never the loss of the model the avatar was optimised against."""
+        if self.guidance is None:
+            return {"objective": 0.0}
+        metrics = self.final_losses()
+        metrics["objective"] = metrics.get("scorer_loss_final", metrics["guidance_loss_final"])
         return metrics
 
     def final_losses(self) -> dict[str, float]:

@@ -1,11 +1,29 @@
-"""What every stage shares: weighted loss terms with schedules, logging, NaN guards, and a
-step stream for optimisation stages that have no dataset (they sample views each step)."""
+"""The stage contract (docs/architecture.md) and what every stage shares: weighted loss terms
+with schedules, logging, NaN guards, and a step stream for optimisation stages that have no
+dataset (they sample views each step).
+
+A stage is a :class:`StageModule`. The runner (``avatar.engine.runner``) drives it:
+
+1. **train**: if ``trainable``, a Lightning ``Trainer`` fits it (``compute_losses`` each step;
+   ``validate()`` every ``trainer.val_every_n_steps`` through one callback; checkpoints). A
+   stage with nothing to optimise (a search, a retrieval, a file conversion) is not trainable
+   and skips this.
+2. **export**: ``export()`` writes the stage's files into the run directory from the current
+   state (after training, or after ``mode=export`` restored a checkpoint) and returns what it
+   reports (counts, scores, file names).
+3. **evaluate**: ``evaluate()`` returns the metrics of the finished state (``objective`` for a
+   sweep). Default: none.
+
+The runner merges the two dicts with ``steps`` and ``train_seconds`` into ``result.json``; it is
+the only writer of that file. Stages log images through ``self.loggers`` (the trainer's, or the
+run's loggers the runner attaches to a stage that does not train).
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
@@ -43,7 +61,8 @@ class StageModule(L.LightningModule):
     is ``sum(lambda_<name> * loss_<name>)``; raw values, weights and weighted values are logged.
     """
 
-    # Optimisation stages run under a Lightning Trainer; one-shot stages implement ``run``.
+    # Optimisation stages run under a Lightning Trainer; a stage with nothing to optimise sets
+    # this False (a class attribute, or a property answered by its method component).
     trainable = True
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -56,6 +75,24 @@ class StageModule(L.LightningModule):
         for name, spec in self.loss_weights.items():
             validate_weight(f"stage.lambda_{name}", spec)
         self._frozen_prefixes: tuple[str, ...] = ()
+        self._run_loggers: list = []
+
+    # ---- the contract: export and evaluate (train is Lightning's fit) -----------------------
+    def export(self) -> dict[str, Any]:
+        """Write the stage's outputs into the run directory; return what result.json reports."""
+        raise NotImplementedError(f"{type(self).__name__} does not export anything")
+
+    def evaluate(self) -> dict[str, Any]:
+        """Metrics of the finished stage (``objective`` is what a sweep minimises)."""
+        return {}
+
+    def attach_loggers(self, loggers) -> None:
+        """The run's loggers, for a stage the runner drives without a trainer."""
+        self._run_loggers = list(loggers)
+
+    @property
+    def loggers(self):
+        return self.trainer.loggers if self._trainer is not None else self._run_loggers
 
     # ---- frozen components (body model, guidance) stay out of checkpoints ------------------
     def freeze_component(self, name: str) -> None:
@@ -81,12 +118,13 @@ class StageModule(L.LightningModule):
         return result
 
     # ---- loss terms ---------------------------------------------------------------------
-    def weight(self, name: str) -> float:
-        return weight_at(self.loss_weights[name], self.global_step)
+    def weight(self, name: str, step: int | None = None) -> float:
+        """``lambda_<name>`` at ``step`` (default: the global step), schedules applied."""
+        return weight_at(self.loss_weights[name], self.global_step if step is None else step)
 
-    def active(self, name: str) -> bool:
+    def active(self, name: str, step: int | None = None) -> bool:
         spec = self.loss_weights[name]
-        return not is_always_zero(spec) and self.weight(name) != 0.0
+        return not is_always_zero(spec) and self.weight(name, step) != 0.0
 
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -99,35 +137,63 @@ class StageModule(L.LightningModule):
                 "Give at least one term a weight > 0."
             )
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        raw = self.compute_losses(batch)
+    def weigh(self, raw: dict[str, torch.Tensor], step: int, advice: str | None = None):
+        """``(total, weighted, record)`` of raw loss terms at ``step``: unknown or missing terms and
+        non-finite values are errors naming the terms; ``record`` holds the raw value, weight and
+        weighted value of every term (``train/loss_<n>``, ``train/lambda_<n>``, ``train/weighted_<n>``;
+        weight 0 for the terms that are off) and ``train/loss``."""
         unknown = set(raw) - set(self.loss_weights)
         if unknown:
             raise KeyError(f"loss terms {sorted(unknown)} have no lambda_<name> in the stage config")
         if not raw:
             raise ValueError(
-                f"No loss term is active at step {self.global_step}: every scheduled lambda_ of stage "
+                f"No loss term is active at step {step}: every scheduled lambda_ of stage "
                 f"{self.stage_cfg.name!r} is 0 here. Give at least one term a weight > 0 at every step."
             )
-        weighted = {name: self.weight(name) * value for name, value in raw.items()}
+        weights = {name: self.weight(name, step) for name in raw}
+        weighted = {name: weights[name] * value for name, value in raw.items()}
         total = sum(weighted.values())
         bad = [name for name in raw if not (torch.isfinite(raw[name]).all() and torch.isfinite(weighted[name]).all())]
         if bad or not torch.isfinite(total):
+            shown = bad or sorted(raw)
             raise NonFiniteLossError(
-                f"Non-finite loss at step {self.global_step}: terms {bad or sorted(raw)} "
-                f"(raw {[float(raw[n].detach().float().mean()) for n in (bad or sorted(raw))]}, weights "
-                f"{[self.weight(n) for n in (bad or sorted(raw))]}). {self._checkpoint_note()} "
+                f"Non-finite loss at step {step} of stage {self.stage_cfg.name!r}: terms {shown} "
+                f"(raw {[float(raw[n].detach().float().mean()) for n in shown]}, weights "
+                f"{[weights[n] for n in shown]}). {advice or self._checkpoint_note()} "
                 "Lower the learning rate or the offending lambda_."
             )
+        record: dict[str, torch.Tensor | float] = {}
         for name, value in raw.items():
-            w = self.weight(name)
-            self.log(f"train/loss_{name}", value.detach(), on_step=True)
-            self.log(f"train/lambda_{name}", w, on_step=True)
-            self.log(f"train/weighted_{name}", weighted[name].detach(), on_step=True)
+            record[f"train/loss_{name}"] = value.detach()
+            record[f"train/lambda_{name}"] = weights[name]
+            record[f"train/weighted_{name}"] = weighted[name].detach()
         for name in sorted(self.loss_weights.keys() - raw.keys()):  # ablated or off: its weight is 0
-            self.log(f"train/lambda_{name}", 0.0, on_step=True)
-        self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
+            record[f"train/lambda_{name}"] = 0.0
+        record["train/loss"] = total.detach()
+        return total, weighted, record
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        total, _, record = self.weigh(self.compute_losses(batch), self.global_step)
+        for key, value in record.items():
+            self.log(key, value, on_step=True, prog_bar=key == "train/loss")
         return total
+
+    # ---- the optimiser (one for every optimisation stage) --------------------------------------
+    def parameters_to_optimise(self) -> list[torch.nn.Parameter]:
+        """What the stage optimises (its trainable components' parameters)."""
+        raise NotImplementedError(f"{type(self).__name__} optimises nothing")
+
+    def configure_optimizers(self):
+        """Adam at ``stage.lr``; with ``stage.warmup_steps`` (the stages that have it) a linear
+        warm-up then cosine decay over ``trainer.max_steps``, stepped every step; without it a
+        constant rate (AvatarCLIP's motion optimisation)."""
+        optimizer = torch.optim.Adam(self.parameters_to_optimise(), lr=float(self.stage_cfg.lr))
+        warmup = self.stage_cfg.get("warmup_steps")
+        if warmup is None:
+            return optimizer
+        schedule = warmup_cosine(int(warmup), int(self.cfg.trainer.max_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- periodic validation (one hook for every stage) ---------------------------------------
     def should_validate(self, step: int) -> bool:

@@ -5,7 +5,6 @@ one the framework's plumbing (losses, schedules, checkpoints, resume, loggers) i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +16,8 @@ from avatar.body.regions import region_colors
 from avatar.body.skeleton import CanonicalPose, named_pose
 from avatar.export.media import image_grid, save_image, to_uint8
 from avatar.render import MeshRenderer, orbit_cameras
-from avatar.stages.base import STAGES, StageModule, warmup_cosine
-from avatar.utils.io import atomic_path, atomic_write_text
+from avatar.stages.base import STAGES, StageModule
+from avatar.utils.io import atomic_path
 
 
 @dataclass
@@ -69,11 +68,8 @@ class PoseFitStage(StageModule):
             losses["rotation_l2"] = (self.rotations[:, 1:] ** 2).sum(-1).mean()
         return losses
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam([self.rotations, self.transl], lr=self.stage_cfg.lr)
-        schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def parameters_to_optimise(self) -> list[torch.nn.Parameter]:
+        return [self.rotations, self.transl]
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.log("metrics/joint_error_mm", self.joint_error_mm(), on_step=True, prog_bar=True)
@@ -81,7 +77,7 @@ class PoseFitStage(StageModule):
     def validate(self) -> None:
         self.validation_image()
 
-    def on_train_end(self) -> None:
+    def export(self) -> dict[str, str]:
         self.validation_image()
         pose = self.pose()
         with torch.no_grad():
@@ -94,6 +90,7 @@ class PoseFitStage(StageModule):
                 joints=joints.cpu().numpy(),
                 target_joints=self.target_joints.cpu().numpy(),
             )
+        return {"pose_file": "pose_fit.npz"}
 
     def validation_image(self) -> np.ndarray:
         """Fitted body (top row) and target (bottom row) from a few turntable views."""
@@ -111,8 +108,6 @@ class PoseFitStage(StageModule):
         self.log_image("val/fit", grid)
         return grid
 
-    def result(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
         error = self.joint_error_mm()
-        result = {"joint_error_mm": error, "objective": error}
-        atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
-        return result
+        return {"joint_error_mm": error, "objective": error}

@@ -16,7 +16,8 @@ paper's template. Differences from the original, all configurable:
   guidance similarity of renders from a few views, regularised towards the codebook choice.
 
 The codebook embeddings are cached on disk per (guidance backend and weights, body model and
-mesh, codebook and render settings), so a second prompt costs one text encoding.
+mesh, codebook and render settings) (``avatar.utils.embedding_cache``), so a second prompt costs
+one text encoding.
 
 Outputs in the run directory: ``shape.npz``, ``body_rest.ply`` (rest mesh in ``bind_pose``),
 ``skeleton.json``, ``shape.png`` (neutral, top-5 entries, final body, with scores) and
@@ -25,10 +26,10 @@ Outputs in the run directory: ``shape.npz``, ``body_rest.ply`` (rest mesh in ``b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from avatar.body.base import build_body
 from avatar.body.skeleton import JOINT_NAMES, PARENTS, named_pose
-from avatar.engine.schedules import is_always_zero, validate_weight, weight_at
 from avatar.engine.trainer import log_image
 from avatar.export.media import caption_tile, image_grid, save_image, save_mesh, to_uint8
 from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, framing_cameras
 from avatar.render.silhouette import with_silhouette_gradient
-from avatar.stages.base import STAGES
+from avatar.stages.base import STAGES, StageModule
 from avatar.utils.bounds import at_least
+from avatar.utils.embedding_cache import EmbeddingCache
 from avatar.utils.fingerprint import config_identity, tensor_fingerprint
 from avatar.utils.io import atomic_path, atomic_write_text
 from avatar.utils.paths import cache_dir
@@ -54,8 +55,21 @@ log = logging.getLogger(__name__)
 
 # Bump when the way codebook embeddings are computed changes: old cache files are then ignored.
 CACHE_VERSION = 1
-FRAMINGS = ("fit", "fixed")
-SCORINGS = ("direction", "similarity")
+
+
+class Scoring(StrEnum):
+    direction = "direction"  # AvatarCLIP's cos(image - neutral image, text - neutral text)
+    similarity = "similarity"  # plain cos(image, text)
+
+
+class Framing(StrEnum):
+    fit = "fit"  # each body fills the view (as the mini guidance was trained)
+    fixed = "fixed"  # one camera for all bodies (AvatarCLIP's): size shows
+
+
+class BindPose(StrEnum):
+    t_pose = "t_pose"
+    a_pose = "a_pose"
 
 
 @dataclass
@@ -67,7 +81,7 @@ class ShapeStageConfig:
     neutral_text: str = "a 3d rendering of a person in unreal engine"
     # direction: AvatarCLIP's cos(image - neutral image, text - neutral text);
     # similarity: plain cos(image, text).
-    scoring: str = "direction"
+    scoring: Scoring = Scoring.direction
     top_k: int = at_least(1, 5)  # entries logged and shown in shape.png
     # ---- codebook (entry 0 is always the neutral body) --------------------------------------
     codebook_size: int = 512
@@ -78,7 +92,7 @@ class ShapeStageConfig:
     beta_std: float = 1.0  # SMPL: betas ~ N(0, beta_std)
     # ---- how bodies are rendered for the guidance ---------------------------------------------
     render_pose: str = "a_pose"  # a named canonical pose (avatar.body.skeleton.pose_names())
-    framing: str = "fit"  # fit: each body fills the view | fixed: one camera for all (size shows)
+    framing: Framing = Framing.fit  # fit: each body fills the view | fixed: one camera for all (size shows)
     azimuths: list[float] = field(default_factory=lambda: [0.0])  # codebook views (0 = front)
     elevation_deg: float = 0.0
     fov_deg: float = 60.0
@@ -102,7 +116,7 @@ class ShapeStageConfig:
     lambda_guidance: Any = 0.0  # AvatarCLIP's 1 - cos(render, prompt), mean over views
     lambda_prior: Any = 0.1  # mean squared distance from the codebook choice (phenotype / beta_std units)
     # ---- outputs -----------------------------------------------------------------------------
-    bind_pose: str = "t_pose"  # pose of body_rest.ply / skeleton.json: t_pose | a_pose
+    bind_pose: BindPose = BindPose.t_pose  # pose of body_rest.ply / skeleton.json: t_pose | a_pose
     preview_size: int = 256  # tile size in shape.png
     cache_dir: str = ""  # codebook embedding cache; empty = <project cache>/shape_codebook
 
@@ -145,36 +159,27 @@ def score_codebook(guidance, codebook_emb, neutral_image_emb, prompt_text: str, 
 
 # ---- the stage -------------------------------------------------------------------------------
 @STAGES.register("shape")
-class ShapeStage(torch.nn.Module):
-    """A one-shot stage (``run``); the refinement is a short Adam loop inside it."""
+class ShapeStage(StageModule):
+    """A stage that does not train under Lightning: ``export()`` searches the codebook and runs
+    the refinement, a short Adam loop on a handful of shape parameters, inside it."""
 
     trainable = False
 
     def __init__(self, cfg) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.stage_cfg = sc = cfg.stage
+        super().__init__(cfg)  # the loss weights, validated
+        sc = self.stage_cfg
         prompt = cfg.prompt.shape
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(
                 f"prompt.shape is empty ({prompt!r}): the shape stage needs a body-shape sentence, "
                 'e.g. python train.py stage=shape prompt.shape="a tall heavy man"'
             )
-        if sc.framing not in FRAMINGS:
-            raise ValueError(f"stage.framing={sc.framing!r} is not one of {list(FRAMINGS)}")
-        if sc.scoring not in SCORINGS:
-            raise ValueError(f"stage.scoring={sc.scoring!r} is not one of {list(SCORINGS)}")
-        if sc.bind_pose not in ("t_pose", "a_pose"):
-            raise ValueError(f"stage.bind_pose={sc.bind_pose!r} must be t_pose or a_pose")
         if "{}" not in sc.template:
             raise ValueError(f"stage.template={sc.template!r} needs a '{{}}' where the prompt goes")
         if sc.codebook_size < 1:
             raise ValueError(f"stage.codebook_size must be >= 1, got {sc.codebook_size}")
         if not sc.azimuths or (sc.refine_steps > 0 and not sc.refine_azimuths):
             raise ValueError("stage.azimuths (and stage.refine_azimuths when refining) need at least one view")
-        self.loss_weights = {k[len("lambda_") :]: v for k, v in sc.items() if k.startswith("lambda_")}
-        for name, spec in self.loss_weights.items():
-            validate_weight(f"stage.lambda_{name}", spec)
         self.prompt = prompt.strip()
         self.prompt_text = sc.template.format(self.prompt)
         self.body = build_body(cfg.body)
@@ -319,38 +324,28 @@ class ShapeStage(torch.nn.Module):
             "render": render,
         }
 
-    def cache_path(self, key: dict) -> Path:
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        folder = (
-            Path(self.stage_cfg.cache_dir).expanduser() if self.stage_cfg.cache_dir else cache_dir("shape_codebook")
-        )
-        return folder / f"{self.body.name}-{self.cfg.guidance.name}-{digest}.pt"
+    def embedding_cache(self) -> EmbeddingCache:
+        folder = Path(self.stage_cfg.cache_dir) if self.stage_cfg.cache_dir else cache_dir("shape_codebook")
+        return EmbeddingCache(folder, f"{self.body.name}-{self.cfg.guidance.name}", "Shape codebook")
 
     def codebook(self, guidance) -> tuple[torch.Tensor, torch.Tensor, bool, Path]:
         """(shapes (N, D), embeddings (N, E), cache hit, cache file)."""
-        key = self.cache_key()
-        path = self.cache_path(key)
-        if path.is_file():
-            try:
-                payload = torch.load(path, map_location="cpu", weights_only=True)
-                if json.loads(payload["key"]) == json.loads(json.dumps(key, sort_keys=True)):
-                    log.info("Shape codebook: cache hit %s (%d entries, no renders)", path, len(payload["shapes"]))
-                    return payload["shapes"], payload["embeddings"], True, path
-                log.warning("Shape codebook cache %s has another key; rebuilding it", path)
-            except Exception as err:  # a corrupt or foreign file: rebuild, never crash on a cache
-                log.warning("Shape codebook cache %s is unreadable (%s); rebuilding it", path, err)
-        shapes = self.sample_codebook()
-        log.info(
-            "Shape codebook: cache miss; rendering and embedding %d bodies (%s, %s guidance) into %s",
-            len(shapes),
-            self.body.name,
-            self.cfg.guidance.name,
-            path,
-        )
-        embeddings = self.embed_shapes(guidance, shapes)
-        with atomic_path(path) as tmp:
-            torch.save({"key": json.dumps(key, sort_keys=True), "shapes": shapes, "embeddings": embeddings}, tmp)
-        return shapes, embeddings, False, path
+        key, cache = self.cache_key(), self.embedding_cache()
+
+        def build() -> dict[str, torch.Tensor]:
+            shapes = self.sample_codebook()
+            log.info(
+                "Shape codebook: cache miss; rendering and embedding %d bodies (%s, %s guidance) into %s",
+                len(shapes),
+                self.body.name,
+                self.cfg.guidance.name,
+                cache.path(key),
+            )
+            return {"shapes": shapes, "embeddings": self.embed_shapes(guidance, shapes)}
+
+        rows = int(self.stage_cfg.codebook_size)
+        tensors, hit, path = cache.load_or_build(key, build, expect_rows=rows, names=["shapes", "embeddings"])
+        return tensors["shapes"], tensors["embeddings"], hit, path
 
     # ---- refinement --------------------------------------------------------------------------
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
@@ -362,13 +357,7 @@ class ShapeStage(torch.nn.Module):
             return torch.logit(shape.clamp(1e-3, 1 - 1e-3))
         return shape / float(self.stage_cfg.beta_std)
 
-    def weight(self, name: str, step: int) -> float:
-        return weight_at(self.loss_weights[name], step)
-
-    def active(self, name: str, step: int) -> bool:
-        return not is_always_zero(self.loss_weights[name]) and self.weight(name, step) != 0.0
-
-    def refine(self, guidance, start: torch.Tensor, text_emb: torch.Tensor, neutral_text_emb: torch.Tensor, loggers=()):
+    def refine(self, guidance, start: torch.Tensor, text_emb: torch.Tensor, neutral_text_emb: torch.Tensor):
         """Adam on the shape parameters; returns (shape (1, D), history of per-step dicts)."""
         sc = self.stage_cfg
         dev, dt = self.body.device, self.body.dtype
@@ -398,28 +387,14 @@ class ShapeStage(torch.nn.Module):
             if not losses:
                 log.warning("Shape refinement: every lambda_ is 0, nothing to optimise")
                 break
-            total = sum(self.weight(n, step) * v for n, v in losses.items())
-            bad = [n for n, v in losses.items() if not torch.isfinite(v)]
-            if bad:
-                raise FloatingPointError(
-                    f"Shape refinement: non-finite loss terms {bad} at step {step}; lower stage.refine_lr"
-                )
+            total, _, logged = self.weigh(losses, step, advice="The refinement (stage.refine_lr) keeps no checkpoints.")
             optimizer.zero_grad()
             total.backward()
             optimizer.step()
-            record = {"train/loss": float(total.detach())}
-            for n, v in losses.items():
-                w = self.weight(n, step)
-                record.update(
-                    {
-                        f"train/loss_{n}": float(v.detach()),
-                        f"train/lambda_{n}": w,
-                        f"train/weighted_{n}": w * float(v.detach()),
-                    }
-                )
+            record = {key: float(value) for key, value in logged.items()}
             record["train/similarity"] = float((emb.detach() @ text_emb[0]).mean())
             history.append(record)
-            for logger in loggers:
+            for logger in self.loggers:
                 logger.log_metrics(record, step=step)
             if step == 0 or (step + 1) % 10 == 0 or step + 1 == sc.refine_steps:
                 log.info(
@@ -428,7 +403,7 @@ class ShapeStage(torch.nn.Module):
         return self._encode(z).detach(), history
 
     @torch.no_grad()
-    def evaluate(
+    def score_shape(
         self, guidance, shape: torch.Tensor, text_emb: torch.Tensor, neutral_text_emb: torch.Tensor, azimuths
     ) -> dict:
         """Mean over views of the similarity to the prompt and of the direction score."""
@@ -443,7 +418,8 @@ class ShapeStage(torch.nn.Module):
         }
 
     # ---- the job -------------------------------------------------------------------------------
-    def run(self, loggers=()) -> dict:
+    def export(self) -> dict:
+        """Codebook search -> refinement -> shape.npz, body_rest.ply, skeleton.json, shape.png."""
         from avatar.guidance import build_guidance
 
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
@@ -466,15 +442,15 @@ class ShapeStage(torch.nn.Module):
         text_emb = guidance.encode_text([self.prompt_text])[0]
         neutral_text_emb = guidance.encode_text([sc.neutral_text])[0]
         eval_azimuths = list(sc.refine_azimuths) or list(sc.azimuths)
-        before = self.evaluate(guidance, chosen, text_emb, neutral_text_emb, eval_azimuths)
+        before = self.score_shape(guidance, chosen, text_emb, neutral_text_emb, eval_azimuths)
         history = []
         if sc.refine_steps > 0:
             with torch.enable_grad():
-                final, history = self.refine(guidance, chosen, text_emb, neutral_text_emb, loggers)
+                final, history = self.refine(guidance, chosen, text_emb, neutral_text_emb)
             final = final.reshape(-1).cpu().float()
         else:
             final = chosen
-        after = self.evaluate(guidance, final, text_emb, neutral_text_emb, eval_azimuths)
+        after = self.score_shape(guidance, final, text_emb, neutral_text_emb, eval_azimuths)
         log.info(
             "Shape (mean over %d views): direction score %.4f -> %.4f, similarity to the prompt %.4f -> %.4f "
             "(codebook entry -> final); final %s",
@@ -486,7 +462,7 @@ class ShapeStage(torch.nn.Module):
             ", ".join(f"{n}={v:.3f}" for n, v in zip(names, final.tolist())),
         )
 
-        self.write_outputs(run_dir, final, chosen, best, scores, top_idx, top_scores, shapes, loggers)
+        self.write_outputs(run_dir, final, chosen, best, scores, top_idx, top_scores, shapes)
         result = {
             "prompt": self.prompt,
             "prompt_text": self.prompt_text,
@@ -509,8 +485,7 @@ class ShapeStage(torch.nn.Module):
             # What a sweep minimises: the final body's loss under the scoring criterion.
             "objective": 1.0 - (after["direction"] if sc.scoring == "direction" else after["similarity"]),
         }
-        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
-        for logger in loggers:
+        for logger in self.loggers:
             logger.log_metrics(
                 {"shape/codebook_score": result["codebook_score"], **{f"shape/{k}": v for k, v in result.items()
                  if k.startswith(("direction_", "similarity_"))}},
@@ -519,7 +494,7 @@ class ShapeStage(torch.nn.Module):
         return result
 
     @torch.no_grad()
-    def write_outputs(self, run_dir, final, chosen, best, scores, top_idx, top_scores, shapes, loggers) -> None:
+    def write_outputs(self, run_dir, final, chosen, best, scores, top_idx, top_scores, shapes) -> None:
         sc = self.stage_cfg
         body = self.body
         final_t = final.to(body.device, body.dtype).reshape(1, -1)
@@ -552,7 +527,7 @@ class ShapeStage(torch.nn.Module):
                     codebook_score=np.array(float(scores[best]), dtype=np.float32),
                     top_k_index=top_idx.numpy(),
                     top_k_score=top_scores.numpy().astype(np.float32),
-                    bind_pose=np.array(sc.bind_pose),
+                    bind_pose=np.array(str(sc.bind_pose)),
                     vertices=verts.cpu().numpy().astype(np.float32),
                     faces=faces.cpu().numpy().astype(np.int64),
                     joints=joints.cpu().numpy().astype(np.float32),
@@ -570,4 +545,4 @@ class ShapeStage(torch.nn.Module):
         labels += ["final", "final (side)"]
         grid = image_grid([caption_tile(t, text) for t, text in zip(tiles, labels)], ncols=len(tiles))
         save_image(run_dir / "shape.png", grid)
-        log_image(loggers, "shape/summary", grid, step=0, wandb_images=self.cfg.logger.wandb.log_images)
+        log_image(self.loggers, "shape/summary", grid, step=0, wandb_images=self.cfg.logger.wandb.log_images)

@@ -8,7 +8,6 @@ the camera circles it) and one coloured ``.ply`` per pose into the run directory
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +22,8 @@ from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose
 from avatar.engine.trainer import log_image
 from avatar.export.media import image_grid, save_image, save_mesh, save_video, to_uint8
 from avatar.render import MeshRenderer, make_background, orbit_cameras, sample_views
-from avatar.stages.base import STAGES
+from avatar.stages.base import STAGES, StageModule
 from avatar.utils.bounds import above, at_least
-from avatar.utils.io import atomic_write_text
 
 
 @dataclass
@@ -43,19 +41,17 @@ class ShowcaseStageConfig:
 
 
 @STAGES.register("showcase")
-class ShowcaseStage(torch.nn.Module):
+class ShowcaseStage(StageModule):
     trainable = False
 
     def __init__(self, cfg) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.stage_cfg = cfg.stage
+        super().__init__(cfg)
         self.body = build_body(cfg.body)
         self.renderer = MeshRenderer(cfg.render)
         self.colors = region_colors(self.body.skinning_weights)
 
     @torch.no_grad()
-    def run(self, loggers=()) -> dict:
+    def export(self) -> dict:
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         generator = torch.Generator().manual_seed(int(self.cfg.seed))
         poses = CanonicalPose.cat([named_pose(p, dtype=self.body.dtype) for p in sc.poses])
@@ -100,9 +96,8 @@ class ShowcaseStage(torch.nn.Module):
         save_image(run_dir / "showcase_grid.png", grid)
         frames = self.turntable(poses, out.vertices)
         save_video(run_dir / "turntable.mp4", frames, fps=sc.fps)
-        log_image(loggers, "showcase/grid", grid, step=0, wandb_images=self.cfg.logger.wandb.log_images)
+        log_image(self.loggers, "showcase/grid", grid, step=0, wandb_images=self.cfg.logger.wandb.log_images)
         result = {"poses": list(sc.poses), "grid_shape": list(grid.shape), "frames": len(frames)}
-        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
         return result
 
     def turntable(self, poses: CanonicalPose, key_vertices: torch.Tensor) -> list[np.ndarray]:

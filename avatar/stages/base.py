@@ -97,8 +97,9 @@ class StageModule(L.LightningModule):
     # ---- frozen components (body model, guidance) stay out of checkpoints ------------------
     def freeze_component(self, name: str) -> None:
         """Mark submodule ``name`` as a fixed input: no gradients, and not saved in checkpoints
-        (it is rebuilt from the config), which keeps checkpoints to what the stage learns."""
-        getattr(self, name).requires_grad_(False)
+        (it is rebuilt from the config), which keeps checkpoints to what the stage learns.
+        ``name`` may be dotted (``generator.prior``: a method component's fixed input)."""
+        self.get_submodule(name).requires_grad_(False)
         self._frozen_prefixes += (f"{name}.",)
 
     def state_dict(self, *args, **kwargs):

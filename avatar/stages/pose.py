@@ -51,7 +51,7 @@ from avatar.generators.pose.codebook import CodebookGenerator, Contrast, Embedde
 from avatar.guidance.synthetic.poses import pose_words
 from avatar.render import MeshRenderConfig, MeshRenderer, framing_cameras
 from avatar.render.silhouette import with_silhouette_gradient
-from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import POSES_FILE, CandidatePoses
 from avatar.utils.bounds import at_least
 
@@ -138,8 +138,7 @@ class PoseStage(StageModule):
         self.guidance = None
         self.generator: PoseGenerator = POSE_GENERATORS.build(sc.generator, self)
         for name in self.generator.fixed:  # the generator's fixed inputs (a prior): frozen, not checkpointed
-            self.generator.get_submodule(name).requires_grad_(False)
-            self._frozen_prefixes += (f"generator.{name}.",)
+            self.freeze_component(f"generator.{name}")
 
     @property
     def trainable(self) -> bool:  # a search is not trained; an optimisation is
@@ -234,12 +233,8 @@ class PoseStage(StageModule):
         for name in [k for k in state if k not in ours and f"generator.{k}" in ours]:
             state[f"generator.{name}"] = state.pop(name)
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.generator.parameters_to_optimise(), lr=float(self.stage_cfg.lr))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(int(self.stage_cfg.warmup_steps), int(self.cfg.trainer.max_steps))
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def parameters_to_optimise(self) -> list[torch.nn.Parameter]:
+        return list(self.generator.parameters_to_optimise())
 
     def validate(self) -> None:
         with torch.no_grad():

@@ -24,12 +24,31 @@ log = logging.getLogger(__name__)
 RESUME_ENV = "AVATAR_RESUME"
 
 
+# Config options renamed, still accepted for old command lines: group -> {old: new}.
+RENAMED_OPTIONS = {"preset": {"cpu": "tiny"}}
+
+
+def warn_deprecated_choices() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    choices = HydraConfig.get().runtime.choices
+    for group, renamed in RENAMED_OPTIONS.items():
+        if choices.get(group) in renamed:
+            log.warning(
+                "%s=%s is now %s=%s (a preset sets sizes, not the device: trainer=cpu|gpu chooses the device); "
+                "the old name still works for now.", group, choices[group], group, renamed[choices[group]],
+            )  # fmt: skip
+
+
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run the configured stage; return ``result[optimized_metric]`` (what an Optuna sweep
     optimises; None for a plain run of a stage that reports no ``objective``)."""
     from avatar.engine.runner import run  # heavy imports after Hydra has parsed the command line
 
+    warn_deprecated_choices()
     if not cfg.resume and os.environ.get(RESUME_ENV):
         cfg.resume = os.environ[RESUME_ENV]
         log.info("resume=%s (from the launcher preset's %s)", cfg.resume, RESUME_ENV)

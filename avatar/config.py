@@ -124,7 +124,7 @@ class Config:
     prior: PriorConfig = field(default_factory=PriorConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # pipeline=full runs every stage
-    preset: str = "cpu"  # set by the preset overlay: cpu | small | paper
+    preset: str = "tiny"  # set by the preset overlay: tiny | small | paper (cpu: the old name of tiny)
     experiment_name: str = "default"  # groups runs (W&B group, output folder)
     # Which variant of an experiment this run is, set by the overlay that makes it (an ablation
     # ladder's step: experiments/appearance_ladder/*.yaml set "appearance_ladder/<step>"); it is

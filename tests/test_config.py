@@ -42,7 +42,7 @@ def test_every_config_file_composes(group, option):
     if group in ("body", "guidance", "stage"):
         assert cfg[group].name == option
     if group == "preset":
-        assert cfg.preset == option
+        assert cfg.preset == {"cpu": "tiny"}.get(option, option)  # cpu: the old name of tiny
 
 
 @pytest.mark.parametrize("stage,preset", STAGE_PRESETS)
@@ -113,6 +113,14 @@ def test_schema_of_one_option_does_not_leak_into_another():
 
 
 def test_presets_set_sizes():
-    cpu, paper = compose_with(["preset=cpu"]), compose_with(["preset=paper"])
-    assert cpu.render.height < paper.render.height == 224
+    tiny, paper = compose_with(["preset=tiny"]), compose_with(["preset=paper"])
+    assert tiny.render.height < paper.render.height == 224
     assert paper.trainer.max_steps == 30000
+
+
+def test_the_old_preset_name_cpu_composes_the_same_config_as_tiny():
+    from omegaconf import OmegaConf
+
+    for stage in ("appearance", "motion", "shape"):
+        old, new = compose_with([f"stage={stage}", "preset=cpu"]), compose_with([f"stage={stage}", "preset=tiny"])
+        assert OmegaConf.to_yaml(old) == OmegaConf.to_yaml(new), stage

@@ -34,7 +34,7 @@ test: install
 	$(PY) -m pytest tests -q
 
 # ruff (configured in pyproject.toml): lint and formatting, checked by CI; `make format` fixes both.
-LINTED := avatar tests experiments scripts hydra_plugins train.py
+LINTED := avatar tests experiments benchmarks hydra_plugins train.py
 lint: install
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
@@ -47,8 +47,9 @@ format: install
 test-fast: install
 	$(PY) -m pytest tests -q -m "not slow"
 
+# The mesh renderer's timings (benchmarks/; the NeuS samplers: python -m benchmarks.benchmark_neus).
 benchmark: install
-	$(PY) scripts/benchmark_renderer.py
+	$(PY) -m benchmarks.benchmark_renderer
 
 clean-outputs:
 	rm -rf outputs multirun

@@ -4,14 +4,11 @@ cache so the suite builds it at most once per machine), a low-poly body, no netw
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "experiments" / "analysis"))
+# tests/ (helpers, synthetic_smpl, synthetic_mocap) and experiments/analysis/ (compare_runs) are
+# importable through pytest's `pythonpath` setting (pyproject.toml).
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -12,6 +12,7 @@ from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.engine.runner import run
 from avatar.guidance import build_guidance
 from avatar.guidance.evaluation import colour_check, colour_pair_right, laplacian_basis, retrieval_and_binding
+from avatar.guidance.interpolate import interpolate
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.guidance.synthetic.poses import BODY_WORDS
@@ -50,10 +51,8 @@ def test_checkpoint_round_trip_through_the_backend(tmp_path):
 
 
 def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tmp_path):
-    """WiSE-FT of a fine-tune with its start (scripts/interpolate_guidance.py): the image tower
-    at one weight, the text side at another; the result is a loadable mini checkpoint."""
-    import importlib.util
-
+    """WiSE-FT of a fine-tune with its start (``avatar-guidance-interpolate``, avatar/guidance/interpolate.py):
+    the image tower at one weight, the text side at another; the result is a loadable mini checkpoint."""
     base_model, tuned_model = MiniImageTextModel(SMALL), MiniImageTextModel(SMALL)
     tuned_model.load_state_dict(base_model.state_dict())
     with torch.no_grad():
@@ -63,12 +62,7 @@ def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tm
     base, tuned = tmp_path / "base.pt", tmp_path / "tuned.pt"
     torch.save(base_model.checkpoint({"seed": 0}), base)
     torch.save(tuned_model.checkpoint({"seed": 0, "combinations": "train"}), tuned)
-    spec = importlib.util.spec_from_file_location(
-        "interpolate_guidance", Path(__file__).parents[1] / "scripts" / "interpolate_guidance.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out = script.main(
+    out = interpolate(
         [
             "--base",
             str(base),
@@ -101,7 +95,7 @@ def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tm
     )
     # Bad input: a weight outside [0, 1], another architecture.
     with pytest.raises(SystemExit, match="alpha_image=1.5"):
-        script.main(
+        interpolate(
             [
                 "--base",
                 str(base),
@@ -118,7 +112,7 @@ def test_interpolated_checkpoint_mixes_each_tower_by_its_own_weight_and_loads(tm
     other = tmp_path / "other.pt"
     torch.save(MiniImageTextModel(replace(SMALL, embed_dim=16)).checkpoint({}), other)
     with pytest.raises(SystemExit, match="embed_dim"):
-        script.main(
+        interpolate(
             [
                 "--base",
                 str(base),

@@ -1,7 +1,7 @@
 """The project's own offline guidance model (`guidance=mini`, the default): a small image-text
 model trained on synthetic renders of the body model (avatar/guidance/mini_model.py, trained by
 `python train.py stage=train_guidance stage.publish=true`). The shipped ``mini.pt`` is that base
-model interpolated in weight space with its binding fine-tune (scripts/interpolate_guidance.py;
+model interpolated in weight space with its binding fine-tune (avatar-guidance-interpolate;
 docs/models/mini.md).
 
 It knows the synthetic vocabulary: body shapes, poses, garments (tops, trousers, shorts,

@@ -9,7 +9,7 @@ with two regions' colours swapped is an extra negative (the binding the prototyp
 
 Outfits are drawn with ``stage.combinations=train`` by default: the held-out attribute
 combinations of avatar/guidance/synthetic/holdout.py (e.g. a green top with a red bottom,
-polka-dot shorts) are never rendered, so ``scripts/eval_guidance.py`` can measure retrieval on
+polka-dot shorts) are never rendered, so ``avatar-eval guidance`` can measure retrieval on
 them honestly. The weights shipped in avatar/guidance/weights/ (mini.pt, mini_scorer.pt) were
 trained before this switch existed, i.e. with every combination (``combinations=all``): their
 held-out-combination numbers are an upper bound, not a generalisation measurement.

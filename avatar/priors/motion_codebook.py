@@ -5,7 +5,7 @@ objective as the latent optimisation, minimised over real clips instead of the V
 
 Why it exists: the project's motion VAE, trained on a 2-core CPU, does not reproduce gait (its
 reconstructions of held-out walks cover about 1% of the ground the walks cover;
-``scripts/report_priors.py``), so no latent code of it walks. Real clips do.
+``avatar-eval priors``), so no latent code of it walks. Real clips do.
 
 Entries are k-means representatives (scikit-learn) over heading-normalised windows of the
 training subjects (and their mirror images): each entry is the real window nearest its cluster

@@ -13,7 +13,7 @@ binary and there is no anti-aliasing.
 
 The BVH of each mesh is cached between calls (per batch index, checked against the faces) and
 refitted when only vertex positions changed; ``MeshRenderConfig.bvh_update`` chooses refit or
-rebuild. Measured on the Anny body (27k triangles, 2-core CPU, ``scripts/benchmark_renderer.py``):
+rebuild. Measured on the Anny body (27k triangles, 2-core CPU, ``python -m benchmarks.benchmark_renderer``):
 rebuild 6.8 ms, refit 0.26 ms, and a 224x224 ray cast is as fast after refitting from the rest
 pose to a strongly perturbed pose as after a rebuild (1.77 vs 1.78 ms), so refit is the default.
 On the CPU the ray casts run in one Warp launch per thread chunk, in parallel (Warp's CPU

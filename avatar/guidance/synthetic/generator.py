@@ -63,7 +63,7 @@ class SyntheticConfig:
     stride_view_deg: float = 0.0
     # "walking" from the geometry alone (ankles a stride apart) also names karate stances, lunges
     # and dance steps: of the shipped codebook's stride poses, 26% of the corpus mass comes from
-    # walks (scripts/report_pose_labels.py). walking_clips = the mocap corpus's MANIFEST.tsv: then
+    # walks (experiments/guidance/report_pose_labels.py). walking_clips = the mocap corpus's MANIFEST.tsv: then
     # "walking" is said only for codebook poses from clips it files under "walk" (a stride from
     # any other clip reads as no body word; named poses keep the geometric word). "" = geometry only.
     walking_clips: str = ""

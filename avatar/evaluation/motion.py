@@ -3,40 +3,38 @@ geometry, not by the guidance model: per prompt, the share of frames whose pose 
 (avatar.guidance.synthetic.poses) are the expected one, and how far the feet carry the body
 (avatar.mocap.contact, root upright: a walk travels, swaying in place does not).
 
-    .venv/bin/python scripts/evaluate_motion.py                                 # cpu preset (retrieval)
-    .venv/bin/python scripts/evaluate_motion.py stage.generator=latent          # the paper's optimisation
-    .venv/bin/python scripts/evaluate_motion.py body.topology=notoes_collapse5pc trainer.max_steps=300
+    avatar-eval motion                                 # the default preset (tiny: retrieval)
+    avatar-eval motion stage.generator=latent          # the paper's optimisation
+    avatar-eval motion body.topology=notoes_collapse5pc trainer.max_steps=300
 
 Overrides apply to the motion stage (the pose stage gets the body/guidance/render ones too);
 one prefixed "pose:" goes to the pose stage only:
 
-    .venv/bin/python scripts/evaluate_motion.py body.topology=notoes_collapse5pc pose:stage.prior_weight=0.01
+    avatar-eval motion body.topology=notoes_collapse5pc pose:stage.prior_weight=0.01
 
 ``--keep <dir>`` keeps each prompt's motion run there (``motion_<i>/images``, ``motion.mp4``) to look at.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from avatar.config import register_configs  # noqa: E402
-from avatar.engine.runner import run  # noqa: E402
-from avatar.guidance import build_guidance  # noqa: E402
-from avatar.guidance.synthetic.poses import pose_words  # noqa: E402
-from avatar.metrics.motion import motion_joints  # noqa: E402
-from avatar.mocap.contact import contact_travel_distance  # noqa: E402
-from avatar.stages.motion_files import load_motion  # noqa: E402
-from avatar.stages.pose import PoseStage  # noqa: E402
+from avatar.config import register_configs
+from avatar.engine.runner import run as run_stage
+from avatar.guidance import build_guidance
+from avatar.guidance.synthetic.poses import pose_words
+from avatar.metrics.motion import motion_joints
+from avatar.mocap.contact import contact_travel_distance
+from avatar.stages.motion_files import load_motion
+from avatar.stages.pose import PoseStage
+from avatar.utils.paths import PROJECT_ROOT
 
 # prompt -> (pose word group, expected word)
 PROMPTS = {
@@ -49,11 +47,26 @@ POSE_KEYS = ("body.", "guidance", "render.", "seed")  # overrides the pose stage
 POSE_ONLY = "pose:"  # "pose:stage.prior_weight=0.01": an override for the pose stage alone
 
 
-def main(overrides: list[str], keep: str = "") -> list[dict]:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help='config overrides of the motion stage (key=value; "pose:key=value": the pose stage)',
+    )
+    parser.add_argument("--keep", default="", metavar="DIR", help="keep each prompt's runs in this folder")
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """``avatar-eval motion``."""
+    return evaluate(args.overrides, args.keep)
+
+
+def evaluate(overrides: list[str], keep: str = "") -> list[dict]:
     register_configs()
     rows = []
     folder = contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()
-    with folder as tmp, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    conf = str(PROJECT_ROOT / "conf")
+    with folder as tmp, initialize_config_dir(config_dir=conf, version_base="1.3"):
         pose_only = [o.removeprefix(POSE_ONLY) for o in overrides if o.startswith(POSE_ONLY)]
         overrides = [o for o in overrides if not o.startswith(POSE_ONLY)]
         pose_overrides = [o for o in overrides if o.startswith(POSE_KEYS)] + pose_only
@@ -67,7 +80,7 @@ def main(overrides: list[str], keep: str = "") -> list[dict]:
             run_dir = Path(tmp) / f"motion_{i}"
             cfg = compose("config", overrides=["stage=motion", f"stage.pose_dir={pose_file}", "logger=none",
                                                "trainer.enable_progress_bar=false", *overrides, f"run_dir={run_dir}"])  # fmt: skip
-            result = run(cfg)
+            result = run_stage(cfg)
             motion, _ = load_motion(run_dir)
             with torch.no_grad():
                 joints = motion_joints(motion)
@@ -92,15 +105,3 @@ def main(overrides: list[str], keep: str = "") -> list[dict]:
         print(f"| {r['prompt']} | {r['candidates_hit']:.1f} | {r['frames_hit']:.2f} | {r['travel_m']:.2f} | "
               f"{r['scorer_score']:.3f} | {r['jerk']:.0f} |")  # fmt: skip
     return rows
-
-
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    keep = ""
-    if "--keep" in args:
-        at = args.index("--keep")
-        if at + 1 >= len(args):
-            sys.exit("--keep needs a folder: --keep <dir>")
-        keep = args.pop(at + 1)
-        args.pop(at)
-    main(args, keep)

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Report on the shipped priors (avatar/priors/weights/): held-out reconstruction error, training
 time and sample diversity, with the held-out data's own diversity as the yardstick.
 
-    .venv/bin/python scripts/report_priors.py [--mocap-root ../shared/mocap] [--samples 1000]
+    avatar-eval priors [--mocap-root ../shared/mocap] [--samples 1000]
 
 Held-out = the subjects the training stages never saw (MotionCorpus.split, ~10% of frames). Errors are
 mean per-joint position errors (MPJPE, mm) on the canonical template skeleton, root upright.
@@ -11,7 +10,7 @@ held-out windows whose feet carry the body >= 0.5 m (walks, runs), the ground th
 reconstructions cover over the ground the data covers (avatar.mocap.contact), and the share of
 the VAE's random samples that travel that far next to the held-out windows' share.
 
-    .venv/bin/python scripts/report_priors.py --motion-prior outputs/<run>/motion_vae.pt   # before publishing
+    avatar-eval priors --motion-prior outputs/<run>/motion_vae.pt   # before publishing
 """
 
 from __future__ import annotations
@@ -44,14 +43,16 @@ def apd_mm(joints: torch.Tensor) -> float:
     return total / (n * (n - 1) / 2) * 1000.0
 
 
-@torch.no_grad()
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mocap-root", default=None)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--motion-prior", default="", help="motion VAE weights to report (default: the shipped ones)")
-    args = parser.parse_args()
+
+
+@torch.no_grad()
+def run(args: argparse.Namespace) -> None:
+    """``avatar-eval priors``."""
     gen = torch.Generator().manual_seed(args.seed)
     _, test = load_corpus(args.mocap_root).split()
     frames = test.rotations[torch.randperm(test.num_frames, generator=gen)[: args.samples]]
@@ -110,7 +111,3 @@ def main() -> None:
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
-
-
-if __name__ == "__main__":
-    main()

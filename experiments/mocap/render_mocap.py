@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Retarget mocap clips to the canonical skeleton and render them on Anny, to look at them.
 
-    .venv/bin/python scripts/render_mocap.py CLIP.bvh [CLIP.amc ...] [--out outputs/mocap_check]
+    .venv/bin/python experiments/mocap/render_mocap.py CLIP.bvh [CLIP.amc ...] [--out outputs/mocap_check]
 
 Each clip becomes <out>/<name>.mp4 (30 fps; the camera follows the body; the grey line is the
 floor at z = 0 under the body).

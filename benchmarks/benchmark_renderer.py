@@ -1,6 +1,6 @@
 """Time the mesh renderer on the full Anny body and save check images.
 
-    .venv/bin/python scripts/benchmark_renderer.py [--repeats 20] [--device cpu]
+    .venv/bin/python -m benchmarks.benchmark_renderer [--repeats 20] [--device cpu]
 
 Reports the median milliseconds (warm-up excluded) of: BVH build / refit (rest <-> posed),
 a ray cast after each, one 224x224 view forward (full body, and a close-up), forward + backward

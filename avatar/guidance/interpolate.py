@@ -1,8 +1,9 @@
-#!/usr/bin/env python
 """Interpolate a mini guidance fine-tune with its start in weight space (WiSE-FT):
 
-    .venv/bin/python scripts/interpolate_guidance.py --base BASE.pt --finetuned FT.pt \\
+    avatar-guidance-interpolate --base BASE.pt --finetuned FT.pt \\
         --alpha-text 0.5 --alpha-image 1.0 --out MIXED.pt
+
+(or ``python -m avatar.guidance.interpolate ...``).
 
 Each trained parameter becomes ``(1 - alpha) * base + alpha * fine-tuned``, ``--alpha-image``
 for the image tower and ``--alpha-text`` for the text side (``mini_model.interpolate_checkpoints``).
@@ -16,20 +17,25 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from avatar.engine.run_info import git_revision  # noqa: E402
-from avatar.guidance.mini_model import interpolate_checkpoints, read_checkpoint  # noqa: E402
-from avatar.utils.io import atomic_path  # noqa: E402
+from avatar.engine.run_info import git_revision
+from avatar.guidance.mini_model import interpolate_checkpoints, read_checkpoint
+from avatar.utils.io import atomic_path
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    """The ``avatar-guidance-interpolate`` command (a console script's return value is its exit status)."""
+    interpolate(argv)
+
+
+def interpolate(argv: list[str] | None = None) -> Path:
+    """Parse the command line, write the interpolated checkpoint, return its path."""
+    parser = argparse.ArgumentParser(
+        prog="avatar-guidance-interpolate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base", required=True, help="the starting checkpoint of the fine-tune")
     parser.add_argument("--finetuned", required=True, help="the fine-tuned checkpoint")
     parser.add_argument("--alpha-text", type=float, required=True, help="0: the base's text side, 1: the fine-tune's")

@@ -8,32 +8,31 @@ clips the mocap manifest files under walk, the poses a walk is made of); plus th
 per prompt once the codebook embeddings are cached. The guidance model's own score is not used
 to judge it: the reading is pure geometry.
 
-    .venv/bin/python scripts/evaluate_pose_search.py                     # full Anny, mini guidance
-    .venv/bin/python scripts/evaluate_pose_search.py body.topology=notoes_collapse5pc
+    avatar-eval pose                                     # full Anny, mini guidance
+    avatar-eval pose body.topology=notoes_collapse5pc    # any config override of the pose stage
+
+Prints a table and, last, one JSON line with the mean hit rate and mean AUC.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from avatar.body.skeleton import CanonicalPose  # noqa: E402
-from avatar.config import register_configs  # noqa: E402
-from avatar.guidance import build_guidance  # noqa: E402
-from avatar.guidance.synthetic.generator import clips_in_category  # noqa: E402
-from avatar.guidance.synthetic.poses import pose_words  # noqa: E402
-from avatar.mocap.manifest import MANIFEST_NAME  # noqa: E402
-from avatar.priors.data import DEFAULT_MOCAP_ROOT  # noqa: E402
-from avatar.stages.pose import PoseStage  # noqa: E402
+from avatar.body.skeleton import CanonicalPose
+from avatar.config import register_configs
+from avatar.guidance import build_guidance
+from avatar.guidance.synthetic.generator import clips_in_category
+from avatar.guidance.synthetic.poses import pose_words
+from avatar.mocap.manifest import MANIFEST_NAME
+from avatar.priors.data import DEFAULT_MOCAP_ROOT
+from avatar.stages.pose import PoseStage
+from avatar.utils.paths import PROJECT_ROOT
 
 MANIFEST = DEFAULT_MOCAP_ROOT / MANIFEST_NAME  # the mocap corpus's clip categories
 
@@ -50,9 +49,21 @@ PROMPTS = {
 }
 
 
-def main(overrides: list[str]) -> dict:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", help="config overrides of the pose stage (key=value)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """``avatar-eval pose``: the evaluation, then one JSON line with the means."""
+    result = evaluate(args.overrides)
+    print(json.dumps({"mean_hit_rate": result["mean_hit_rate"], "mean_auc": result["mean_auc"]}))
+    return result
+
+
+def evaluate(overrides: list[str]) -> dict:
     register_configs()
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    conf = str(PROJECT_ROOT / "conf")
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose("config", overrides=["stage=pose", *overrides, f"run_dir={tmp}"])
         stage = PoseStage(cfg)
         guidance = build_guidance(cfg.guidance)
@@ -98,8 +109,3 @@ def roc_auc(scores: torch.Tensor, positives: torch.Tensor) -> float:
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
     return float((pos[:, None] > neg[None]).float().mean() + 0.5 * (pos[:, None] == neg[None]).float().mean())
-
-
-if __name__ == "__main__":
-    result = main(sys.argv[1:])
-    print(json.dumps({"mean_hit_rate": result["mean_hit_rate"], "mean_auc": result["mean_auc"]}))

@@ -17,9 +17,9 @@ for both samplers. The surface sampler's proposal is the fitted SDF's marching-c
 then fit errors beyond the 3 cm dilation show up as differences). Quality = mean/max absolute difference of colour (both heads) and opacity
 between the samplers on the same rays, without sampling jitter.
 
-    python scripts/benchmark_neus.py --out neus_benchmark.json            # CPU
-    python scripts/benchmark_neus.py --device cuda --out neus_cuda.json
-    python scripts/benchmark_neus.py --save-mesh body.npz   # then --mesh body.npz where Anny is absent
+    python -m benchmarks.benchmark_neus --out neus_benchmark.json            # CPU
+    python -m benchmarks.benchmark_neus --device cuda --out neus_cuda.json
+    python -m benchmarks.benchmark_neus --save-mesh body.npz   # then --mesh body.npz where Anny is absent
 
 On a CPU the paper sampler at the paper size needs tens of GB for one backward pass (800k
 samples through a 256-wide MLP with second-order autograd), so ``--ray-fraction`` (default
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import threading
 import time
 from pathlib import Path
@@ -42,16 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from avatar.neus import (  # noqa: E402
+from avatar.neus import (
     NeusFieldConfig,
     NeusFields,
     NeusVolumeRenderer,
     VolumeRenderConfig,
     fit_fields_to_mesh,
 )
-from avatar.render.cameras import ViewSamplingConfig, sample_views  # noqa: E402
+from avatar.render.cameras import ViewSamplingConfig, sample_views
 
 SIZES = {
     "paper": (NeusFieldConfig(), 12544),

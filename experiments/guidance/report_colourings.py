@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """Which fixed colouring of the body does a guidance model prefer for "a person in a red shirt
 and blue trousers"? A check of the objective, apart from an optimiser's path to it: if a model
 ranks red top / blue trousers first and a stage still ends elsewhere, the stage's dynamics are
 at fault, not the model's optimum.
 
-    .venv/bin/python scripts/report_colourings.py [--checkpoint A.pt B.pt ...] [--views 48]
+    .venv/bin/python experiments/guidance/report_colourings.py [--checkpoint A.pt B.pt ...] [--views 48]
 
 The full Anny body at rest is coloured per body region (shirt = torso and arms, trousers = hips
 and legs, skin elsewhere, grey feet), rendered from the same random views for every colouring

@@ -6,28 +6,23 @@ body renders (no face close-ups) at one image size, then reports, on held-out re
 accuracy and each word's one-vs-rest ROC-AUC (also split into side and front/back views). Same seeds, steps and batches for every size, so
 two runs differ only in resolution (and the tower's flattened head, which grows with it).
 
-    .venv/bin/python scripts/probe_pose_resolution.py --size 64 --steps 300
-    .venv/bin/python scripts/probe_pose_resolution.py --size 96 --steps 300
+    .venv/bin/python experiments/guidance/probe_pose_resolution.py --size 64 --steps 300
+    .venv/bin/python experiments/guidance/probe_pose_resolution.py --size 96 --steps 300
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from avatar.guidance.mini_model import ImageTower, MiniModelConfig  # noqa: E402
-from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer, stride_hidden  # noqa: E402
-from avatar.guidance.synthetic.poses import BODY_WORDS  # noqa: E402
+from avatar.guidance.mini_model import ImageTower, MiniModelConfig
+from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer, stride_hidden
+from avatar.guidance.synthetic.poses import BODY_WORDS
 
 CLASSES = (None, *BODY_WORDS)
 FRONT_BACK_DEG = 45.0  # a side view: the camera more than 45 degrees off the body's front and back

@@ -4,26 +4,22 @@ comes back, and foot skating (avatar.metrics.motion.foot_skating) in place, with
 a constant height, with the foot-contact height (the skeleton-level height; the animate stage
 then stands each in-place frame on the avatar mesh's lowest point) and as captured.
 
-    .venv/bin/python scripts/report_foot_contact.py                      # CMU 07_01 from ../shared/mocap
-    .venv/bin/python scripts/report_foot_contact.py --bvh <clip.bvh>
+    .venv/bin/python experiments/mocap/report_foot_contact.py            # CMU 07_01 from ../shared/mocap
+    .venv/bin/python experiments/mocap/report_foot_contact.py --bvh <clip.bvh>
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from avatar.body.skeleton import CanonicalPose, forward_kinematics  # noqa: E402
-from avatar.metrics.motion import foot_skating  # noqa: E402
-from avatar.mocap.bvh import read_bvh  # noqa: E402
-from avatar.mocap.contact import travel_from_foot_contacts  # noqa: E402
-from avatar.mocap.dataset import find_motion_files  # noqa: E402
-from avatar.mocap.retarget import retarget  # noqa: E402
-from avatar.priors.data import DEFAULT_MOCAP_ROOT  # noqa: E402
+from avatar.body.skeleton import CanonicalPose, forward_kinematics
+from avatar.metrics.motion import foot_skating
+from avatar.mocap.bvh import read_bvh
+from avatar.mocap.contact import travel_from_foot_contacts
+from avatar.mocap.dataset import find_motion_files
+from avatar.mocap.retarget import retarget
+from avatar.priors.data import DEFAULT_MOCAP_ROOT
 
 CORPUS_WALK = "cgspeed_daz/Przestr__motion-capture/07_01.bvh"  # in the shared corpus (extracted once, cached)
 

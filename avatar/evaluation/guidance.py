@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """Evaluate a guidance model: retrieval and binding on fresh synthetic renders (training-style
 captions, paraphrase templates never used in training, and held-out attribute combinations),
 and the colour-optimisation check.
 
-    .venv/bin/python scripts/eval_guidance.py [--checkpoint avatar/guidance/weights/mini.pt] [--steps 200] [--colour-seeds 10]
-    .venv/bin/python scripts/eval_guidance.py --samples 256 --steps 0   # retrieval only (no colour check)
+    avatar-eval guidance [--checkpoint avatar/guidance/weights/mini.pt] [--steps 200] [--colour-seeds 10]
+    avatar-eval guidance --samples 256 --steps 0   # retrieval only (no colour check)
 
 Retrieval: top-1 in groups of 32. Binding: the caption beats the same caption with two
 garments' colours swapped. Pose: the caption beats the same caption with one pose word changed
@@ -14,7 +13,7 @@ renders of held-out attribute combinations only (``combinations=held_out``: a gr
 red bottom, checked sleeveless tops, ... see avatar/guidance/synthetic/holdout.py) captioned
 with the training templates. A model trained with ``combinations=all`` (the shipped weights
 predate the split) has seen those combinations: its third row is an upper bound, not a
-generalisation measurement; the script says which one applies (checkpoint metadata). The
+generalisation measurement; the command says which one applies (checkpoint metadata). The
 third row is not directly comparable to the first (no textureless renders; groups of 32 drawn
 from five held-out combinations look alike; captions name each garment with probability 2/3 and
 face views only the top, so about a third of the colour-pair renders have a caption naming both
@@ -53,8 +52,7 @@ from avatar.render.cameras import framing_cameras
 COLOUR_PAIRS = (("red", "blue"), ("yellow", "purple"), ("crimson", "navy"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=MINI_CHECKPOINT)
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--steps", type=int, default=200, help="colour-check steps per prompt; 0 skips the check")
@@ -73,7 +71,10 @@ def main() -> None:
     parser.add_argument("--colour-size", type=int, default=128, help="colour-check render size (px)")
     parser.add_argument("--figure", default=None,
                         help="write the colour fits of seed 1 (of 0 with one seed) as a PNG: a row per pair, front/side/back")  # fmt: skip
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
+    """``avatar-eval guidance``."""
     colour_pairs = [tuple(pair.split("/")) for pair in args.colour_pairs.split(",")]
     unknown = [c for pair in colour_pairs for c in pair if c not in COLORS]
     if any(len(pair) != 2 for pair in colour_pairs) or unknown:
@@ -147,7 +148,3 @@ def colour_fit_figure(body: AnnyBody, fits: list[torch.Tensor], size: int = 192)
             rgb = renderer.render(vertices[0], body.faces, cams, colors=colors).rgb
         tiles += [to_uint8(image) for image in rgb]
     return image_grid(tiles, ncols=3)
-
-
-if __name__ == "__main__":
-    main()

@@ -5,24 +5,19 @@ carry it, and which of the mocap manifest's clip categories those poses come fro
 A word whose poses mostly come from other kinds of clips teaches the model something else than
 the word: "walking" (ankles a stride apart) also reads karate stances, lunges and dance steps.
 
-    .venv/bin/python scripts/report_pose_labels.py                       # ../shared/mocap/MANIFEST.tsv
-    .venv/bin/python scripts/report_pose_labels.py --manifest <corpus>/MANIFEST.tsv --top 4
+    .venv/bin/python experiments/guidance/report_pose_labels.py          # ../shared/mocap/MANIFEST.tsv
+    .venv/bin/python experiments/guidance/report_pose_labels.py --manifest <corpus>/MANIFEST.tsv --top 4
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from avatar.guidance.synthetic.poses import BODY_WORDS, pose_words  # noqa: E402
-from avatar.mocap.manifest import MANIFEST_NAME, read_manifest, source_clip  # noqa: E402
-from avatar.priors.data import DEFAULT_MOCAP_ROOT  # noqa: E402
-from avatar.priors.loading import load_codebook  # noqa: E402
+from avatar.guidance.synthetic.poses import BODY_WORDS, pose_words
+from avatar.mocap.manifest import MANIFEST_NAME, read_manifest, source_clip
+from avatar.priors.data import DEFAULT_MOCAP_ROOT
+from avatar.priors.loading import load_codebook
 
 
 def main() -> None:

@@ -1,0 +1,157 @@
+"""``avatar-eval`` (avatar/evaluation/): each subcommand run on something small, through the
+command line parser, and its printed tables read back."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import imageio.v2 as imageio
+import pytest
+import torch
+
+from avatar.body.skeleton import CanonicalPose
+from avatar.evaluation import cli
+from avatar.evaluation.motion import PROMPTS as MOTION_PROMPTS
+from avatar.evaluation.pose_search import PROMPTS as POSE_PROMPTS
+from avatar.evaluation.pose_search import roc_auc
+from avatar.guidance.synthetic.poses import pose_words
+from avatar.priors.codebook import PoseCodebook, load_pose_codebook
+
+from helpers import LOW_POLY
+from synthetic_mocap import write_corpus
+
+PER_WORD = 3  # codebook entries per expected word of the pose prompts
+
+
+def table_rows(text: str, first_cell: str) -> list[list[str]]:
+    """The cells of the markdown table rows whose first cell starts with ``first_cell``."""
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")
+    ]
+    return [r for r in rows if r[0].startswith(first_cell)]
+
+
+@pytest.fixture(scope="module")
+def word_codebook(tmp_path_factory, anny_low):
+    """A codebook cut from the shipped one: the first PER_WORD entries that read (on the low-poly
+    body) as each expected word of the pose prompts, and as many standing with arms down."""
+    full = load_pose_codebook()
+    with torch.no_grad():
+        joints = anny_low(pose=CanonicalPose(full.rotations.to(anny_low.dtype), torch.zeros(len(full), 3))).joints
+    words = pose_words(joints)
+    wanted = {*POSE_PROMPTS.values(), ("body", "standing")}
+    index: set[int] = set()
+    for group, word in wanted:
+        members = [i for i, w in enumerate(words) if w[group] == word]
+        assert len(members) >= PER_WORD, (word, len(members))
+        index.update(members[:PER_WORD])
+    index = sorted(index)
+    small = PoseCodebook(
+        full.rotations[index], full.joints[index], full.cluster_sizes[index], [full.sources[i] for i in index],
+        {**full.meta, "subset_of_shipped": index},
+    )  # fmt: skip
+    return small.save(tmp_path_factory.mktemp("codebook") / "codebook.npz")
+
+
+def test_help_lists_every_command_and_each_command_parses_its_options():
+    proc = subprocess.run(
+        [sys.executable, "-m", "avatar.evaluation", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in cli.COMMANDS:
+        assert re.search(rf"^\s+{name}\s", proc.stdout, re.M), name
+    parser = cli.build_parser()  # every command's module imported
+    args = parser.parse_args(["guidance", "--samples", "8", "--steps", "0"])
+    assert (args.command, args.samples, args.steps, args.checkpoint.endswith("mini.pt")) == ("guidance", 8, 0, True)
+    args = parser.parse_args(["priors", "--samples", "10"])
+    assert args.samples == 10 and args.mocap_root is None and args.motion_prior == ""
+    with pytest.raises(SystemExit):
+        cli.main(["pose", "--no-such-option"])
+    with pytest.raises(SystemExit, match="colour-pairs=.*unknown: \\['no such colour'\\]"):  # checked before any work
+        cli.main(["guidance", "--colour-pairs", "red/no such colour"])
+
+
+def test_overrides_may_follow_an_option(monkeypatch):
+    """``avatar-eval motion a=1 --keep out b=2``: both overrides reach the evaluation, in order."""
+    from avatar.evaluation import motion
+
+    seen = {}
+    monkeypatch.setattr(motion, "evaluate", lambda overrides, keep="": seen.update(overrides=overrides, keep=keep))
+    cli.main(["motion", "seed=1", "--keep", "out", "pose:stage.top_k=8"])
+    assert seen == {"overrides": ["seed=1", "pose:stage.top_k=8"], "keep": "out"}
+
+
+def test_roc_auc_counts_ties_half():
+    scores = torch.tensor([0.9, 0.5, 0.5, 0.1])
+    assert roc_auc(scores, torch.tensor([True, True, False, False])) == 0.875
+    assert math.isnan(roc_auc(scores, torch.zeros(4, dtype=torch.bool)))
+
+
+def test_pose_search_evaluation(tmp_path, word_codebook, capsys):
+    cli.main([
+        "pose", f"body.topology={LOW_POLY}", "render.height=64", "render.width=64", f"prior.codebook={word_codebook}",
+        f"stage.cache_dir={tmp_path / 'cache'}", "logger=none",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    for prompt, (_, word) in POSE_PROMPTS.items():
+        row = next(line for line in lines if line.startswith(prompt))
+        hits, auc = (float(x) for x in row[len(prompt) :].split()[len(word.split()) : len(word.split()) + 2])
+        assert 0.0 <= hits <= 1.0 and 0.0 <= auc <= 1.0, row
+    assert 0.0 <= summary["mean_hit_rate"] <= 1.0
+    assert 0.5 < summary["mean_auc"] <= 1.0  # the search ranks the prompt's poses above the others
+
+
+@pytest.mark.slow
+def test_motion_evaluation_keeps_each_prompts_runs(tmp_path, word_codebook, capsys):
+    keep = tmp_path / "keep"
+    cli.main([
+        "motion", f"body.topology={LOW_POLY}", "render.height=32", "render.width=32", "stage.preview_size=48",
+        "--keep", str(keep), f"pose:prior.codebook={word_codebook}", f"pose:stage.cache_dir={tmp_path / 'cache'}",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["prompt"] for r in rows] == list(MOTION_PROMPTS)
+    for i, row in enumerate(rows):
+        assert 0.0 <= row["candidates_hit"] <= 1.0 and 0.0 <= row["frames_hit"] <= 1.0
+        assert row["travel_m"] >= 0.0 and math.isfinite(row["jerk"]) and row["source"]
+        assert (keep / f"motion_{i}" / "motion.mp4").is_file() and (keep / f"poses_{i}.npz").is_file()
+    assert len(table_rows(out, "a person")) == len(rows)
+
+
+def test_guidance_evaluation_tables_colour_check_and_figure(tmp_path, capsys):
+    figure = tmp_path / "fits.png"
+    cli.main([
+        "guidance", "--samples", "32", "--steps", "2", "--colour-seeds", "1", "--colour-pairs", "red/blue",
+        "--topology", LOW_POLY, "--colour-views", "1", "--colour-size", "32", "--figure", str(figure),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    for name in ("training templates", "paraphrases", "held-out attribute combinations"):
+        (row,) = [r for r in table_rows(out, name) if len(r) == 5]  # the first table
+        t2i, i2t = float(row[1]), float(row[2])
+        binding, pairs = re.fullmatch(r"([\d.]+) \((\d+)\)", row[3]).groups()
+        assert 0.0 <= t2i <= 1.0 and 0.0 <= i2t <= 1.0 and 0.0 <= float(binding) <= 1.0 and int(pairs) > 0
+        assert len(table_rows(out, name)) == 2  # and its row of the binding-by-garments table
+    (colour,) = table_rows(out, "a person in a red shirt and blue trousers")
+    assert re.fullmatch(r"[01]/1", colour[1]) and len(colour[2].split(",")) == 3
+    image = imageio.imread(figure)
+    assert image.shape[:2] == (2 + 192 + 2, 2 + 3 * (192 + 2)) and image.std() > 5  # one pair: front, side, back
+
+
+def test_priors_evaluation_on_a_small_corpus(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))  # the retargeted corpus's cache
+    corpus = write_corpus(tmp_path / "mocap", subjects=5, clips_per_subject=1, seconds=4.0)  # 1 held out: 2 windows
+    cli.main(["priors", "--mocap-root", str(corpus), "--samples", "20"])
+    out = capsys.readouterr().out
+    names = ["held-out data", "pose prior", "pose codebook", "motion VAE"]
+    rows = {name: table_rows(out, name) for name in names}
+    assert all(len(r) == 1 for r in rows.values()), out
+    assert float(rows["held-out data"][0][3]) > 0  # the data's own diversity, the yardstick
+    for name in names[1:]:
+        error, apd = float(rows[name][0][1]), float(rows[name][0][3].split()[0])
+        assert 0.0 < error < 1000.0 and apd > 0.0, rows[name]

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
 from avatar.body.skeleton import JOINT_INDEX, UPRIGHT, CanonicalPose, named_pose
 from avatar.engine.runner import run
@@ -180,8 +181,9 @@ def test_search_init_starts_from_the_prior_sample_closest_to_the_candidates(tmp_
     ]
     stage = make_stage(tmp_path, standing_file, "stage.latent_init=search", "stage.search_samples=64")
     start = stage.reconstruction_errors()["reconstruction_distance"]
-    assert start == pytest.approx(stage.search_info["search_best_reconstruction"], rel=1e-4)
-    assert stage.search_info["search_samples"] == 64 and start < min(normal), (start, normal)
+    info = stage.generator.info()
+    assert start == pytest.approx(info["search_best_reconstruction"], rel=1e-4)
+    assert info["search_samples"] == 64 and start < min(normal), (start, normal)
 
 
 def write_motion_codebook(path, num_frames: int = 60, descriptions: tuple[str, ...] = ()):
@@ -208,7 +210,8 @@ def test_retrieval_picks_the_clip_that_passes_through_the_candidates(tmp_path):
                        "stage.retrieval_top_k=2", "stage.lambda_description=0")  # fmt: skip
     assert not stage.trainable and stage.guidance is not None  # the paper's guidance term ranks the shortlist
     rotations = stage.motion_rotations()
-    assert stage.search_info["retrieval_source"] == "b" and stage.search_info["retrieval_joint_distance_m"] < 1e-3
+    info = stage.generator.info()
+    assert info["retrieval_source"] == "b" and info["retrieval_joint_distance_m"] < 1e-3
     assert torch.allclose(rotations[:, 1:], clips[1, :, 1:], atol=2e-3)  # float16 storage
     assert torch.allclose(rotations[:, 0], torch.tensor(UPRIGHT).expand(60, 3))  # root=upright as the other generators
     # A codebook of shorter clips than the stage asks for names the keys and the fix.
@@ -249,7 +252,7 @@ def test_retrieval_match_window_prefers_a_held_pose_to_a_flashed_one(tmp_path):
         stage = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", f"prior.motion_codebook={tmp_path / 'book.npz'}",
                            "stage.lambda_description=0", f"stage.match_window={window}")  # fmt: skip
         stage.motion_rotations()
-        picked[window] = stage.search_info["retrieval_source"]
+        picked[window] = stage.generator.info()["retrieval_source"]
     assert picked == {1: "flash", 10: "hold"}
 
 
@@ -269,7 +272,7 @@ def test_description_term_retrieves_the_clip_the_corpus_describes_by_the_prompt(
             tmp_path, tmp_path / "poses.npz", "stage.generator=retrieval", book, f"stage.lambda_description={weight}"
         )
         stage.motion_rotations()
-        picked[prompt, weight] = stage.search_info
+        picked[prompt, weight] = stage.generator.info()
     assert picked["a person walking", 0]["retrieval_source"] == "a"
     assert (
         picked["a person walking", 1]["retrieval_source"] == "b"
@@ -305,8 +308,8 @@ def test_retrieval_from_stride_poses_walks(tmp_path):
     walking = [
         w["body"] == "walking" for w in pose_words(motion_joints(CanonicalMotion(rotations, torch.zeros(60, 3), 30.0)))
     ]
-    assert contact_travel_distance(rotations) > 0.5, stage.search_info
-    assert sum(walking) / len(walking) > 0.3, stage.search_info
+    assert contact_travel_distance(rotations) > 0.5, stage.generator.info()
+    assert sum(walking) / len(walking) > 0.3, stage.generator.info()
 
 
 @pytest.mark.slow
@@ -330,7 +333,7 @@ def test_guidance_term_renders_and_moves_the_code_and_lambda_zero_skips_it(tmp_p
     losses = guided.compute_losses(None)
     assert set(losses) == {"guidance"} and guided.guidance_renders == 2
     losses["guidance"].backward()
-    assert guided.latent.grad is not None and guided.latent.grad.abs().sum() > 0
+    assert guided.generator.latent.grad is not None and guided.generator.latent.grad.abs().sum() > 0
 
     def no_render(*args, **kwargs):
         raise AssertionError("rendered although lambda_guidance=0")
@@ -356,6 +359,19 @@ def test_interpolation_puts_each_candidate_at_its_key_time(tmp_path, poses_file)
     assert (error.argmin(1) == torch.arange(len(CANDIDATES))).all(), error
 
 
+def test_still_generator_holds_the_best_candidate_on_every_frame(tmp_path, poses_file):
+    """The baseline every motion metric should beat: no optimisation, no motion, no jerk."""
+    run_dir = tmp_path / "run"
+    result = run(compose_cfg(run_dir, *FAST, "stage.generator=still", f"stage.pose_dir={poses_file}", "logger=none"))
+    motion, info = load_motion(run_dir)
+    assert info == {"prompt": PROMPT, "generator": "still"}
+    best = named_pose(CANDIDATES[0]).rotations[0]
+    assert torch.allclose(motion.rotations, best.expand(60, 22, 3), atol=1e-6)
+    assert motion.transl[:, :2].abs().max() == 0 and (motion.transl == motion.transl[0]).all()  # grounded, in place
+    assert result["generator"] == "still" and result["steps"] == 0 and result["guidance_renders"] == 0
+    assert result["jerk"] < 1e-2 and result["delta"] == 0.0 and result["candidate_joint_error_mm"][0] == 0.0
+
+
 def test_root_decoded_keeps_the_vaes_root(tmp_path, poses_file):
     stage = make_stage(tmp_path, poses_file, "stage.root=decoded")
     root = stage.motion_rotations()[:, 0]
@@ -370,7 +386,7 @@ def test_root_decoded_keeps_the_vaes_root(tmp_path, poses_file):
 def test_nan_latent_fails_with_the_term_names(tmp_path, poses_file):
     stage = make_stage(tmp_path, poses_file, "stage.lambda_guidance=0")
     with torch.no_grad():
-        stage.latent.fill_(float("nan"))
+        stage.generator.latent.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="reconstruction"):
         stage.training_step(None, 0)
 
@@ -402,8 +418,16 @@ def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
     MotionStage(compose_cfg(
         tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", "stage.lambda_guidance=0", "scorer.enabled=false",
     ))  # fmt: skip
-    for override, key in [("stage.generator=magic", "stage.generator"), ("stage.root=sideways", "stage.root"),
-                          ("stage.num_candidates=6", "stage.rank_weights"), ("stage.guidance_gap=60", "stage.guidance_gap"),
+    # Generators are registered components: an unknown name is the registry's KeyError listing them.
+    with pytest.raises(KeyError, match=r"stage\.generator.*interpolation, latent, reconstruction, retrieval, still"):
+        make_stage(tmp_path, poses_file, "stage.generator=magic")
+    with pytest.raises(KeyError, match=r"stage\.latent_init.*interpolation, normal, search, zeros"):
+        make_stage(tmp_path, poses_file, "stage.latent_init=magic")
+    # stage.root is a closed choice (an enum): anything else fails when the config is composed.
+    with pytest.raises(ConfigCompositionException, match=r"stage\.root=sideways") as err:
+        make_stage(tmp_path, poses_file, "stage.root=sideways")
+    assert "expected one of [upright, decoded]" in str(err.value.__cause__)
+    for override, key in [("stage.num_candidates=6", "stage.rank_weights"), ("stage.guidance_gap=60", "stage.guidance_gap"),
                           ("stage.template=no_slot", "stage.template")]:  # fmt: skip
         with pytest.raises(ValueError, match=key.replace(".", r"\.")):
             make_stage(tmp_path, poses_file, override)

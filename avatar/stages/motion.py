@@ -22,22 +22,20 @@ decoded into ``num_frames`` frames; the loss is
   bounded, because rotation matrices are;
 * ``lambda_latent`` (0 = the paper): ``mean(z^2)``, a pull towards the VAE prior's centre.
 
-Generators (``stage.generator``): ``latent`` (the above), ``reconstruction`` (the paper's first
-baseline: the same optimisation with the guidance and delta terms forced off) and
-``interpolation`` (the second: each candidate is encoded as a static clip by the VAE encoder,
-the codes are placed at evenly spaced key times in rank order and interpolated linearly, and
-frame t is frame t of the clip decoded from the code at time t; no optimisation, the stage runs
-one-shot through the same output path). Not in the paper: ``retrieval`` (one-shot too): the same
-objective minimised over the real mocap clips of the motion codebook
-(avatar/priors/motion_codebook.py) instead of the VAE's codes: the ``retrieval_top_k`` clips
-closest to the candidates (reconstruction measured in joint positions, see
-``position_distances``) are scored by the active paper terms (that reconstruction + guidance -
-delta: real clips need no smoothness term) and the lowest wins; with ``lambda_description``
-the prompt's match with each clip's mocap description (avatar/priors/motion_descriptions.py)
-joins both the ranking and the score. It exists because the project's
-CPU-trained VAE cannot decode gait (a walk comes back as swaying in place,
-``scripts/report_priors.py``), so no latent code walks; a clip does. Also not in the paper:
-``latent_init=search`` starts the latent run from the best of ``search_samples`` prior samples.
+Generators (``stage.generator``, registered components in avatar/generators/motion/, one
+module each): ``latent`` (the above; ``latent_init`` chooses where the code starts:
+``normal`` as AvatarCLIP, ``zeros``, ``interpolation``, or, not in the paper, ``search``: the best
+of ``search_samples`` prior samples), ``reconstruction`` (the paper's first baseline: the same
+optimisation with the guidance and delta terms off) and ``interpolation`` (the second: the
+candidates' codes interpolated between evenly spaced key times; no optimisation, the stage runs
+one-shot through the same output path). Not in the paper, one-shot too: ``retrieval``, the same
+objective minimised over the real mocap clips of the motion codebook instead of the VAE's codes
+(the project's CPU-trained VAE cannot decode gait, a clip can; with ``lambda_description`` the
+prompt's match with the clips' mocap descriptions joins the ranking), and ``still``, the best
+candidate held for every frame (the baseline every motion metric should beat). The stage holds
+what they share: the candidates, the VAE, the body and renderers, the guidance model, the loss
+terms that judge a clip and the outputs; a generator reads only its ``terms`` (the stage
+switches the other ``lambda_`` off), and ``trainable`` is the generator's.
 
 Root: the project's VAE is trained on heading-normalised windows, so it decodes a root
 orientation (upright, facing -Y at the start, with the capture's leaning and turning) but no
@@ -58,6 +56,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -68,6 +67,7 @@ from avatar.body.base import build_body
 from avatar.body.skeleton import UPRIGHT, CanonicalPose
 from avatar.engine.schedules import is_always_zero
 from avatar.export.media import caption_tile, image_grid, save_image, to_uint8
+from avatar.generators.motion import LATENT_INITS, MOTION_GENERATORS, MotionGenerator
 from avatar.metrics.motion import (
     frame_indices,
     grounded_motion,
@@ -76,7 +76,7 @@ from avatar.metrics.motion import (
 )
 from avatar.mocap.retarget import CanonicalMotion
 from avatar.priors.data import body_joints
-from avatar.priors.motion_vae import canonical_to_features, rot6d_to_rotmat
+from avatar.priors.motion_vae import rot6d_to_rotmat
 from avatar.render import MeshRenderConfig, MeshRenderer
 from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import load_candidates, save_motion
@@ -85,9 +85,12 @@ from avatar.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("latent", "reconstruction", "interpolation", "retrieval")
-ROOTS = ("upright", "decoded")
-LATENT_INITS = ("normal", "zeros", "interpolation", "search")
+
+class Root(StrEnum):
+    """``stage.root``: what the clip's root rotation is."""
+
+    upright = "upright"  # discard the decoded root: skeleton.UPRIGHT (AvatarCLIP)
+    decoded = "decoded"  # keep the VAE's (or the retrieved clip's) root
 
 
 @dataclass
@@ -95,7 +98,9 @@ class MotionStageConfig:
     name: str = "motion"
     # The pose stage's run directory (or its poses.npz): the candidate poses. Required.
     pose_dir: str = ""
-    generator: str = "latent"  # latent | reconstruction | interpolation | retrieval
+    # A registered motion generator (avatar/generators/motion/): latent | reconstruction |
+    # interpolation | retrieval | still
+    generator: str = "latent"
     # retrieval (not in the paper): of the motion codebook's clips (prior.motion_codebook), the
     # ``retrieval_top_k`` that pass closest to the candidates (joint positions) are scored by the
     # paper's loss (reconstruction + guidance - delta; smoothness is for optimised clips)
@@ -108,6 +113,7 @@ class MotionStageConfig:
     # optimisation can satisfy with a one-frame spike); w > 1 = the closest run of w frames.
     match_window: int = 1
     lr: float = 0.01  # Adam on the latent code, constant (AvatarCLIP)
+    # Where the latent generators' code starts (avatar/generators/motion/latent_init.py):
     # normal: N(0, latent_init_std^2) from the seed (AvatarCLIP) | zeros | interpolation: the
     # code of the interpolation baseline's clip (encoded by the VAE), a start that already
     # passes near every candidate | search (not in the paper): of ``search_samples`` codes drawn
@@ -116,7 +122,7 @@ class MotionStageConfig:
     latent_init: str = "normal"
     latent_init_std: float = 1.0
     search_samples: int = 1024
-    root: str = "upright"  # upright: discard the decoded root (AvatarCLIP) | decoded
+    root: Root = Root.upright  # upright: discard the decoded root (AvatarCLIP) | decoded
     # The guidance text: "" uses the candidates' prompt_text (the pose stage's templated text);
     # otherwise this template (with "{}") is filled with the candidates' prompt.
     template: str = ""
@@ -153,11 +159,7 @@ class MotionStage(StageModule):
         super().__init__(cfg)
         sc = self.stage_cfg
         self._validate(sc)
-        self.generator = sc.generator
-        self.trainable = sc.generator not in ("interpolation", "retrieval")
-        if sc.generator == "reconstruction":  # the paper's baseline: no guidance, no delta
-            self.loss_weights["guidance"] = 0.0
-            self.loss_weights["delta"] = 0.0
+        self.generator_name = str(sc.generator)
 
         candidates = self._load_candidates(sc)
         k = min(int(sc.num_candidates), len(candidates))
@@ -187,59 +189,41 @@ class MotionStage(StageModule):
         self.renderer = MeshRenderer(cfg.render)
         self.preview_renderer = MeshRenderer(MeshRenderConfig(height=int(sc.preview_size), width=int(sc.preview_size)))
         self.guidance_renders = 0  # frames rendered for the guidance (0 when it is off)
-        self.search_info: dict = {}  # what latent_init=search or the retrieval generator found
 
-        if self.generator != "retrieval" and not is_always_zero(self.loss_weights["description"]):
+        kind = MOTION_GENERATORS.get(sc.generator)  # the generator's class: what it reads, whether it trains
+        if "description" not in kind.terms and not is_always_zero(self.loss_weights["description"]):
             log.warning(
                 "stage.lambda_description only ranks the retrieval generator's clips: ignored by generator=%s",
                 sc.generator,
             )
-        terms = ("reconstruction", "guidance", "delta", "latent", "smoothness")
-        if self.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
+        for name in self.loss_weights.keys() - set(kind.terms):  # terms the generator does not read: off
+            self.loss_weights[name] = 0.0
+        terms = kind.terms
+        if kind.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
             raise ValueError(
                 f"stage.generator={sc.generator}: every loss weight (stage.lambda_{{{','.join(terms)}}}) is 0, "
                 "so there is nothing to optimise; set stage.lambda_reconstruction (default 1)"
             )
-        uses_guidance = (self.trainable or self.generator == "retrieval") and self.active("guidance")
+        uses_guidance = self.active("guidance")
         if not self.prompt_text and (uses_guidance or cfg.scorer.enabled):  # fail now, not after the run
-            raise ValueError(self._empty_prompt_message())
+            raise ValueError(self.empty_prompt_message())
         self.guidance = None
         if uses_guidance:
             from avatar.guidance.base import build_guidance
 
             self.guidance = build_guidance(cfg.guidance)
             self.freeze_component("guidance")
-
-        g = torch.Generator().manual_seed(int(cfg.seed))
-        dim = self.prior.config.latent_dim
-        if sc.latent_init == "zeros":
-            init = torch.zeros(1, dim)
-        elif sc.latent_init == "interpolation":
-            with torch.no_grad():
-                clip = canonical_to_features(self.interpolate()[None], self.prior.config.num_joints)
-                init = self.prior.encode(clip)[0].reshape(1, dim).float()
-        elif sc.latent_init == "search":
-            init = self.search_latent(torch.randn(int(sc.search_samples), dim, generator=g) * float(sc.latent_init_std))
-        else:
-            init = torch.randn(1, dim, generator=g) * float(sc.latent_init_std)
-        self.latent = torch.nn.Parameter(init)
-        self._one_shot: torch.Tensor | None = None  # interpolation / retrieval clip
+        # The method (avatar/generators/motion/): a submodule, so its parameters are optimised
+        # and checkpointed (``generator.latent``); it may use everything above.
+        self.generator: MotionGenerator = MOTION_GENERATORS.build(sc.generator, self)
         self._start = time.perf_counter()
-        self._result: dict | None = None
+        self._metrics: tuple[int, dict] | None = None
 
     # ---- inputs ------------------------------------------------------------------------------
     @staticmethod
     def _validate(sc) -> None:
-        if sc.generator not in GENERATORS:
-            raise ValueError(f"stage.generator={sc.generator!r} is not one of {list(GENERATORS)}")
-        if sc.root not in ROOTS:
-            raise ValueError(f"stage.root={sc.root!r} is not one of {list(ROOTS)}")
-        if sc.latent_init not in LATENT_INITS:
-            raise ValueError(f"stage.latent_init={sc.latent_init!r} is not one of {list(LATENT_INITS)}")
-        if sc.latent_init == "search" and sc.search_samples < 1:
-            raise ValueError(
-                f"stage.search_samples must be >= 1 with stage.latent_init=search, got {sc.search_samples}"
-            )
+        MOTION_GENERATORS.get(sc.generator)  # an unknown name fails before anything loads
+        LATENT_INITS.get(sc.latent_init)
         if sc.num_candidates < 1:
             raise ValueError(f"stage.num_candidates must be >= 1, got {sc.num_candidates}")
         if len(sc.rank_weights) < sc.num_candidates:
@@ -277,7 +261,7 @@ class MotionStage(StageModule):
             return sc.template.format(self.prompt) if self.prompt else ""
         return (candidates.prompt_text or self.prompt).strip()
 
-    def _empty_prompt_message(self) -> str:
+    def empty_prompt_message(self) -> str:
         return (
             f"The motion prompt is empty: {self.stage_cfg.pose_dir} has no prompt/prompt_text and prompt.motion is "
             f'{str(self.cfg.prompt.motion)!r}. Give the sentence, e.g. prompt.motion="a person raising both arms", '
@@ -296,123 +280,27 @@ class MotionStage(StageModule):
         t = int(self.stage_cfg.num_frames)
         features = self.prior.decode(z, t)[0]
         rotmats = rot6d_to_rotmat(features.reshape(t, -1, 6)[:, :22])
-        return self._rotations(rotmats), rotmats[:, 1:]
+        return self.decoded_rotations(rotmats), rotmats[:, 1:]
 
-    def _rotations(self, rotmats: torch.Tensor) -> torch.Tensor:
-        return self._with_root(roma.rotmat_to_rotvec(rotmats))
+    def decoded_rotations(self, rotmats: torch.Tensor) -> torch.Tensor:
+        """Rotation matrices (..., 22, 3, 3) -> axis-angle (..., 22, 3), root per ``stage.root``."""
+        return self.with_root(roma.rotmat_to_rotvec(rotmats))
 
-    def _with_root(self, rotations: torch.Tensor) -> torch.Tensor:
+    def with_root(self, rotations: torch.Tensor) -> torch.Tensor:
         """Rotations (..., 22, 3) with the root per ``stage.root`` (upright: replaced)."""
-        if self.stage_cfg.root != "upright":
+        if self.stage_cfg.root != Root.upright:
             return rotations
         root = torch.tensor(UPRIGHT, dtype=rotations.dtype, device=rotations.device).expand(*rotations.shape[:-2], 1, 3)
         return torch.cat([root, rotations[..., 1:, :]], dim=-2)
 
-    @torch.no_grad()
-    def search_latent(self, codes: torch.Tensor, chunk: int = 128) -> torch.Tensor:
-        """The code (1, D) among ``codes`` (N, D) whose clip has the lowest reconstruction loss."""
-        t = int(self.stage_cfg.num_frames)
-        losses = []
-        for part in codes.split(chunk):
-            features = self.prior.decode(part, t)
-            rotmats = rot6d_to_rotmat(features.reshape(len(part), t, -1, 6)[:, :, 1:22])  # (n, T, 21, 3, 3)
-            losses.append(torch.stack([(self.rank_weights * self.reconstruction_distances(r)).sum() for r in rotmats]))
-        losses = torch.cat(losses)
-        best = int(losses.argmin())
-        self.search_info = {"search_samples": len(codes), "search_best_index": best,
-                            "search_best_reconstruction": float(losses[best])}  # fmt: skip
-        return codes[best : best + 1].clone()
-
-    @torch.no_grad()
-    def interpolate(self) -> torch.Tensor:
-        """The interpolation baseline's rotations (T, 22, 3) (see the module docstring)."""
-        t = int(self.stage_cfg.num_frames)
-        static = self.candidate_rotations[:, None].expand(-1, t, -1, -1)
-        codes, _ = self.prior.encode(canonical_to_features(static, self.prior.config.num_joints))  # (K, D)
-        k = len(codes)
-        if k == 1:
-            z = codes.expand(t, -1)
-        else:
-            key_times = torch.linspace(0, t - 1, k, device=codes.device)
-            pos = torch.arange(t, dtype=torch.float32, device=codes.device)
-            seg = torch.searchsorted(key_times, pos, right=True).clamp(1, k - 1) - 1
-            alpha = ((pos - key_times[seg]) / (key_times[seg + 1] - key_times[seg]))[:, None]
-            z = (1 - alpha) * codes[seg] + alpha * codes[seg + 1]
-        clips = self.prior.decode(z, t)  # (T, T, F): one clip per time
-        diagonal = torch.arange(t, device=clips.device)
-        features = clips[diagonal, diagonal]  # frame t of clip t
-        return self._rotations(rot6d_to_rotmat(features.reshape(t, -1, 6)[:, :22]))
-
-    @torch.no_grad()
-    def retrieve(self) -> torch.Tensor:
-        """The retrieval generator's rotations (T, 22, 3) (see ``MotionStageConfig.generator``)."""
-        from avatar.priors.loading import load_motion_codebook
-
-        sc, t = self.stage_cfg, int(self.stage_cfg.num_frames)
-        book = load_motion_codebook(self.cfg.prior)
-        if book.num_frames < t or abs(book.fps - float(sc.fps)) > 1e-3:
-            raise ValueError(
-                f"The motion codebook ({self.cfg.prior.motion_codebook or 'shipped'}) holds {book.num_frames}-frame clips at "
-                f"{book.fps:g} fps; stage.num_frames={t} at stage.fps={sc.fps:g} needs clips at least as long at the same rate: "
-                "rebuild it with `python train.py stage=build_motion_codebook stage.num_frames=<n> stage.fps=<fps>`"
-            )
-        clips = self._with_root(book.rotations[:, :t])
-        recon = self.position_distances(clips)  # (N,): rank-weighted, metres
-        description = self.description_distances(book) if self.active("description") else torch.zeros(len(book))
-        shortlist = (recon + self.weight("description") * description).argsort()[: max(1, int(sc.retrieval_top_k))]
-        totals = []
-        for i in shortlist.tolist():
-            # The paper's terms with reconstruction measured in joint positions (as the ranking);
-            # no smoothness term: it counters optimisation spikes, and would rank real walks low.
-            losses = self.motion_losses(
-                clips[i], roma.rotvec_to_rotmat(clips[i, :, 1:]), smoothness=False, reconstruction=False
-            )
-            losses["reconstruction"] = recon[i]
-            if self.active("description"):
-                losses["description"] = description[i]
-            totals.append(float(sum(self.weight(name) * value for name, value in losses.items())))
-        best = int(shortlist[int(np.argmin(totals))])
-        self.search_info = {"retrieval_clips": len(book), "retrieval_source": book.sources[best], "retrieval_index": best,
-                            "retrieval_joint_distance_m": float(recon[best]), "retrieval_loss": float(min(totals))}  # fmt: skip
-        if book.descriptions:
-            self.search_info["retrieval_description"] = book.descriptions[best]
-        if self.active("description"):
-            self.search_info["retrieval_description_distance"] = float(description[best])
-        log.info(
-            "Retrieved %s (joint distance %.3f m, loss %.4f; %d shortlisted)",
-            book.sources[best],
-            recon[best],
-            min(totals),
-            len(shortlist),
-        )
-        return clips[best]
-
-    def description_distances(self, book) -> torch.Tensor:
-        """(N,) per codebook clip, 1 - the prompt's share among the pose words for its description
-        (``motion_descriptions.description_distances``)."""
-        from avatar.priors.motion_descriptions import description_distances
-
-        if not book.descriptions:
-            raise ValueError(
-                f"stage.lambda_description={self.loss_weights['description']} needs clip descriptions, and the motion codebook "
-                f"({self.cfg.prior.motion_codebook or 'shipped'}, prior.motion_codebook) has none: rebuild it from a corpus with a "
-                "MANIFEST.tsv (`python train.py stage=build_motion_codebook`; ../shared/mocap has one) or set stage.lambda_description=0"
-            )
-        if not self.prompt:
-            raise ValueError(self._empty_prompt_message())
-        sc = self.stage_cfg
-        return description_distances(
-            self.prompt, book.descriptions, float(sc.description_temperature), float(sc.description_min_share)
-        )
+    @property
+    def trainable(self) -> bool:  # an optimisation is trained; a one-shot generator is not
+        return self.generator.trainable
 
     @torch.no_grad()
     def motion_rotations(self) -> torch.Tensor:
         """The current clip's rotations (T, 22, 3), detached."""
-        if self.generator in ("interpolation", "retrieval"):
-            if self._one_shot is None:
-                self._one_shot = self.interpolate() if self.generator == "interpolation" else self.retrieve()
-            return self._one_shot
-        return self.decode(self.latent)[0].detach()
+        return self.generator.motion_rotations(self)
 
     def reconstruction_distances(self, body_rotmats: torch.Tensor) -> torch.Tensor:
         """Per candidate (K,): the distance to its closest frame (mean over the 21 body joints of
@@ -423,27 +311,6 @@ class MotionStage(StageModule):
         if window > 1:  # the mean over `window` consecutive frames: a candidate is held, not flashed
             dist = torch.nn.functional.avg_pool1d(dist[:, None], window, stride=1)[:, 0]
         return dist.min(dim=1).values
-
-    @torch.no_grad()
-    def position_distances(self, clips: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-        """Per clip of clips (N, T, 22, 3): the rank-weighted sum over candidates of the mean
-        joint-position distance (m, template skeleton, pelvis at the origin) to the closest
-        frame (run of ``match_window`` frames). Retrieval ranks by positions: rotation distances
-        between clips of different people are dominated by wrist and spine details, positions
-        by the posture."""
-        cands = body_joints(self.candidate_rotations)  # (K, 22, 3)
-        window = int(self.stage_cfg.match_window)
-        out = []
-        for part in clips.split(chunk):
-            n, t = part.shape[:2]
-            frames = body_joints(part.reshape(n * t, 22, 3)).reshape(n, t, 22, 3)
-            dist = (frames[:, None] - cands[None, :, None]).norm(dim=-1).mean(-1)  # (n, K, T)
-            if window > 1:  # as in reconstruction_distances: the closest run of `window` frames
-                dist = torch.nn.functional.avg_pool1d(dist.reshape(-1, 1, t), window, stride=1).reshape(
-                    n, len(cands), -1
-                )
-            out.append((self.rank_weights * dist.min(-1).values).sum(-1))
-        return torch.cat(out)
 
     @torch.no_grad()
     def reconstruction_errors(self) -> dict[str, Any]:
@@ -463,13 +330,7 @@ class MotionStage(StageModule):
 
     # ---- optimisation ------------------------------------------------------------------------
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:
-        rotations, body_rotmats = self.decode(self.latent)
-        losses = self.motion_losses(rotations, body_rotmats)
-        if self.active("latent"):
-            losses["latent"] = (self.latent**2).mean()
-        if not losses:  # every weight is 0 at this step (a schedule): a zero loss, no update
-            losses["latent"] = (self.latent * 0.0).sum()
-        return losses
+        return self.generator.losses(self)
 
     def motion_losses(
         self, rotations: torch.Tensor, body_rotmats: torch.Tensor, smoothness: bool = True, reconstruction: bool = True
@@ -512,8 +373,8 @@ class MotionStage(StageModule):
         weights = (weights / weights.sum()).to(per_frame)
         return (weights * per_frame).sum()
 
-    def configure_optimizers(self):
-        return torch.optim.Adam([self.latent], lr=self.stage_cfg.lr)
+    def parameters_to_optimise(self) -> list[torch.nn.Parameter]:
+        return self.generator.parameters_to_optimise()
 
     def validate(self) -> None:
         errors = self.reconstruction_errors()
@@ -523,16 +384,9 @@ class MotionStage(StageModule):
         self.log("metrics/delta", delta(self.motion_rotations()), on_step=True)
         self.validation_image()
 
-    def on_train_end(self) -> None:
-        self.finish(self.loggers)
-
-    # ---- one-shot path (interpolation) ------------------------------------------------------------
-    def run(self, loggers=()) -> dict:
-        return self.finish(loggers)
-
     # ---- outputs ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def validation_image(self, loggers=None) -> np.ndarray:
+    def validation_image(self) -> np.ndarray:
         """Candidates (top row) and ``val_frames`` evenly spaced frames of the clip (bottom)."""
         sc = self.stage_cfg
         rotations = self.motion_rotations()
@@ -552,36 +406,59 @@ class MotionStage(StageModule):
             tiles += row
         grid = image_grid(tiles, ncols=ncols)
         save_image(self.run_dir() / "images" / f"motion_step{self.global_step:06d}.png", grid)
-        if loggers is None:
-            self.log_image("val/motion", grid)
-        else:
-            from avatar.engine.trainer import log_image
-
-            log_image(loggers, "val/motion", grid, self.global_step, self.cfg.logger.wandb.log_images)
+        self.log_image("val/motion", grid)
         return grid
 
     @torch.no_grad()
-    def finish(self, loggers=()) -> dict:
-        """Write motion.npz, motion.mp4, the last validation strip, metrics.json and result.json."""
+    def final_motion(self) -> CanonicalMotion:
+        """The stage's clip, feet on the ground."""
+        rotations = self.motion_rotations().float().cpu()
+        motion = CanonicalMotion(
+            rotations,
+            torch.zeros(len(rotations), 3),
+            float(self.stage_cfg.fps),
+            source=f"motion stage ({self.generator_name})",
+        )
+        return grounded_motion(motion, self.body)
+
+    @torch.no_grad()
+    def export(self) -> dict:
+        """motion.npz, motion.mp4, the last validation strip and metrics.json."""
         from avatar.export.animation import render_motion_video
+
+        sc, run_dir = self.stage_cfg, self.run_dir()
+        motion = self.final_motion()
+        save_motion(run_dir / "motion.npz", motion, self.prompt, self.generator_name)
+        render_motion_video(self.body, motion.poses(), run_dir / "motion.mp4", motion.fps, self.preview_renderer,
+                            azimuth_deg=sc.video_azimuth_deg)  # fmt: skip
+        self.validation_image()
+        atomic_write_text(run_dir / "metrics.json", json.dumps(self.motion_metrics(), indent=2))
+        return {
+            "generator": self.generator_name,
+            "prompt": self.prompt,
+            "prompt_text": self.prompt_text,
+            "pose_dir": str(sc.pose_dir),
+            "num_candidates": len(self.candidate_rotations),
+            "num_frames": motion.num_frames,
+            "fps": motion.fps,
+            "guidance_renders": self.guidance_renders,
+            **self.generator.info(),
+            "seconds": round(time.perf_counter() - self._start, 1),
+        }
+
+    @torch.no_grad()
+    def motion_metrics(self) -> dict:
+        """``avatar.metrics.motion`` metrics of the final clip (computed once per step)."""
         from avatar.guidance.base import build_scorer
         from avatar.priors.loading import load_pose_prior
 
-        sc, run_dir = self.stage_cfg, self.run_dir()
-        self.eval()
-        rotations = self.motion_rotations().float().cpu()
-        motion = CanonicalMotion(
-            rotations, torch.zeros(len(rotations), 3), float(sc.fps), source=f"motion stage ({self.generator})"
-        )
-        motion = grounded_motion(motion, self.body)
-        save_motion(run_dir / "motion.npz", motion, self.prompt, self.generator)
-        render_motion_video(self.body, motion.poses(), run_dir / "motion.mp4", motion.fps, self.preview_renderer,
-                            azimuth_deg=sc.video_azimuth_deg)  # fmt: skip
-        self.validation_image(loggers=list(loggers))
-
+        if self._metrics is not None and self._metrics[0] == int(self.global_step):
+            return self._metrics[1]
+        sc = self.stage_cfg
+        motion = self.final_motion()
         scorer = build_scorer(self.cfg)
         if scorer is not None and not self.prompt_text:
-            raise ValueError(self._empty_prompt_message())
+            raise ValueError(self.empty_prompt_message())
         metrics = motion_metrics(
             motion, self.body, pose_prior=load_pose_prior(self.cfg.prior), scorer=scorer, prompt_text=self.prompt_text,
             score_frames=int(sc.score_frames), renderer=self.renderer, contact_threshold=float(sc.contact_threshold),
@@ -596,35 +473,16 @@ class MotionStage(StageModule):
             metrics["candidates_scorer_score"] = float(
                 scorer_scores(scorer, self.body, still, self.prompt_text, None, self.renderer).mean()
             )
-        objective = -metrics["scorer_score"] if scorer is not None else metrics["reconstruction_distance"]
-        result = {
-            "generator": self.generator,
-            "prompt": self.prompt,
-            "prompt_text": self.prompt_text,
-            "pose_dir": str(sc.pose_dir),
-            "num_candidates": len(self.candidate_rotations),
-            "num_frames": motion.num_frames,
-            "fps": motion.fps,
-            "steps": int(self.global_step),
-            "guidance_renders": self.guidance_renders,
-            **self.search_info,
-            "seconds": round(time.perf_counter() - self._start, 1),
-            **metrics,
-            "objective": objective,
-        }
-        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2))
-        numeric = {f"motion/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        for logger in loggers:
-            logger.log_metrics(numeric, step=int(self.global_step))
-        log.info(
-            "Motion (%s, %d frames): %s",
-            self.generator,
-            motion.num_frames,
-            {k: v for k, v in result.items() if k in numeric or k == "objective"},
-        )
-        self._result = result
-        return result
+        metrics["objective"] = -metrics["scorer_score"] if scorer is not None else metrics["reconstruction_distance"]
+        self._metrics = (int(self.global_step), metrics)
+        return metrics
 
-    def result(self) -> dict:
-        return self._result if self._result is not None else self.finish(self.loggers)
+    def evaluate(self) -> dict:
+        metrics = self.motion_metrics()
+        numeric = {
+            f"motion/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "objective"
+        }
+        for logger in self.loggers:
+            logger.log_metrics(numeric, step=int(self.global_step))
+        log.info("Motion (%s): %s", self.generator_name, metrics)
+        return metrics

@@ -18,12 +18,14 @@ checkpoints. The stage is passed to every method, never stored (it is an ``nn.Mo
 would become a submodule of its own submodule).
 
 A new generator: a module here with a ``PoseGenerator`` subclass registered by
-``@POSE_GENERATORS.register("<name>")`` and imported at the end of this file; its settings are
+``@POSE_GENERATORS.register("<name>")`` (every module here is imported with the package); its settings are
 ``stage.*`` keys in ``PoseStageConfig``.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING
 
 import torch
@@ -74,5 +76,7 @@ def with_upright_root(body: torch.Tensor) -> torch.Tensor:
 
 POSE_GENERATORS: Registry[PoseGenerator] = Registry("pose generator", "stage.generator")
 
-# Importing the modules registers the generators.
-from avatar.generators.pose import codebook, direct, latent  # noqa: E402,F401
+# Importing the modules registers the generators: every module of this package, so a new
+# generator is one new file.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

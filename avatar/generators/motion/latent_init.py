@@ -1,0 +1,70 @@
+"""Where the latent generators' optimisation of the motion VAE's code starts (``stage.latent_init``).
+
+Each is a function ``(stage, rng) -> (code (1, D), info)`` registered in :data:`LATENT_INITS`;
+``rng`` is seeded by ``seed``, ``info`` goes into result.json.
+
+* ``normal``: N(0, ``latent_init_std``^2) (AvatarCLIP);
+* ``zeros``;
+* ``interpolation``: the code of the interpolation baseline's clip (encoded by the VAE), a start
+  that already passes near every candidate;
+* ``search`` (not in the paper): of ``search_samples`` codes drawn as for ``normal``, the one
+  whose decoded clip best reconstructs the candidates (a motion-prior codebook: a clip that moves
+  through the candidates, e.g. a gait cycle through strides).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from avatar.generators.motion import LATENT_INITS
+from avatar.generators.motion.interpolation import interpolate
+from avatar.priors.motion_vae import canonical_to_features, rot6d_to_rotmat
+
+if TYPE_CHECKING:
+    from avatar.stages.motion import MotionStage
+
+
+@LATENT_INITS.register("normal")
+def normal(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    dim = stage.prior.config.latent_dim
+    return torch.randn(1, dim, generator=rng) * float(stage.stage_cfg.latent_init_std), {}
+
+
+@LATENT_INITS.register("zeros")
+def zeros(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    return torch.zeros(1, stage.prior.config.latent_dim), {}
+
+
+@LATENT_INITS.register("interpolation")
+def interpolation(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    dim = stage.prior.config.latent_dim
+    with torch.no_grad():
+        clip = canonical_to_features(interpolate(stage)[None], stage.prior.config.num_joints)
+        return stage.prior.encode(clip)[0].reshape(1, dim).float(), {}
+
+
+@LATENT_INITS.register("search")
+def search(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    sc = stage.stage_cfg
+    if sc.search_samples < 1:
+        raise ValueError(f"stage.search_samples must be >= 1 with stage.latent_init=search, got {sc.search_samples}")
+    dim = stage.prior.config.latent_dim
+    return search_latent(stage, torch.randn(int(sc.search_samples), dim, generator=rng) * float(sc.latent_init_std))
+
+
+@torch.no_grad()
+def search_latent(stage: MotionStage, codes: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, dict]:
+    """The code (1, D) among ``codes`` (N, D) whose clip has the lowest reconstruction loss."""
+    t = int(stage.stage_cfg.num_frames)
+    losses = []
+    for part in codes.split(chunk):
+        features = stage.prior.decode(part, t)
+        rotmats = rot6d_to_rotmat(features.reshape(len(part), t, -1, 6)[:, :, 1:22])  # (n, T, 21, 3, 3)
+        losses.append(torch.stack([(stage.rank_weights * stage.reconstruction_distances(r)).sum() for r in rotmats]))
+    losses = torch.cat(losses)
+    best = int(losses.argmin())
+    info = {"search_samples": len(codes), "search_best_index": best,
+            "search_best_reconstruction": float(losses[best])}  # fmt: skip
+    return codes[best : best + 1].clone(), info

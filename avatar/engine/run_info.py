@@ -141,7 +141,10 @@ def update_segment(run_dir: str | Path, **fields) -> None:
 
 
 def run_status(run_dir: str | Path) -> str:
-    """How a run directory's newest segment ended: finished | failed | interrupted | running;
-    "unknown" for folders written before segments were recorded."""
+    """How a run directory's newest segment ended: finished | failed | interrupted | running.
+    A folder written before segments were recorded is "finished" if it has its result.json,
+    else "unknown"."""
     segments = read_run_info(run_dir).get("segments", [])
-    return segments[-1].get("status", "unknown") if segments else "unknown"
+    if segments:
+        return segments[-1].get("status", "unknown")
+    return "finished" if (Path(run_dir) / "result.json").is_file() else "unknown"

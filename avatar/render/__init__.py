@@ -16,6 +16,7 @@ from avatar.render.mesh_renderer import (
     MeshRenderConfig,
     MeshRenderer,
     RenderOutput,
+    sized_renderer,
     vertex_normals,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "MeshRenderer",
     "RenderOutput",
     "ViewSamplingConfig",
+    "sized_renderer",
     "framing_cameras",
     "gaussian_blur",
     "look_at",

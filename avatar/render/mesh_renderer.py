@@ -117,6 +117,21 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     return F.normalize(normals, dim=-1, eps=1e-12).view_as(vertices)
 
 
+def sized_renderer(size: int, like=None, **changes) -> "MeshRenderer":
+    """A ``size`` x ``size`` renderer (previews, videos) with ``like``'s settings (a
+    :class:`MeshRenderConfig` or its config node; the defaults without one) and ``changes``
+    (e.g. ``background="white"``)."""
+    if like is None:
+        base = {}
+    elif isinstance(like, MeshRenderConfig):
+        base = dict(vars(like))
+    else:
+        from omegaconf import DictConfig, OmegaConf
+
+        base = OmegaConf.to_container(like, resolve=True) if isinstance(like, DictConfig) else dict(like)
+    return MeshRenderer(MeshRenderConfig(**{**base, "height": int(size), "width": int(size), **changes}))
+
+
 class MeshRenderer(torch.nn.Module):
     """Renders triangle meshes from batches of :class:`Cameras` (see the module docstring)."""
 

@@ -38,7 +38,7 @@ from avatar.mocap.amass import read_amass_npz, write_amass_npz
 from avatar.mocap.bvh import read_bvh, write_bvh
 from avatar.mocap.contact import travel_from_foot_contacts
 from avatar.mocap.retarget import CanonicalMotion, retarget
-from avatar.render import MeshRenderConfig, MeshRenderer
+from avatar.render import sized_renderer
 from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import MOTION_FILE, load_motion
 from avatar.utils.bounds import at_least
@@ -178,7 +178,7 @@ class AnimateStage(StageModule):
     def render_videos(self, vertices: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Frames of the followed view and of the turntable (one orbit over the clip)."""
         sc = self.stage_cfg
-        renderer = MeshRenderer(MeshRenderConfig(height=sc.video_size, width=sc.video_size, background="white"))
+        renderer = sized_renderer(sc.video_size, background="white")
         view = dict(distance=sc.camera_distance, elevation_deg=sc.camera_elevation_deg, fov_deg=45.0)
         follow = render_vertices_video(vertices, self.rig.faces, self.colors, renderer, sc.camera_azimuth_deg, **view)
         orbit = render_vertices_video(vertices, self.rig.faces, self.colors, renderer, 0.0, orbit=True, **view)

@@ -40,7 +40,14 @@ from avatar.guidance.augment import random_crops
 from avatar.guidance.base import build_guidance
 from avatar.neus.fields import NeusFieldConfig, NeusFields
 from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
-from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, make_background, orbit_cameras, sample_views
+from avatar.render import (
+    Cameras,
+    MeshRenderer,
+    make_background,
+    orbit_cameras,
+    sample_views,
+    sized_renderer,
+)
 from avatar.stages.base import STAGES, StageModule
 from avatar.utils.bounds import at_least
 from avatar.utils.io import atomic_path
@@ -177,7 +184,7 @@ class AppearanceStage(StageModule):
 
     def mesh_renderer(self, size: int) -> MeshRenderer:
         if size not in self._mesh_renderers:
-            self._mesh_renderers[size] = MeshRenderer(MeshRenderConfig(height=size, width=size, background="white"))
+            self._mesh_renderers[size] = sized_renderer(size, background="white")
         return self._mesh_renderers[size]
 
     def prompts(self, info: dict[str, torch.Tensor]) -> list[str]:
@@ -486,7 +493,7 @@ class AppearanceStage(StageModule):
         vertices = torch.as_tensor(rig.vertices, dtype=torch.float32)
         faces = torch.as_tensor(rig.faces, dtype=torch.long)
         col = torch.as_tensor(colors, dtype=torch.float32)
-        renderer = MeshRenderer(MeshRenderConfig(height=256, width=256, background="white"))
+        renderer = sized_renderer(256, background="white")
         centre = 0.5 * (vertices.amax(0) + vertices.amin(0))
         cams = orbit_cameras(sc.turntable_frames, 3.2, 10.0, centre, 45.0)
         frames = [to_uint8(img) for img in renderer.render(vertices, faces, cams, colors=col).rgb]

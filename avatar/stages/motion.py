@@ -77,7 +77,7 @@ from avatar.metrics.motion import (
 from avatar.mocap.retarget import CanonicalMotion
 from avatar.priors.data import body_joints
 from avatar.priors.motion_vae import rot6d_to_rotmat
-from avatar.render import MeshRenderConfig, MeshRenderer
+from avatar.render import MeshRenderer, sized_renderer
 from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import load_candidates, save_motion
 from avatar.utils.bounds import above, at_least
@@ -187,7 +187,7 @@ class MotionStage(StageModule):
         self.body = build_body(cfg.body)
         self.freeze_component("body")
         self.renderer = MeshRenderer(cfg.render)
-        self.preview_renderer = MeshRenderer(MeshRenderConfig(height=int(sc.preview_size), width=int(sc.preview_size)))
+        self.preview_renderer = sized_renderer(sc.preview_size)
         self.guidance_renders = 0  # frames rendered for the guidance (0 when it is off)
 
         kind = MOTION_GENERATORS.get(sc.generator)  # the generator's class: what it reads, whether it trains

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 
 from avatar.body.base import build_body
 from avatar.body.regions import region_colors
@@ -49,7 +48,7 @@ from avatar.export.media import caption_tile, image_grid, save_image, to_uint8
 from avatar.generators.pose import POSE_GENERATORS, PoseGenerator
 from avatar.generators.pose.codebook import CodebookGenerator, Contrast, EmbeddedCodebook
 from avatar.guidance.synthetic.poses import pose_words
-from avatar.render import MeshRenderConfig, MeshRenderer, framing_cameras
+from avatar.render import MeshRenderer, framing_cameras, sized_renderer
 from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES, StageModule
 from avatar.stages.motion_files import POSES_FILE, CandidatePoses
@@ -129,11 +128,7 @@ class PoseStage(StageModule):
         self.body = build_body(cfg.body)
         self.freeze_component("body")
         self.renderer = MeshRenderer(cfg.render)
-        preview = (
-            OmegaConf.to_container(cfg.render, resolve=True) if isinstance(cfg.render, DictConfig) else dict(cfg.render)
-        )
-        preview.update(height=int(sc.preview_size), width=int(sc.preview_size))
-        self.preview_renderer = MeshRenderer(MeshRenderConfig(**preview))
+        self.preview_renderer = sized_renderer(sc.preview_size, like=cfg.render)
         self.codebook_renders = 0  # poses rendered and embedded for the codebook (0 on a cache hit)
         self.guidance = None
         self.generator: PoseGenerator = POSE_GENERATORS.build(sc.generator, self)

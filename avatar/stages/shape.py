@@ -42,7 +42,7 @@ from avatar.body.base import build_body
 from avatar.body.skeleton import JOINT_NAMES, PARENTS, named_pose
 from avatar.engine.trainer import log_image
 from avatar.export.media import caption_tile, image_grid, save_image, save_mesh, to_uint8
-from avatar.render import Cameras, MeshRenderConfig, MeshRenderer, framing_cameras
+from avatar.render import Cameras, MeshRenderer, framing_cameras, sized_renderer
 from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES, StageModule
 from avatar.utils.bounds import at_least
@@ -185,11 +185,7 @@ class ShapeStage(StageModule):
         self.body = build_body(cfg.body)
         self.body.requires_grad_(False)
         self.renderer = MeshRenderer(cfg.render)
-        preview = (
-            OmegaConf.to_container(cfg.render, resolve=True) if isinstance(cfg.render, DictConfig) else dict(cfg.render)
-        )
-        preview.update(height=int(sc.preview_size), width=int(sc.preview_size))
-        self.preview_renderer = MeshRenderer(MeshRenderConfig(**preview))
+        self.preview_renderer = sized_renderer(sc.preview_size, like=cfg.render)
         self.pose = named_pose(sc.render_pose, dtype=self.body.dtype, device=self.body.device)
         self.codebook_renders = 0  # bodies rendered to build the codebook (0 on a cache hit)
         self._neutral_vertices = self.body(self.body.default_shape(), self.pose).vertices[0].detach()

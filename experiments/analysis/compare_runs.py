@@ -35,6 +35,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from avatar.engine.run_info import read_run_info, run_status
+
 # The stage's main picture, in this order (what the stages save: grep -rn save_image avatar/stages)
 PREVIEW_IMAGES = ("avatar_preview.png", "animation.png", "motion.png", "poses.png", "shape.png", "showcase_grid.png")
 # Result columns that differ between identical runs (wall clock, memory): not evidence that the
@@ -70,24 +72,8 @@ def parse_overrides(run: Path) -> dict[str, str]:
     return parsed
 
 
-def run_info(run: Path) -> dict:
-    path = run / "run_info.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-def run_status(run: Path) -> str:
-    """finished | failed | interrupted | running, from the run's segments in run_info.json."""
-    segments = run_info(run).get("segments", [])
-    if segments:
-        return segments[-1].get("status", "unknown")
-    return "finished" if (run / "result.json").is_file() else "unknown"
-
-
 def run_error(run: Path) -> str:
-    segments = run_info(run).get("segments", [])
+    segments = read_run_info(run).get("segments", [])
     return str(segments[-1].get("error", "")) if segments else ""
 
 

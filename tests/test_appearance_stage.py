@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from hydra.errors import ConfigCompositionException
 from test_guidance import clip_checkpoint, open_clip_checkpoint  # noqa: F401  (fixtures)
 
 from avatar.body.regions import REGIONS, vertex_regions
@@ -134,7 +135,7 @@ def test_bad_inputs_are_named(tmp_path):
 
     with pytest.raises(ValueError, match="prompt.appearance"):
         build_stage(compose_cfg(tmp_path, *TINY, "prompt.appearance=' '"))
-    with pytest.raises(ValueError, match="stage.init"):
+    with pytest.raises(ConfigCompositionException, match="stage.init"):  # an Enum field: at composition
         build_stage(compose_cfg(tmp_path, *TINY, "stage.init=magic"))
     with pytest.raises(FileNotFoundError, match="stage.shape_dir"):
         build_stage(compose_cfg(tmp_path, *TINY, f"stage.shape_dir={tmp_path}"))

@@ -21,6 +21,7 @@ import copy
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -52,6 +53,13 @@ ANCHOR_PROMPTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+class BindingSwaps(StrEnum):
+    """Negatives of the binding loss: ``one`` random garment pair swapped per caption, or ``all``."""
+
+    one = "one"
+    all = "all"
+
+
 @dataclass
 class GuidanceTrainStageConfig:
     name: str = "train_guidance"
@@ -77,7 +85,7 @@ class GuidanceTrainStageConfig:
     lambda_binding: Any = 1.0  # image vs its caption and the colour-swapped caption
     # "one": one random pair of mentioned garments swapped per caption; "all": every pair, all of
     # them negatives in one softmax (a caption naming three garments gets three swaps).
-    binding_swaps: str = "one"
+    binding_swaps: BindingSwaps = BindingSwaps.one
     lambda_pose: Any = 0.0  # image vs its caption and the caption with a pose word changed (docs/experiments/guidance-model.md: no gain measured)
     # Image vs its caption and the caption with one attribute changed (captions.change_negative);
     # with chance change_copy_prob a garment takes another mentioned garment's colour ("a blue
@@ -142,10 +150,6 @@ class GuidanceTrainStage(StageModule):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         sc = self.stage_cfg
-        if sc.binding_swaps not in ("one", "all"):
-            raise ValueError(
-                f"stage.binding_swaps={sc.binding_swaps!r}: 'one' (a random garment pair swapped per caption) or 'all' (every pair)"
-            )
         if not 0.0 <= sc.change_copy_prob <= 1.0:
             raise ValueError(f"stage.change_copy_prob={sc.change_copy_prob}: a probability in [0, 1] (0.5 by default)")
         model_cfg = MiniModelConfig(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,12 @@ log = logging.getLogger(__name__)
 
 AVATAR_RIG = "avatar_rig.npz"
 AVATAR_MESH = "avatar.ply"
-TRAVEL = ("auto", "feet", "keep")
+
+
+class Travel(StrEnum):
+    auto = "auto"
+    feet = "feet"
+    keep = "keep"
 
 
 @dataclass
@@ -63,7 +69,7 @@ class AnimateStageConfig:
     # Root travel: "feet" moves the pelvis so the stance foot stays planted (a generated walk,
     # decoded in place, then travels); "keep" uses the motion's own translation; "auto" is
     # "feet" for clips whose pelvis never moves horizontally (the motion stage's) and "keep" otherwise.
-    travel: str = "auto"
+    travel: Travel = Travel.auto
     video_size: int = at_least(16, 256)
     camera_distance: float = 3.2
     camera_elevation_deg: float = 10.0
@@ -106,8 +112,6 @@ class AnimateStage(StageModule):
         self.motion = read_any_motion(self.stage_cfg.motion)
         if self.motion.num_frames == 0:
             raise ValueError(f"stage.motion={self.stage_cfg.motion!r} has no frames")
-        if self.stage_cfg.travel not in TRAVEL:
-            raise ValueError(f"stage.travel={self.stage_cfg.travel!r} is not one of {list(TRAVEL)}")
         if self.stage_cfg.fps > 0:
             self.motion = CanonicalMotion(
                 self.motion.rotations, self.motion.transl, float(self.stage_cfg.fps), self.motion.source

@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,15 @@ log = logging.getLogger(__name__)
 PAPER_TEMPLATE = "a 3d rendering of {} in unreal engine"
 
 
+class NeusInit(StrEnum):
+    """How the NeuS fields start: fitted to the body mesh's signed distance (``mesh``), to
+    renders of it (``render``, the paper's), or from NeuS's sphere (``none``)."""
+
+    mesh = "mesh"
+    render = "render"
+    none = "none"
+
+
 @dataclass
 class AppearanceStageConfig:
     name: str = "appearance"
@@ -72,7 +82,7 @@ class AppearanceStageConfig:
     # Initialisation (the paper's stage A): "mesh" fits the SDF to the coarse body's exact signed
     # distance (fast), "render" fits it to renders of the coarse body (the paper's way), "none"
     # starts from the geometric-init sphere (ablation).
-    init: str = "mesh"
+    init: NeusInit = NeusInit.mesh
     init_steps: int = at_least(0, 1000)
     init_lr: float = 1e-3
     init_batch_points: int = 8192
@@ -130,8 +140,6 @@ class AppearanceStage(StageModule):
             raise ValueError(
                 "prompt.appearance is empty: give the appearance text, e.g. prompt.appearance='a person in a red shirt'"
             )
-        if sc.init not in ("mesh", "render", "none"):
-            raise ValueError(f"stage.init={sc.init!r}: use mesh, render or none")
         self.body = build_body(cfg.body)
         self.freeze_component("body")
         shape, bind_pose, self.shape_source = self._load_shape()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import trimesh
+from hydra.errors import ConfigCompositionException
 
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.engine.runner import run
@@ -217,7 +218,7 @@ def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
     loss.backward()  # the padding of image 2's row must not reach the learnt scale's gradient
     assert torch.isfinite(scale.grad)
     assert stage.hard_negative_loss(image, text, [[], [], []], scale) is None
-    with pytest.raises(ValueError, match="stage.binding_swaps"):
+    with pytest.raises(ConfigCompositionException, match="stage.binding_swaps"):  # an Enum field: at composition
         STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *SMALL_STAGE, "stage.binding_swaps=some"))
 
 

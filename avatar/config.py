@@ -205,7 +205,9 @@ def keep_prompts_literal(cfg: DictConfig) -> None:
 def check_prompts_readable(resolved: dict) -> None:
     """The offline ``mini`` model reads English words only: a prompt with no word in the Latin
     alphabet (Chinese, Arabic, emoji...) would guide the run by nothing and pick an arbitrary
-    result, so it is an error; words it cannot read beside English ones are a warning."""
+    result, so it is an error; words it cannot read beside English ones are a warning. Readable
+    prompts far from its vocabulary ("a firefighter", "Harry Potter") are warned about at the
+    stage's start, not here (avatar/guidance/vocabulary.py: that needs the sentence encoder)."""
     if resolved["guidance"].get("name") != "mini":
         return
     import logging

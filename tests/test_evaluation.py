@@ -155,3 +155,57 @@ def test_priors_evaluation_on_a_small_corpus(tmp_path, monkeypatch, capsys):
     for name in names[1:]:
         error, apd = float(rows[name][0][1]), float(rows[name][0][3].split()[0])
         assert 0.0 < error < 1000.0 and apd > 0.0, rows[name]
+
+
+def test_the_paraphrase_set_is_held_out_and_names_known_expectations(tmp_path):
+    """avatar/evaluation/paraphrases.yaml: >= 60 paraphrases over the three kinds, each expectation
+    a known pose word, Anny phenotype and direction, or body regions with vocabulary colours; none
+    is in the training grammar or the fine-tunes' anchor prompts."""
+    import inspect
+
+    from avatar.body.anny_body import PHENOTYPES
+    from avatar.body.regions import REGIONS
+    from avatar.evaluation.paraphrase import PARAPHRASES, load_paraphrases
+    from avatar.guidance import training
+    from avatar.guidance.synthetic import captions
+    from avatar.guidance.synthetic.appearance import COLORS
+    from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
+
+    assert PARAPHRASES.read_text().startswith("# HELD OUT: never used for training")
+    data = load_paraphrases()
+    assert sum(len(entries) for entries in data.values()) >= 60
+    assert {kind: len(entries) >= 15 for kind, entries in data.items()} == {"pose": True, "shape": True, "colour": True}
+    assert {e["word"] for e in data["pose"]} <= {*ARM_WORDS, *BODY_WORDS}
+    assert {e["word"] for e in data["pose"]} == {w for _, w in POSE_PROMPTS.values()}  # every tuned pose word
+    assert all(set(e["moves"]) <= set(PHENOTYPES) and set(e["moves"].values()) <= {"up", "down"} for e in data["shape"])
+    assert {p for e in data["shape"] for p in e["moves"]} == {"height", "weight", "muscle", "age", "gender"}
+    assert all(set(e["regions"]) <= set(REGIONS) and set(e["regions"].values()) <= set(COLORS) for e in data["colour"])
+    grammar = inspect.getsource(captions).lower()  # no paraphrase is one of the grammar's strings
+    prompts = [e["prompt"].lower() for kind in data.values() for e in kind]
+    assert [p for p in prompts if f'"{p}"' in grammar or p in map(str.lower, training.ANCHOR_PROMPTS)] == []
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('pose: [{prompt: "a cartwheel", word: cartwheeling, phrasing: [short]}]\nshape: []\ncolour: []\n')
+    with pytest.raises(ValueError, match="cartwheel"):
+        load_paraphrases(bad)
+
+
+def test_paraphrase_evaluation_on_a_tiny_subset(tmp_path, word_codebook, capsys):
+    cli.main([
+        "paraphrase", f"body.topology={LOW_POLY}", "render.height=32", "render.width=32",
+        f"pose:prior.codebook={word_codebook}", f"pose:stage.cache_dir={tmp_path / 'pose'}",
+        "shape:stage.codebook_size=8", f"shape:stage.cache_dir={tmp_path / 'shape'}", "--limit", "2",
+        "--colour-seeds", "1", "--colour-steps", "2", "--colour-views", "1", "--colour-size", "32",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert set(summary) == {"pose", "shape", "colour"}
+    assert summary["pose"]["tuned"]["prompts"] == summary["pose"]["paraphrases"]["prompts"] == 2
+    assert summary["shape"]["tuned"]["directions"] == 2 and summary["shape"]["paraphrases"]["directions"] == 2
+    assert summary["colour"]["paraphrases"] == {"prompts": 2, "passed": summary["colour"]["paraphrases"]["passed"],
+                                                "runs": 2, "runs_right": summary["colour"]["paraphrases"]["runs_right"]}  # fmt: skip
+    (hits,) = table_rows(out, "pose: mean hit rate")
+    assert re.fullmatch(r"[\d.]+ \(2\)", hits[1]) and re.fullmatch(r"[\d.]+ \(2\)", hits[2])
+    (shape,) = table_rows(out, "shape: directions right")
+    assert re.fullmatch(r"\d/2 \(2\)", shape[1]) and re.fullmatch(r"\d/2 \(2\)", shape[2])
+    assert len(table_rows(out, "colour: check passed")) == 1
+    assert len(table_rows(out, "someone with their hands up in the air")) == 1  # the first pose paraphrase's row

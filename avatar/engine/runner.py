@@ -39,6 +39,7 @@ from avatar.engine.checkpoints import (
 from avatar.engine.reporting import report_result
 from avatar.engine.run_info import previous_config, update_segment, write_run_info
 from avatar.engine.trainer import build_loggers, build_trainer, resolve_resume
+from avatar.guidance.vocabulary import warn_if_unfamiliar
 from avatar.stages import build_stage
 from avatar.utils.io import atomic_write_text
 
@@ -97,6 +98,7 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    warn_if_unfamiliar(cfg)  # guidance=mini: a prompt far from its vocabulary (avatar/guidance/vocabulary.py)
     module = build_stage(cfg)
     mode = RunMode(cfg.mode)
     if mode is not RunMode.train and module.trainable and resume is None:

@@ -11,6 +11,7 @@ COMMANDS = {
     "pose": ("pose_search", "the pose stage's codebook search vs the poses' geometry, and its speed"),
     "motion": ("motion", "text -> pose search -> motion stage, judged by the motion's geometry"),
     "guidance": ("guidance", "a guidance model: retrieval, binding and pose words on synthetic renders, colour check"),
+    "paraphrase": ("paraphrase", "held-out paraphrases vs the tuned prompts: pose, shape and colour checks"),
     "priors": ("priors", "the shipped pose/motion priors and codebook on held-out mocap subjects"),
 }
 

@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def evaluate(overrides: list[str]) -> dict:
+def evaluate(overrides: list[str], prompts: dict[str, tuple[str, str]] | None = None, table: bool = True) -> dict:
+    """Judge the search for ``prompts`` (prompt -> (pose word group, expected word); default
+    PROMPTS, ``avatar-eval paraphrase`` passes its held-out paraphrases too); ``table``: print it."""
+    prompts = PROMPTS if prompts is None else prompts
     register_configs()
     conf = str(PROJECT_ROOT / "conf")
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=conf, version_base="1.3"):
@@ -73,7 +76,7 @@ def evaluate(overrides: list[str]) -> dict:
             readings = pose_words(stage.body(pose=CanonicalPose(codebook.rotations.to(stage.body.dtype), rest)).joints)
         from_walks = clips_in_category(codebook.sources, MANIFEST, "walk") if MANIFEST.is_file() else None
         rows = {}
-        for prompt, (group, word) in PROMPTS.items():
+        for prompt, (group, word) in prompts.items():
             stage.prompt = prompt
             stage.prompt_text = cfg.stage.template.format(prompt)
             start = time.perf_counter()
@@ -90,6 +93,8 @@ def evaluate(overrides: list[str]) -> dict:
                 rows[prompt]["auc_walk_clips"] = roc_auc(scores, reads & from_walks)
     mean = sum(r["hit_rate"] for r in rows.values()) / len(rows)
     mean_auc = sum(r["auc"] for r in rows.values()) / len(rows)
+    if not table:
+        return {"prompts": rows, "mean_hit_rate": mean, "mean_auc": mean_auc}
     print(f"{'prompt':32s} {'expected':16s} hits  AUC    search(s)  candidates read as")
     for prompt, r in rows.items():
         print(

@@ -32,6 +32,14 @@ single code: :meth:`MotionVAE.encode` returns ``(mu, None)``. AvatarCLIP never u
 (it optimises the code directly). ``MotionVAEConfig.variational=True`` widens ``encoder.final``
 to 2d, split into ``(mu, logvar)`` for training a true VAE; such weights do not have the
 released layout.
+
+The project's free model adds three switches of :class:`MotionVAEConfig`, all off for
+AvatarCLIP's weights (same keys and computation): ``normalise`` (the transformer sees features
+standardised per channel by buffers ``feature_mean``/``feature_std``, taken from the training
+data; ``encode`` takes and ``decode`` returns raw features), ``norm_first`` (pre-LN layers; the
+parameters keep their names) and ``logvar_init`` (the variational head's initial log-variance).
+Without them a VAE of this code cannot memorise eight walks: it decodes them as swaying in place
+(docs/experiments/motion-priors.md, 2026-12-05; ``avatar/priors/motion_overfit.py``).
 """
 
 from __future__ import annotations
@@ -55,6 +63,9 @@ log = logging.getLogger(__name__)
 
 NUM_FEATURE_JOINTS = 55  # SMPL-X's joints: AvatarCLIP's per-frame layout
 ROT6D = 6
+# Floor of a channel's standard deviation when features are normalised: a few 6D channels barely
+# move (a near-identity joint's R00 ~ 1 - angle^2 / 2, std < 0.01) and would otherwise dominate.
+FEATURE_STD_FLOOR = 0.05
 
 MOTION_VAE_CONFIG_KEY = "prior.motion_vae_path"
 MOTION_VAE_HELP = (
@@ -80,6 +91,11 @@ class MotionVAEConfig:
     activation: str = "gelu"
     max_len: int = 5000  # rows of the saved positional table: must match the weights
     variational: bool = False  # False: AvatarCLIP's single-code encoder head
+    # The free model's training fixes (docs/experiments/motion-priors.md, 2026-12-05). AvatarCLIP's
+    # release uses none of them: the defaults reproduce its computation and its state-dict layout.
+    normalise: bool = False  # features standardised per channel by the buffers feature_mean/_std
+    norm_first: bool = False  # pre-LN transformer layers (AvatarCLIP's, as nn.Transformer*: post-LN)
+    logvar_init: float = 0.0  # initial log-variance of a variational encoder (its head's bias)
 
     @property
     def feature_dim(self) -> int:
@@ -115,9 +131,13 @@ class _MotionEncoder(nn.Module):
         self.skelEmbedding = nn.Linear(cfg.feature_dim, d)
         self.pos_encoder = _SinusoidalTable(d, cfg.max_len, cfg.dropout)
         self.query = nn.Parameter(torch.randn(1, d))
-        layer = nn.TransformerEncoderLayer(d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True)
+        layer = nn.TransformerEncoderLayer(d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation,
+                                           batch_first=True, norm_first=cfg.norm_first)  # fmt: skip
         self.seqTransEncoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.final = nn.Linear(d, 2 * d if cfg.variational else d)
+        if cfg.variational:
+            with torch.no_grad():
+                self.final.bias[d:] = cfg.logvar_init
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, t = features.shape[:2]
@@ -136,7 +156,8 @@ class _MotionDecoder(nn.Module):
         d = cfg.latent_dim
         # Only the table is used: the queries are its rows, without the module's dropout.
         self.pos_encoder = _SinusoidalTable(d, cfg.max_len, cfg.dropout)
-        layer = nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation, batch_first=True)
+        layer = nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.ff_size, cfg.dropout, cfg.activation,
+                                           batch_first=True, norm_first=cfg.norm_first)  # fmt: skip
         self.seqTransDecoder = nn.TransformerDecoder(layer, cfg.num_layers)
         self.final = nn.Linear(d, cfg.feature_dim)
 
@@ -153,6 +174,33 @@ class MotionVAE(nn.Module):
         self.config = config or MotionVAEConfig()
         self.encoder = _MotionEncoder(self.config)
         self.decoder = _MotionDecoder(self.config)
+        if self.config.normalise:  # set from the training data: set_feature_statistics
+            self.register_buffer("feature_mean", torch.zeros(self.config.feature_dim))
+            self.register_buffer("feature_std", torch.ones(self.config.feature_dim))
+
+    @torch.no_grad()
+    def set_feature_statistics(self, features: torch.Tensor, min_std: float = FEATURE_STD_FLOOR) -> None:
+        """Per-channel mean and standard deviation (floored at ``min_std``) of training features
+        (..., F): what ``config.normalise`` standardises by. Without it every channel is fitted
+        on its raw scale, and the mean squared error is dominated by the root orientation and
+        the arms while the legs' swing (6D channels of std ~0.05-0.2) is fitted last."""
+        if not self.config.normalise:
+            raise ValueError("set_feature_statistics needs MotionVAEConfig(normalise=True)")
+        flat = features.reshape(-1, self.config.feature_dim).to(self.feature_mean)
+        self.feature_mean.copy_(flat.mean(0))
+        self.feature_std.copy_(flat.std(0).clamp_min(min_std))
+
+    def normalise(self, features: torch.Tensor) -> torch.Tensor:
+        """Features (B, T, F) in the units the transformer sees (unchanged without ``normalise``);
+        the training loss compares reconstructions in these units."""
+        if not self.config.normalise:
+            return features
+        return (features - self.feature_mean) / self.feature_std
+
+    def denormalise(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.config.normalise:
+            return features
+        return features * self.feature_std + self.feature_mean
 
     def encode(
         self, features: torch.Tensor, mask: torch.Tensor | None = None
@@ -162,6 +210,8 @@ class MotionVAE(nn.Module):
         ``mask`` (B, T) bool marks real frames (True) of padded clips. ``logvar`` is None for
         AvatarCLIP's single-head encoder (``config.variational=False``).
         """
+        if self.config.normalise:
+            features = self.normalise(features.reshape(*features.shape[:2], -1))
         out = self.encoder(features, mask)
         if not self.config.variational:
             return out, None
@@ -170,7 +220,7 @@ class MotionVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Features (B, T, F) of the clips for codes (B, latent_dim); T defaults to 60."""
-        return self.decoder(z, num_frames or self.config.num_frames)
+        return self.denormalise(self.decoder(z, num_frames or self.config.num_frames))
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         """Encode, draw z (reparameterised, when variational and training; else z = mu), decode.

@@ -11,7 +11,6 @@ too), retargeted to the canonical skeleton, split by subject (held-out subjects 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import roma
 import torch
 from torch.utils.data import DataLoader
 
+from avatar.body.skeleton import CanonicalPose, mirror
 from avatar.engine.run_info import git_revision
 from avatar.mocap.contact import contact_travel_distance
 from avatar.mocap.manifest import MANIFEST_NAME
@@ -47,9 +47,9 @@ from avatar.priors.motion_vae import (
     rot6d_to_rotmat,
 )
 from avatar.priors.vposer import VPoser, VPoserConfig, vposer_to_canonical
-from avatar.stages.base import STAGES, StageModule, warmup_cosine
+from avatar.stages.base import STAGES, StageModule
 from avatar.utils.bounds import above
-from avatar.utils.io import atomic_path, atomic_write_text, publish_file
+from avatar.utils.io import atomic_path, publish_file
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,11 @@ class MotionVAEStageConfig(PriorDataConfig):
     lambda_joints: Any = 1.0  # mean joint position error (m), template skeleton, root at origin
     lambda_velocity: Any = 1.0  # MSE of joint velocities (m/frame), for smooth motion
     lambda_kl: Any = field(default_factory=lambda: [0, 0.0, 1e-4, 2000])
+    # Without these three the VAE cannot even memorise a few walks (issue #26; the overfit check
+    # avatar/priors/motion_overfit.py, docs/experiments/motion-priors.md 2026-12-05).
+    normalise: bool = True  # features standardised per channel (statistics of the training windows)
+    norm_first: bool = True  # pre-LN transformer layers
+    logvar_init: float = -6.0  # start with a narrow posterior: the decoder sees the code, not noise
 
 
 @dataclass
@@ -152,7 +157,13 @@ class _PriorStage(StageModule):
     def model_config(self) -> dict:
         raise NotImplementedError
 
-    def result(self) -> dict:
+    def evaluate(self) -> dict:
+        metrics = self.heldout_metrics()
+        return {**metrics, "objective": metrics["heldout_mpjpe_mm"]}
+
+    def export(self) -> dict:
+        """The weights file (``<weights_name>.pt``, its held-out metrics in its meta), published
+        to avatar/priors/weights/ with ``stage.publish=true``."""
         metrics = {
             **self.heldout_metrics(),
             "train_seconds": round(time.perf_counter() - self._start, 1),
@@ -177,18 +188,13 @@ class _PriorStage(StageModule):
             torch.save(payload, tmp)
         if self.stage_cfg.publish:
             publish_file(out, WEIGHTS_DIR)
-        result = {
-            **{k: v for k, v in metrics.items() if k != "heldout_subjects"},
-            "objective": metrics["heldout_mpjpe_mm"],
+        return {
+            "weights_file": out.name,
+            **{k: v for k, v in metrics.items() if k.endswith("_frames")},
         }
-        atomic_write_text(self.run_dir() / "result.json", json.dumps(result, indent=2))
-        return result
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.stage_cfg.lr)
-        schedule = warmup_cosine(self.stage_cfg.warmup_steps, self.cfg.trainer.max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def parameters_to_optimise(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
 
 
 @STAGES.register("train_pose_prior")
@@ -274,6 +280,47 @@ class HeadingNormalisedWindows(MotionWindows):
         return normalise_heading(rotations, transl)
 
 
+def feature_statistics_windows(corpus: MotionCorpus, num_frames: int) -> torch.Tensor:
+    """Windows (N, T, 22, 3) as the motion VAE trains on them (heading-normalised), one every
+    ``num_frames`` frames, each with its mirror image (training mirrors half of them): the data
+    a normalised VAE's feature statistics are taken from."""
+    windows = MotionWindows(corpus, num_frames, stride=num_frames, mirror_prob=0.0)
+    clips = []
+    for i in range(len(windows)):
+        rotations, transl = windows[i]
+        mirrored = mirror(CanonicalPose(rotations, transl))
+        clips += [normalise_heading(rotations, transl)[0], normalise_heading(mirrored.rotations, mirrored.transl)[0]]
+    if not clips:
+        raise ValueError(f"No training clip is {num_frames} frames long: lower stage.num_frames or add clips")
+    return torch.stack(clips)
+
+
+def motion_vae_losses(
+    model: MotionVAE, rotations: torch.Tensor, terms: set[str] | frozenset[str]
+) -> dict[str, torch.Tensor]:
+    """The motion VAE's unweighted training losses on windows (B, T, 22, 3), for the names in
+    ``terms``: ``rotation`` (MSE of the features, in the model's normalised units when it
+    normalises), ``joints`` (mean joint position error, m, template skeleton, root at the
+    origin), ``velocity`` (MSE of joint velocities, m/frame) and ``kl`` (to N(0, I))."""
+    features = canonical_to_features(rotations, model.config.num_joints)
+    out = model(features)
+    losses = {}
+    if "rotation" in terms:
+        losses["rotation"] = ((model.normalise(out["features"]) - model.normalise(features)) ** 2).mean()
+    if "joints" in terms or "velocity" in terms:
+        d6 = out["features"].reshape(*out["features"].shape[:2], -1, 6)[..., :22, :]
+        pred_rot = roma.rotmat_to_rotvec(rot6d_to_rotmat(d6))
+        pred, true = sequence_joints(pred_rot), sequence_joints(rotations)
+        if "joints" in terms:
+            losses["joints"] = (pred - true).norm(dim=-1).mean()
+        if "velocity" in terms:
+            losses["velocity"] = ((pred.diff(dim=1) - true.diff(dim=1)) ** 2).sum(-1).mean()
+    if "kl" in terms and out["logvar"] is not None:
+        mu, logvar = out["mu"], out["logvar"]
+        losses["kl"] = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)).mean()
+    return losses
+
+
 @STAGES.register("train_motion_vae")
 class MotionVAEStage(_PriorStage):
     weights_name = "motion_vae"
@@ -284,7 +331,11 @@ class MotionVAEStage(_PriorStage):
         self.model = MotionVAE(MotionVAEConfig(
             num_frames=sc.num_frames, num_joints=sc.num_joints, latent_dim=sc.latent_dim,
             num_layers=sc.num_layers, num_heads=sc.num_heads, ff_size=4 * sc.latent_dim, variational=True,
+            normalise=sc.normalise, norm_first=sc.norm_first, logvar_init=sc.logvar_init,
         ))  # fmt: skip
+        if sc.normalise:
+            stats = feature_statistics_windows(self.train_corpus, sc.num_frames)
+            self.model.set_feature_statistics(canonical_to_features(stats, sc.num_joints))
         test = HeadingNormalisedWindows(self.test_corpus, sc.num_frames, stride=sc.num_frames, mirror_prob=0.0)
         gen = torch.Generator().manual_seed(int(cfg.seed))
         idx = torch.randperm(len(test), generator=gen)[: sc.eval_windows].tolist()
@@ -300,23 +351,8 @@ class MotionVAEStage(_PriorStage):
 
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:
         rotations, _ = batch
-        features = canonical_to_features(rotations, self.stage_cfg.num_joints)
-        out = self.model(features)
-        losses = {}
-        if self.active("rotation"):
-            losses["rotation"] = ((out["features"] - features) ** 2).mean()
-        if self.active("joints") or self.active("velocity"):
-            d6 = out["features"].reshape(*out["features"].shape[:2], -1, 6)[..., :22, :]
-            pred_rot = roma.rotmat_to_rotvec(rot6d_to_rotmat(d6))
-            pred, true = sequence_joints(pred_rot), sequence_joints(rotations)
-            if self.active("joints"):
-                losses["joints"] = (pred - true).norm(dim=-1).mean()
-            if self.active("velocity"):
-                losses["velocity"] = ((pred.diff(dim=1) - true.diff(dim=1)) ** 2).sum(-1).mean()
-        if self.active("kl"):
-            mu, logvar = out["mu"], out["logvar"]
-            losses["kl"] = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)).mean()
-        return losses
+        terms = {n for n in ("rotation", "joints", "velocity", "kl") if self.active(n)}
+        return motion_vae_losses(self.model, rotations, terms)
 
     @torch.no_grad()
     def heldout_reconstructions(self) -> torch.Tensor:
@@ -342,19 +378,15 @@ class MotionVAEStage(_PriorStage):
         }
 
 
-class _CodebookStage(torch.nn.Module):
-    """Shared by the codebooks: one-shot runs over the training subjects' mocap."""
+class _CodebookStage(StageModule):
+    """Shared by the codebooks: built in one pass over the training subjects' mocap (nothing
+    trains under Lightning; ``export()`` builds and writes the codebook)."""
 
     trainable = False
-
-    def __init__(self, cfg) -> None:
-        super().__init__()
-        self.cfg, self.stage_cfg = cfg, cfg.stage
 
     def finish(self, out: Path, result: dict) -> dict:
         if self.stage_cfg.publish:
             publish_file(out, WEIGHTS_DIR)
-        atomic_write_text(Path(self.cfg.run_dir) / "result.json", json.dumps(result, indent=2))
         return result
 
 
@@ -366,7 +398,7 @@ def _sources(corpus: MotionCorpus, starts: np.ndarray) -> list[str]:
 
 @STAGES.register("build_pose_codebook")
 class PoseCodebookStage(_CodebookStage):
-    def run(self, loggers=()) -> dict:
+    def export(self) -> dict:
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         train, test = _load_split(sc)
         frames = torch.arange(0, train.num_frames, sc.frame_stride)
@@ -384,7 +416,7 @@ class PoseCodebookStage(_CodebookStage):
 
 @STAGES.register("build_motion_codebook")
 class MotionCodebookStage(_CodebookStage):
-    def run(self, loggers=()) -> dict:
+    def export(self) -> dict:
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         train, test = _load_split(sc)
         windows = HeadingNormalisedWindows(train, sc.num_frames, stride=sc.window_stride, mirror_prob=0.0)

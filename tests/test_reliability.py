@@ -310,6 +310,7 @@ def test_mode_export_of_an_interrupted_run_exports_its_checkpoint_step(tmp_path)
     assert evaluated["joint_error_mm"] == exported["joint_error_mm"] and "pose_file" not in evaluated
 
 
+@pytest.mark.slow  # two train.py processes (~20 s)
 def test_avatar_export_command_reexports_a_run_from_its_record(tmp_path):
     import subprocess
     import sys

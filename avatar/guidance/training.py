@@ -293,7 +293,7 @@ class GuidanceTrainStage(StageModule):
         }
 
     def validate(self) -> None:
-        for key, value in self.heldout_metrics().items():
+        for key, value in self.once_per_step("heldout", self.heldout_metrics).items():
             self.log(f"val/{key}", value, on_step=True, prog_bar=key == "retrieval_top1")
 
     @torch.no_grad()
@@ -324,14 +324,14 @@ class GuidanceTrainStage(StageModule):
         return self.stage_cfg.combinations
 
     def evaluate(self) -> dict:
-        metrics = self.heldout_metrics()
+        metrics = self.once_per_step("heldout", self.heldout_metrics)
         return {**metrics, "objective": -metrics["retrieval_top1"]}
 
     def export(self) -> dict:
         """The weights file (``<output_name>.pt``, its metrics in its meta), published to
         avatar/guidance/weights/ with ``stage.publish=true``."""
         metrics = {
-            **self.heldout_metrics(),
+            **self.once_per_step("heldout", self.heldout_metrics),
             "train_seconds": round(time.perf_counter() - self._start, 1),
             "steps": int(self.global_step),
         }

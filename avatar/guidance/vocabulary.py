@@ -36,7 +36,6 @@ import functools
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -122,31 +121,11 @@ def unfamiliar_words(prompt: str) -> list[str]:
 
 
 def concept_embeddings() -> torch.Tensor:
-    """(C, 384) MiniLM sentence embeddings of ``vocabulary().concepts``, cached in
-    ``<project cache>/mini_vocabulary`` by the concepts and the encoder's weights."""
-    from avatar.guidance.mini_model import minilm_path
-    from avatar.priors.motion_descriptions import sentence_encoder
-    from avatar.utils.embedding_cache import EmbeddingCache
-    from avatar.utils.fingerprint import file_fingerprint
-    from avatar.utils.paths import cache_dir
+    """(C, 384) MiniLM sentence embeddings of ``vocabulary().concepts`` (cached in
+    ``<project cache>/mini_vocabulary``)."""
+    from avatar.priors.motion_descriptions import cached_sentence_embeddings
 
-    concepts = list(vocabulary().concepts)
-    key = {
-        "version": 1,
-        "concepts": concepts,
-        "encoder": {
-            "name": "all-MiniLM-L6-v2", "pooling": "mean, L2", "max_length": 128,
-            "weights": file_fingerprint(Path(minilm_path()) / "model.safetensors"),
-        },
-    }  # fmt: skip
-    cache = EmbeddingCache(cache_dir("mini_vocabulary"), "minilm", "Mini vocabulary")
-    built = cache.load_or_build(
-        key,
-        lambda: {"embeddings": sentence_encoder().encode(concepts)},
-        expect_rows=len(concepts),
-        names=["embeddings"],
-    )
-    return built.tensors["embeddings"]
+    return cached_sentence_embeddings(list(vocabulary().concepts), "mini_vocabulary", "Mini vocabulary")
 
 
 @dataclass

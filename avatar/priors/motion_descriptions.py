@@ -51,9 +51,9 @@ def sentence_encoder() -> SentenceEncoder:
     return SentenceEncoder()
 
 
-def description_embeddings(unique: list[str]) -> torch.Tensor:
-    """(U, 384) sentence embeddings of the motion codebook's unique descriptions, cached in
-    ``<project cache>/motion_descriptions`` by the texts and the encoder's weights."""
+def cached_sentence_embeddings(texts: list[str], folder: str, label: str) -> torch.Tensor:
+    """(N, 384) frozen MiniLM sentence embeddings of ``texts``, cached in ``<project cache>/<folder>``
+    by the texts and the encoder's weights (avatar.utils.embedding_cache)."""
     from avatar.guidance.mini_model import minilm_path
     from avatar.utils.embedding_cache import EmbeddingCache
     from avatar.utils.fingerprint import file_fingerprint
@@ -61,17 +61,22 @@ def description_embeddings(unique: list[str]) -> torch.Tensor:
 
     key = {
         "version": 1,
-        "texts": unique,
+        "texts": texts,
         "encoder": {
             "name": "all-MiniLM-L6-v2", "pooling": "mean, L2", "max_length": 128,
             "weights": file_fingerprint(Path(minilm_path()) / "model.safetensors"),
         },
     }  # fmt: skip
-    cache = EmbeddingCache(cache_dir("motion_descriptions"), "minilm", "Motion descriptions")
+    cache = EmbeddingCache(cache_dir(folder), "minilm", label)
     cached = cache.load_or_build(
-        key, lambda: {"embeddings": sentence_encoder().encode(unique)}, expect_rows=len(unique), names=["embeddings"]
+        key, lambda: {"embeddings": sentence_encoder().encode(texts)}, expect_rows=len(texts), names=["embeddings"]
     )
     return cached.tensors["embeddings"]
+
+
+def description_embeddings(unique: list[str]) -> torch.Tensor:
+    """(U, 384) embeddings of the motion codebook's unique descriptions (cached)."""
+    return cached_sentence_embeddings(unique, "motion_descriptions", "Motion descriptions")
 
 
 def description_distances(

@@ -146,7 +146,7 @@ class _PriorStage(StageModule):
         return every > 0 and (step % every == 0 or step == self.cfg.trainer.max_steps)
 
     def validate(self) -> None:
-        for key, value in self.heldout_metrics().items():
+        for key, value in self.once_per_step("heldout", self.heldout_metrics).items():
             self.log(f"val/{key}", value, on_step=True, prog_bar=key == "heldout_mpjpe_mm")
 
     def heldout_metrics(self) -> dict[str, float]:
@@ -158,14 +158,14 @@ class _PriorStage(StageModule):
         raise NotImplementedError
 
     def evaluate(self) -> dict:
-        metrics = self.heldout_metrics()
+        metrics = self.once_per_step("heldout", self.heldout_metrics)
         return {**metrics, "objective": metrics["heldout_mpjpe_mm"]}
 
     def export(self) -> dict:
         """The weights file (``<weights_name>.pt``, its held-out metrics in its meta), published
         to avatar/priors/weights/ with ``stage.publish=true``."""
         metrics = {
-            **self.heldout_metrics(),
+            **self.once_per_step("heldout", self.heldout_metrics),
             "train_seconds": round(time.perf_counter() - self._start, 1),
             "steps": int(self.global_step),
             "train_frames": self.train_corpus.num_frames,

@@ -86,6 +86,14 @@ class StageModule(L.LightningModule):
         """Metrics of the finished stage (``objective`` is what a sweep minimises)."""
         return {}
 
+    def once_per_step(self, name: str, compute):
+        """``compute()`` once per global step (export and evaluate both need the final metrics)."""
+        cache = self.__dict__.setdefault("_per_step", {})
+        step = int(self.global_step)
+        if name not in cache or cache[name][0] != step:
+            cache[name] = (step, compute())
+        return cache[name][1]
+
     def attach_loggers(self, loggers) -> None:
         """The run's loggers, for a stage the runner drives without a trainer."""
         self._run_loggers = list(loggers)

@@ -217,7 +217,6 @@ class MotionStage(StageModule):
         # and checkpointed (``generator.latent``); it may use everything above.
         self.generator: MotionGenerator = MOTION_GENERATORS.build(sc.generator, self)
         self._start = time.perf_counter()
-        self._metrics: tuple[int, dict] | None = None
 
     # ---- inputs ------------------------------------------------------------------------------
     @staticmethod
@@ -432,7 +431,7 @@ class MotionStage(StageModule):
         render_motion_video(self.body, motion.poses(), run_dir / "motion.mp4", motion.fps, self.preview_renderer,
                             azimuth_deg=sc.video_azimuth_deg)  # fmt: skip
         self.validation_image()
-        atomic_write_text(run_dir / "metrics.json", json.dumps(self.motion_metrics(), indent=2))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(self.final_metrics(), indent=2))
         return {
             "generator": self.generator_name,
             "prompt": self.prompt,
@@ -446,14 +445,16 @@ class MotionStage(StageModule):
             "seconds": round(time.perf_counter() - self._start, 1),
         }
 
+    def final_metrics(self) -> dict:
+        """The final clip's metrics, computed once for export's metrics.json and evaluate."""
+        return self.once_per_step("motion_metrics", self.motion_metrics)
+
     @torch.no_grad()
     def motion_metrics(self) -> dict:
-        """``avatar.metrics.motion`` metrics of the final clip (computed once per step)."""
+        """``avatar.metrics.motion`` metrics of the final clip."""
         from avatar.guidance.base import build_scorer
         from avatar.priors.loading import load_pose_prior
 
-        if self._metrics is not None and self._metrics[0] == int(self.global_step):
-            return self._metrics[1]
         sc = self.stage_cfg
         motion = self.final_motion()
         scorer = build_scorer(self.cfg)
@@ -474,11 +475,10 @@ class MotionStage(StageModule):
                 scorer_scores(scorer, self.body, still, self.prompt_text, None, self.renderer).mean()
             )
         metrics["objective"] = -metrics["scorer_score"] if scorer is not None else metrics["reconstruction_distance"]
-        self._metrics = (int(self.global_step), metrics)
         return metrics
 
     def evaluate(self) -> dict:
-        metrics = self.motion_metrics()
+        metrics = self.final_metrics()
         numeric = {
             f"motion/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "objective"
         }

@@ -149,7 +149,7 @@ def main() -> None:
     textured = renderer.render(rest, faces, views, colors=colors, light_dir=light)
     grey = renderer.render(rest, faces, views, light_dir=light)
     for i, azimuth in enumerate((0, 90)):
-        save_image(args.out / f"anny_height_colour_az{azimuth}.png", textured.rgb[i])
+        save_image(args.out / f"anny_height_color_az{azimuth}.png", textured.rgb[i])
         save_image(args.out / f"anny_grey_az{azimuth}.png", grey.rgb[i])
     print(f"\nsaved check images to {args.out}")
 

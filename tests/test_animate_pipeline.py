@@ -81,9 +81,9 @@ def test_animate_reads_a_bvh_and_an_appearance_rig(tmp_path, anny_low):
     rig = rig_from_body(anny_low)
     avatar_dir = tmp_path / "avatar"
     rig.save(avatar_dir / "avatar_rig.npz")
-    colours = torch.zeros(rig.num_vertices, 3)
-    colours[:, 1] = 1.0  # all green
-    save_mesh(avatar_dir / "avatar.ply", rig.vertices, rig.faces, colours)
+    colors = torch.zeros(rig.num_vertices, 3)
+    colors[:, 1] = 1.0  # all green
+    save_mesh(avatar_dir / "avatar.ply", rig.vertices, rig.faces, colors)
     bvh = write_bvh(tmp_path / "clip.bvh", arms_up_and_down())
     cfg = compose_cfg(tmp_path / "run", *ANIMATE, f"stage.avatar_dir={avatar_dir}", f"stage.motion={bvh}")
     stage = AnimateStage(cfg)

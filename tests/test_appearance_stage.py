@@ -55,7 +55,7 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_outputs_are_a_coloured_world_space_mesh(tiny_run, anny_low):
+def test_outputs_are_a_colored_world_space_mesh(tiny_run, anny_low):
     run_dir, result = tiny_run
     mesh = trimesh.load(run_dir / "avatar.ply", process=False)
     assert len(mesh.vertices) > 200 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)

@@ -71,8 +71,8 @@ def test_help_lists_every_command_and_each_command_parses_its_options():
     assert args.samples == 10 and args.mocap_root is None and args.motion_prior == ""
     with pytest.raises(SystemExit):
         cli.main(["pose", "--no-such-option"])
-    with pytest.raises(SystemExit, match="colour-pairs=.*unknown: \\['no such colour'\\]"):  # checked before any work
-        cli.main(["guidance", "--colour-pairs", "red/no such colour"])
+    with pytest.raises(SystemExit, match="color-pairs=.*unknown: \\['no such colour'\\]"):  # checked before any work
+        cli.main(["guidance", "--color-pairs", "red/no such colour"])
 
 
 def test_overrides_may_follow_an_option(monkeypatch):
@@ -124,11 +124,11 @@ def test_motion_evaluation_keeps_each_prompts_runs(tmp_path, word_codebook, caps
     assert len(table_rows(out, "a person")) == len(rows)
 
 
-def test_guidance_evaluation_tables_colour_check_and_figure(tmp_path, capsys):
+def test_guidance_evaluation_tables_color_check_and_figure(tmp_path, capsys):
     figure = tmp_path / "fits.png"
     cli.main([
-        "guidance", "--samples", "32", "--steps", "2", "--colour-seeds", "1", "--colour-pairs", "red/blue",
-        "--topology", LOW_POLY, "--colour-views", "1", "--colour-size", "32", "--figure", str(figure),
+        "guidance", "--samples", "32", "--steps", "2", "--color-seeds", "1", "--color-pairs", "red/blue",
+        "--topology", LOW_POLY, "--color-views", "1", "--color-size", "32", "--figure", str(figure),
     ])  # fmt: skip
     out = capsys.readouterr().out
     for name in ("training templates", "paraphrases", "held-out attribute combinations"):
@@ -137,8 +137,8 @@ def test_guidance_evaluation_tables_colour_check_and_figure(tmp_path, capsys):
         binding, pairs = re.fullmatch(r"([\d.]+) \((\d+)\)", row[3]).groups()
         assert 0.0 <= t2i <= 1.0 and 0.0 <= i2t <= 1.0 and 0.0 <= float(binding) <= 1.0 and int(pairs) > 0
         assert len(table_rows(out, name)) == 2  # and its row of the binding-by-garments table
-    (colour,) = table_rows(out, "a person in a red shirt and blue trousers")
-    assert re.fullmatch(r"[01]/1", colour[1]) and len(colour[2].split(",")) == 3
+    (color,) = table_rows(out, "a person in a red shirt and blue trousers")
+    assert re.fullmatch(r"[01]/1", color[1]) and len(color[2].split(",")) == 3
     image = imageio.imread(figure)
     assert image.shape[:2] == (2 + 192 + 2, 2 + 3 * (192 + 2)) and image.std() > 5  # one pair: front, side, back
 
@@ -174,17 +174,17 @@ def test_the_paraphrase_set_is_held_out_and_names_known_expectations(tmp_path):
     assert PARAPHRASES.read_text().startswith("# HELD OUT: never used for training")
     data = load_paraphrases()
     assert sum(len(entries) for entries in data.values()) >= 60
-    assert {kind: len(entries) >= 15 for kind, entries in data.items()} == {"pose": True, "shape": True, "colour": True}
+    assert {kind: len(entries) >= 15 for kind, entries in data.items()} == {"pose": True, "shape": True, "color": True}
     assert {e["word"] for e in data["pose"]} <= {*ARM_WORDS, *BODY_WORDS}
     assert {e["word"] for e in data["pose"]} == {w for _, w in POSE_PROMPTS.values()}  # every tuned pose word
     assert all(set(e["moves"]) <= set(PHENOTYPES) and set(e["moves"].values()) <= {"up", "down"} for e in data["shape"])
     assert {p for e in data["shape"] for p in e["moves"]} == {"height", "weight", "muscle", "age", "gender"}
-    assert all(set(e["regions"]) <= set(REGIONS) and set(e["regions"].values()) <= set(COLORS) for e in data["colour"])
+    assert all(set(e["regions"]) <= set(REGIONS) and set(e["regions"].values()) <= set(COLORS) for e in data["color"])
     grammar = inspect.getsource(captions).lower()  # no paraphrase is one of the grammar's strings
     prompts = [e["prompt"].lower() for kind in data.values() for e in kind]
     assert [p for p in prompts if f'"{p}"' in grammar or p in map(str.lower, training.ANCHOR_PROMPTS)] == []
     bad = tmp_path / "bad.yaml"
-    bad.write_text('pose: [{prompt: "a cartwheel", word: cartwheeling, phrasing: [short]}]\nshape: []\ncolour: []\n')
+    bad.write_text('pose: [{prompt: "a cartwheel", word: cartwheeling, phrasing: [short]}]\nshape: []\ncolor: []\n')
     with pytest.raises(ValueError, match="cartwheel"):
         load_paraphrases(bad)
 
@@ -194,15 +194,15 @@ def test_paraphrase_evaluation_on_a_tiny_subset(tmp_path, word_codebook, capsys)
         "paraphrase", f"body.topology={LOW_POLY}", "render.height=32", "render.width=32",
         f"pose:prior.codebook={word_codebook}", f"pose:stage.cache_dir={tmp_path / 'pose'}",
         "shape:stage.codebook_size=8", f"shape:stage.cache_dir={tmp_path / 'shape'}", "--limit", "2",
-        "--colour-seeds", "1", "--colour-steps", "2", "--colour-views", "1", "--colour-size", "32",
+        "--color-seeds", "1", "--color-steps", "2", "--color-views", "1", "--color-size", "32",
     ])  # fmt: skip
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
-    assert set(summary) == {"pose", "shape", "colour"}
+    assert set(summary) == {"pose", "shape", "color"}
     assert summary["pose"]["tuned"]["prompts"] == summary["pose"]["paraphrases"]["prompts"] == 2
     assert summary["shape"]["tuned"]["directions"] == 2 and summary["shape"]["paraphrases"]["directions"] == 2
-    assert summary["colour"]["paraphrases"] == {"prompts": 2, "passed": summary["colour"]["paraphrases"]["passed"],
-                                                "runs": 2, "runs_right": summary["colour"]["paraphrases"]["runs_right"]}  # fmt: skip
+    assert summary["color"]["paraphrases"] == {"prompts": 2, "passed": summary["color"]["paraphrases"]["passed"],
+                                                "runs": 2, "runs_right": summary["color"]["paraphrases"]["runs_right"]}  # fmt: skip
     (hits,) = table_rows(out, "pose: mean hit rate")
     assert re.fullmatch(r"[\d.]+ \(2\)", hits[1]) and re.fullmatch(r"[\d.]+ \(2\)", hits[2])
     (shape,) = table_rows(out, "shape: directions right")

@@ -67,14 +67,14 @@ def y_up(points: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------------- glTF
 def test_gltf_round_trip_skins_like_the_rig(rig, tmp_path):
     motion = smooth_motion()
-    colours = torch.rand(rig.num_vertices, 3, generator=torch.Generator().manual_seed(1))
-    data = read_animated_gltf(write_animated_gltf(tmp_path / "avatar.glb", rig, motion, vertex_colors=colours))
+    colors = torch.rand(rig.num_vertices, 3, generator=torch.Generator().manual_seed(1))
+    data = read_animated_gltf(write_animated_gltf(tmp_path / "avatar.glb", rig, motion, vertex_colors=colors))
 
     assert data["joint_names"] == list(JOINT_NAMES)
     assert data["parents"].tolist() == list(PARENTS)
     assert data["fps"] == FPS and data["rotations"].shape == (NUM_FRAMES, 22, 4)
     np.testing.assert_allclose(data["times"], np.arange(NUM_FRAMES) / FPS, atol=1e-6)
-    np.testing.assert_allclose(data["colors"], colours.numpy(), atol=1e-5)
+    np.testing.assert_allclose(data["colors"], colors.numpy(), atol=1e-5)
     np.testing.assert_allclose(data["vertices"], rig.vertices.numpy(), atol=1e-6)
     assert np.array_equal(data["faces"], rig.faces.numpy())
 
@@ -124,14 +124,14 @@ def test_gltf_keeps_the_eight_largest_weights(rig, tmp_path):
 
 
 def test_gltf_without_motion_holds_the_bind_pose(rig, tmp_path):
-    colours = torch.randint(0, 256, (rig.num_vertices, 3), dtype=torch.uint8)
-    path = write_animated_gltf(tmp_path / "bind.glb", rig, None, vertex_colors=colours, name="bound")
+    colors = torch.randint(0, 256, (rig.num_vertices, 3), dtype=torch.uint8)
+    path = write_animated_gltf(tmp_path / "bind.glb", rig, None, vertex_colors=colors, name="bound")
     gltf = pygltflib.GLTF2().load(str(path))
     assert not gltf.animations
     data = read_animated_gltf(path)
     assert data["name"] == "bound" and len(data["times"]) == 0 and data["fps"] is None
     np.testing.assert_allclose(gltf_skinned_vertices(data), y_up(rig.vertices), atol=1e-5)
-    np.testing.assert_allclose(data["colors"], colours.numpy() / 255.0, atol=1e-5)
+    np.testing.assert_allclose(data["colors"], colors.numpy() / 255.0, atol=1e-5)
     with pytest.raises(IndexError, match="frame 0"):
         gltf_skinned_vertices(data, 0)
 

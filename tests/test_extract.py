@@ -61,7 +61,7 @@ def view_color(points, view_dirs, normals):
     return 0.5 + 0.5 * view_dirs
 
 
-def test_vertex_colours_come_from_views_on_the_vertex_side():
+def test_vertex_colors_come_from_views_on_the_vertex_side():
     """On a sphere a camera sees exactly the vertices on its side ((camera - p) . n > 0), so the
     colour must be the mean of 0.5 + 0.5 d over those cameras only."""
     mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.5)

@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.engine.runner import run
 from avatar.guidance import build_guidance
-from avatar.guidance.evaluation import colour_check, colour_pair_right, laplacian_basis, retrieval_and_binding
+from avatar.guidance.evaluation import color_check, color_pair_right, laplacian_basis, retrieval_and_binding
 from avatar.guidance.interpolate import interpolate
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
@@ -223,7 +223,7 @@ def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
 
 
 @pytest.mark.slow
-def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour_free_text(tmp_path):
+def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_color_free_text(tmp_path):
     small = (*SMALL_STAGE, "trainer.val_every_n_steps=0", "trainer.enable_progress_bar=false", "logger=csv")
     start = tmp_path / "start"
     run(compose_cfg(start, *small, "trainer.max_steps=1"))
@@ -264,7 +264,7 @@ def test_fine_tuning_without_forgetting_keeps_the_image_tower_and_anchors_colour
                                                  f"stage.anchor_weights={start / 'mini.pt'}"))  # fmt: skip
 
 
-def test_colour_field_basis_is_resolution_independent_and_skips_small_components():
+def test_color_field_basis_is_resolution_independent_and_skips_small_components():
     """Two meshes of one shape at 4x different resolutions get modes of the same scale (unit RMS
     per vertex), and an extra disconnected part (Anny's eyes and mouth) costs one more vector, not
     a body mode."""
@@ -297,11 +297,11 @@ def test_binding_verdicts_are_per_image_and_skip_images_without_a_negative():
     assert out["binding_accuracy"] == pytest.approx(sum(expected) / 2)
 
 
-def test_colour_pair_verdict_reads_the_region_colours():
+def test_color_pair_verdict_reads_the_region_colors():
     right = {"torso": (0.8, 0.0, 0.1), "legs": (0.1, 0.1, 0.8)}
-    assert colour_pair_right(right, "red", "blue")
-    assert not colour_pair_right(right, "blue", "red")
-    assert not colour_pair_right({"torso": (0.2, 0.0, 0.9), "legs": (0.1, 0.1, 0.8)}, "red", "blue")  # one colour
+    assert color_pair_right(right, "red", "blue")
+    assert not color_pair_right(right, "blue", "red")
+    assert not color_pair_right({"torso": (0.2, 0.0, 0.9), "legs": (0.1, 0.1, 0.8)}, "red", "blue")  # one colour
 
 
 @pytest.mark.slow
@@ -312,7 +312,7 @@ def test_shipped_mini_turns_the_torso_red_and_the_legs_blue():
     body region (not by the model's score)."""
     guidance = build_guidance(MiniGuidanceConfig())
     body = AnnyBody(AnnyBodyConfig(topology=LOW_POLY))
-    check = colour_check(guidance, body, "red", "blue", seeds=3, steps=100, views=4, size=96)
+    check = color_check(guidance, body, "red", "blue", seeds=3, steps=100, views=4, size=96)
     assert all(check.right), (check.torso, check.legs)
     for torso, legs in zip(check.torso, check.legs):
         assert torso[0] > torso[1] + 0.3 and torso[0] > torso[2] + 0.3, torso
@@ -322,7 +322,7 @@ def test_shipped_mini_turns_the_torso_red_and_the_legs_blue():
 SCORER_CHECKPOINT = Path(MINI_CHECKPOINT).with_name("mini_scorer.pt")
 
 
-def test_shipped_scorer_is_an_independent_model_that_reads_garment_colours():
+def test_shipped_scorer_is_an_independent_model_that_reads_garment_colors():
     """The metrics model (issue 6): another seed and architecture than the guiding model, and it
     prefers the right caption of a rendered outfit over the one with the colours swapped."""
     from avatar.body.regions import REGIONS, vertex_regions
@@ -335,13 +335,13 @@ def test_shipped_scorer_is_an_independent_model_that_reads_garment_colours():
     body = AnnyBody(AnnyBodyConfig(topology=LOW_POLY))
     vertices = body().vertices[0]
     regions = vertex_regions(body.skinning_weights)
-    colours = torch.full_like(vertices, 0.75)
-    colours[(regions == REGIONS.index("torso")) | (regions == REGIONS.index("arms"))] = torch.tensor([0.9, 0.1, 0.1])
-    colours[(regions == REGIONS.index("legs")) | (regions == REGIONS.index("hips"))] = torch.tensor([0.1, 0.2, 0.9])
+    colors = torch.full_like(vertices, 0.75)
+    colors[(regions == REGIONS.index("torso")) | (regions == REGIONS.index("arms"))] = torch.tensor([0.9, 0.1, 0.1])
+    colors[(regions == REGIONS.index("legs")) | (regions == REGIONS.index("hips"))] = torch.tensor([0.1, 0.2, 0.9])
     centre = 0.5 * (vertices.amax(0) + vertices.amin(0))
     images = (
         MeshRenderer(MeshRenderConfig(height=96, width=96))
-        .render(vertices, body.faces, orbit_cameras(4, 2.8, 10.0, centre, 45.0), colors=colours, background="white")
+        .render(vertices, body.faces, orbit_cameras(4, 2.8, 10.0, centre, 45.0), colors=colors, background="white")
         .rgb
     )
     right = 1 - scorer.guidance_loss(images, "a person in a red shirt and blue trousers").mean()

@@ -55,7 +55,7 @@ def synth(anny_low):
     return SyntheticRenderer(SyntheticConfig(topology=LOW_POLY, image_size=32), body=anny_low)
 
 
-def test_colour_vocabulary_has_real_rgb():
+def test_color_vocabulary_has_real_rgb():
     assert len(COLORS) > 500
     assert COLORS["crimson"] == pytest.approx((220 / 255, 20 / 255, 60 / 255))
     assert COLORS["navy"] == pytest.approx((0.0, 0.0, 128 / 255))
@@ -143,13 +143,13 @@ def test_hard_negatives_differ_by_the_swap_only(synth):
     assert swaps > 0
 
 
-def test_all_swap_negatives_swap_every_pair_of_differently_coloured_garments(synth):
+def test_all_swap_negatives_swap_every_pair_of_differently_colored_garments(synth):
     attrs = copy.deepcopy(synth.generate(1, torch.Generator().manual_seed(4)).attributes[0])
     attrs.update(textureless=False, view="body", hair=None)
-    for garment, colour in (("top", "red"), ("bottom", "blue"), ("shoes", "green")):
+    for garment, color in (("top", "red"), ("bottom", "blue"), ("shoes", "green")):
         attrs[garment] = {
             "kind": {"shoes": "boots"}.get(garment, attrs[garment]["kind"]),
-            "color": colour,
+            "color": color,
             "pattern": "solid",
         }
     rng = random.Random(3)
@@ -167,7 +167,7 @@ def test_all_swap_negatives_swap_every_pair_of_differently_coloured_garments(syn
     assert len(all_swap_negatives(plan, attrs)) == 2
 
 
-def test_change_negative_can_copy_another_garments_colour(synth):
+def test_change_negative_can_copy_another_garments_color(synth):
     """copy_prob=1: the changed garment takes the other mentioned garment's colour (a one-colour
     outfit, the drift of a failed colour fit); copy_prob=0: some other distant colour."""
     attrs = copy.deepcopy(synth.generate(1, torch.Generator().manual_seed(4)).attributes[0])
@@ -374,7 +374,7 @@ def split(anny_low):
     return out
 
 
-def test_colour_families_of_everyday_colours():
+def test_color_families_of_everyday_colors():
     expected = {
         "red": "red", "crimson": "red", "maroon": "red", "pink": "pink", "orange": "orange",
         "yellow": "yellow", "gold": "yellow", "green": "green", "dark green": "green", "teal": "cyan",
@@ -387,8 +387,8 @@ def test_colour_families_of_everyday_colours():
 def test_train_mode_never_and_held_out_mode_always_shows_a_held_out_combination(split):
     assert not any(is_held_out(a) for a in split["train"].attributes)
     assert all(is_held_out(a) and not a["textureless"] for a in split["held_out"].attributes)
-    colour_pair = {" + " in c for a in split["held_out"].attributes for c in held_out_combinations(a)}
-    assert colour_pair == {True, False}  # colour pairs and kind-pattern pairs both occur
+    color_pair = {" + " in c for a in split["held_out"].attributes for c in held_out_combinations(a)}
+    assert color_pair == {True, False}  # colour pairs and kind-pattern pairs both occur
     textureless = sample_appearance(random.Random(0), 0.5)
     textureless.update(textureless=True, top={"kind": "sleeveless", "color": "green", "pattern": "checks"})
     assert not is_held_out(textureless)  # a grey render shows no combination

@@ -179,7 +179,7 @@ def test_plain_and_noise_backgrounds():
     assert not torch.allclose(noise[:, 0], noise[:, 1])  # colour noise, not grey
 
 
-def _two_colour_segment(image: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+def _two_color_segment(image: torch.Tensor) -> tuple[float, float, torch.Tensor]:
     """(spread along the main colour axis, spread off it, positions along it in [0, 1])."""
     pixels = image.reshape(3, -1).T
     centred = pixels - pixels.mean(0)
@@ -188,11 +188,11 @@ def _two_colour_segment(image: torch.Tensor) -> tuple[float, float, torch.Tensor
     return s[0].item(), s[1].item(), (along - along.min()) / (along.max() - along.min())
 
 
-def test_checkerboard_has_two_random_colours_and_is_blurred():
+def test_checkerboard_has_two_random_colors_and_is_blurred():
     boards = make_background("checkerboard", 16, 224, 224, torch.Generator().manual_seed(1))
     blurred = 0
     for board in boards:
-        main, off, position = _two_colour_segment(board)
+        main, off, position = _two_color_segment(board)
         # A blurred two-colour board is a convex mix of its two colours: a line in RGB space.
         assert off < 1e-3 * main
         # Both colours cover large areas (the cells) ...
@@ -200,8 +200,8 @@ def test_checkerboard_has_two_random_colours_and_is_blurred():
         # ... and blurring leaves intermediate mixtures at the cell edges.
         blurred += bool(((position > 0.05) & (position < 0.95)).any())
     assert blurred >= 10  # sigma ~ U(0.1, 2): the smallest sigmas barely blur
-    colours = boards.reshape(16, 3, -1).amax(-1)
-    assert colours.std(0).min() > 0.05  # the colours change from board to board
+    colors = boards.reshape(16, 3, -1).amax(-1)
+    assert colors.std(0).min() > 0.05  # the colours change from board to board
 
 
 def test_random_background_mixes_the_four_kinds():
@@ -258,7 +258,7 @@ def test_sphere_silhouette_depth_and_normals(renderer):
     assert (out.normal[0].permute(1, 2, 0)[~hit] == 0).all()
 
 
-def test_vertex_colours_lighting_and_flat_mode(renderer):
+def test_vertex_colors_lighting_and_flat_mode(renderer):
     verts, faces = sphere(subdivisions=3)
     cams = front_camera()
     red = torch.tensor([1.0, 0.0, 0.0]).expand(len(verts), 3)

@@ -210,7 +210,7 @@ def test_diverging_run_is_failed_in_wandb_and_in_its_folder(tmp_path):
 
 
 # ------------------------------------------------------------------ names
-def test_flatten_result_names_colours_and_indexes_lists():
+def test_flatten_result_names_colors_and_indexes_lists():
     flat = flatten_result(
         {
             "objective": 1.5,

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-COLOUR_WORDS = ("rgb", "color", "colour")
+COLOR_WORDS = ("rgb", "color", "colour")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif")
 # Per stem, the first of these a run folder holds is what W&B shows in 3D (ply is converted).
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".stl", ".ply")
@@ -59,12 +59,12 @@ def flatten_result(result: dict, sep: str = "/") -> dict[str, Any]:
             for key, item in value.items():
                 walk(item, [*path, str(key)])
         elif isinstance(value, (list, tuple)):
-            colour = (
+            is_color = (
                 len(value) == 3
                 and all(_is_number(v) for v in value)
-                and any(word in part.lower() for part in path for word in COLOUR_WORDS)
+                and any(word in part.lower() for part in path for word in COLOR_WORDS)
             )
-            for name, item in zip("rgb" if colour else range(len(value)), value):
+            for name, item in zip("rgb" if is_color else range(len(value)), value):
                 walk(item, [*path, str(name)])
         else:
             flat[sep.join(path)] = value

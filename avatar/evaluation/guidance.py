@@ -2,7 +2,7 @@
 captions, paraphrase templates never used in training, and held-out attribute combinations),
 and the colour-optimisation check.
 
-    avatar-eval guidance [--checkpoint avatar/guidance/weights/mini.pt] [--steps 200] [--colour-seeds 10]
+    avatar-eval guidance [--checkpoint avatar/guidance/weights/mini.pt] [--steps 200] [--color-seeds 10]
     avatar-eval guidance --samples 256 --steps 0   # retrieval only (no colour check)
 
 Retrieval: top-1 in groups of 32. Binding: the caption beats the same caption with two
@@ -20,10 +20,10 @@ face views only the top, so about a third of the colour-pair renders have a capt
 colours): compare it between a model trained with ``combinations=train`` and one with ``all``.
 A second table splits binding by the two swapped garments, in the order the caption names them.
 Colour check: a grey body's low-frequency colour field optimised for each prompt from
-``--colour-seeds`` seeds (views, backgrounds and crops differ); a run is right when the torso's
+``--color-seeds`` seeds (views, backgrounds and crops differ); a run is right when the torso's
 mean RGB is nearer the shirt colour than the trouser colour and the legs' the other way round
-(full Anny mesh; ``--topology notoes_collapse5pc --colour-views 4 --colour-size 96 --steps 100
---colour-seeds 3`` is the check of tests/test_guidance_mini.py); the count of right runs and the
+(full Anny mesh; ``--topology notoes_collapse5pc --color-views 4 --color-size 96 --steps 100
+--color-seeds 3`` is the check of tests/test_guidance_mini.py); the count of right runs and the
 median region colours are printed; ``--figure`` draws one fit per pair; ``--steps 0`` skips it.
 """
 
@@ -40,7 +40,7 @@ import torch
 from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
 from avatar.export.media import image_grid, save_image, to_uint8
 from avatar.guidance import build_guidance
-from avatar.guidance.evaluation import colour_check, retrieval_and_binding
+from avatar.guidance.evaluation import color_check, retrieval_and_binding
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.synthetic.appearance import COLORS
 from avatar.guidance.synthetic.captions import GARMENTS, caption, pose_negative, swap_pair, swapped_caption
@@ -49,7 +49,7 @@ from avatar.render import MeshRenderConfig, MeshRenderer
 from avatar.render.cameras import framing_cameras
 
 # Colour check: (shirt colour, trouser colour) -> "a person in a <shirt> shirt and <trousers> trousers"
-COLOUR_PAIRS = (("red", "blue"), ("yellow", "purple"), ("crimson", "navy"))
+COLOR_PAIRS = (("red", "blue"), ("yellow", "purple"), ("crimson", "navy"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,28 +58,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=200, help="colour-check steps per prompt; 0 skips the check")
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument(
-        "--colour-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)"
+        "--color-seeds", type=int, default=10, help="colour-check runs per prompt (views, backgrounds, crops differ)"
     )
-    parser.add_argument("--colour-pairs", default=",".join(f"{a}/{b}" for a, b in COLOUR_PAIRS),
+    parser.add_argument("--color-pairs", default=",".join(f"{a}/{b}" for a, b in COLOR_PAIRS),
                         help="shirt/trousers colour names from the vocabulary, comma-separated")  # fmt: skip
     parser.add_argument(
         "--topology",
         default="anny",
         help="colour-check body topology: anny (full) or notoes_collapse5pc (the tests' low-poly body)",
     )
-    parser.add_argument("--colour-views", type=int, default=8, help="colour-check views per step")
-    parser.add_argument("--colour-size", type=int, default=128, help="colour-check render size (px)")
+    parser.add_argument("--color-views", type=int, default=8, help="colour-check views per step")
+    parser.add_argument("--color-size", type=int, default=128, help="colour-check render size (px)")
     parser.add_argument("--figure", default=None,
                         help="write the colour fits of seed 1 (of 0 with one seed) as a PNG: a row per pair, front/side/back")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
     """``avatar-eval guidance``."""
-    colour_pairs = [tuple(pair.split("/")) for pair in args.colour_pairs.split(",")]
-    unknown = [c for pair in colour_pairs for c in pair if c not in COLORS]
-    if any(len(pair) != 2 for pair in colour_pairs) or unknown:
+    color_pairs = [tuple(pair.split("/")) for pair in args.color_pairs.split(",")]
+    unknown = [c for pair in color_pairs for c in pair if c not in COLORS]
+    if any(len(pair) != 2 for pair in color_pairs) or unknown:
         raise SystemExit(
-            f"--colour-pairs={args.colour_pairs!r}: give shirt/trousers pairs of vocabulary colours, e.g. red/blue,green/black (unknown: {unknown})"
+            f"--color-pairs={args.color_pairs!r}: give shirt/trousers pairs of vocabulary colours, e.g. red/blue,green/black (unknown: {unknown})"
         )
     guidance = build_guidance(MiniGuidanceConfig(checkpoint=args.checkpoint))
     trained_on = (
@@ -125,19 +125,19 @@ def run(args: argparse.Namespace) -> None:
     body = AnnyBody(AnnyBodyConfig(topology=args.topology))
     print("\n| prompt | right (seeds) | median torso RGB | median legs RGB |\n|---|---|---|---|")
     figure_rows = []
-    for top, bottom in colour_pairs:
-        check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, steps=args.steps,
-                             views=args.colour_views, size=args.colour_size)  # fmt: skip
+    for top, bottom in color_pairs:
+        check = color_check(guidance, body, top, bottom, seeds=args.color_seeds, steps=args.steps,
+                             views=args.color_views, size=args.color_size)  # fmt: skip
         figure_rows.append(check.colors[min(1, len(check.colors) - 1)])
         torso, legs = (torch.tensor(rgb).median(0).values.tolist() for rgb in (check.torso, check.legs))
         print(f"| {check.prompt} | {sum(check.right)}/{len(check.right)} | "
               f"{', '.join(f'{c:.2f}' for c in torso)} | {', '.join(f'{c:.2f}' for c in legs)} |")  # fmt: skip
     if args.figure:
-        save_image(args.figure, colour_fit_figure(body, figure_rows))
-        print(f"\nwrote {args.figure} (rows: {args.colour_pairs}; front, side, back)")
+        save_image(args.figure, color_fit_figure(body, figure_rows))
+        print(f"\nwrote {args.figure} (rows: {args.color_pairs}; front, side, back)")
 
 
-def colour_fit_figure(body: AnnyBody, fits: list[torch.Tensor], size: int = 192) -> np.ndarray:
+def color_fit_figure(body: AnnyBody, fits: list[torch.Tensor], size: int = 192) -> np.ndarray:
     """Each fit's vertex colours on the rest-pose body from the front, the left side and the back."""
     vertices = body().vertices.detach()
     cams = framing_cameras(vertices, azimuths_deg=(0.0, 90.0, 180.0), margin=1.05)

@@ -15,8 +15,8 @@ guidance model:
 * colour: the colour check (``avatar-eval guidance``) with the paraphrase as the prompt: a run is
   right when each named region's mean RGB is nearer its colour than the other region's; tuned:
   the same colours in the check's own sentence ("a person in a red shirt and blue trousers").
-  Defaults: the tests' check (low-poly body, 100 steps, 4 views, 96 px, 3 seeds); ``--colour-topology
-  anny --colour-steps 200 --colour-views 8 --colour-size 128`` is ``avatar-eval guidance``'s.
+  Defaults: the tests' check (low-poly body, 100 steps, 4 views, 96 px, 3 seeds); ``--color-topology
+  anny --color-steps 200 --color-views 8 --color-size 128`` is ``avatar-eval guidance``'s.
 
     avatar-eval paraphrase                                          # all three checks, mini
     avatar-eval paraphrase guidance.checkpoint=avatar/guidance/weights/mini_scorer.pt --kinds pose
@@ -51,7 +51,7 @@ SHAPE_PROMPTS: dict[str, dict[str, str]] = {
     "an old person": {"age": "up"},
 }
 PARAPHRASES = Path(__file__).resolve().parent / "paraphrases.yaml"
-KINDS = ("pose", "shape", "colour")
+KINDS = ("pose", "shape", "color")
 PHRASING_TAGS = ("subject", "verb", "order", "synonym", "garment", "short", "long")
 DIRECTIONS = {"up": 1.0, "down": -1.0}
 ONE_STAGE = ("pose:", "shape:")  # "pose:key=value": an override for that stage alone
@@ -92,11 +92,11 @@ def load_paraphrases(path: str | Path = PARAPHRASES) -> dict[str, list[dict]]:
                 moves = entry.get("moves") or {}
                 if not moves or set(moves) - set(PHENOTYPES) or set(moves.values()) - set(DIRECTIONS):
                     raise ValueError(f"{where}: moves must map phenotypes {PHENOTYPES} to up or down")
-            if kind == "colour":
+            if kind == "color":
                 regions = entry.get("regions") or {}
-                colours = list(regions.values())
-                if (len(regions) < 2 or set(regions) - set(REGIONS) or set(colours) - set(COLORS)
-                        or len(set(colours)) != len(colours)):  # fmt: skip
+                colors = list(regions.values())
+                if (len(regions) < 2 or set(regions) - set(REGIONS) or set(colors) - set(COLORS)
+                        or len(set(colors)) != len(colors)):  # fmt: skip
                     raise ValueError(f"{where}: regions must name two or more body regions {REGIONS} "
                                      "with different vocabulary colours")  # fmt: skip
     return data
@@ -106,17 +106,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*",
                         help='config overrides of the pose and shape stages (key=value; "pose:key=value", "shape:key=value": one stage)')  # fmt: skip
     parser.add_argument("--file", default=str(PARAPHRASES), help="the paraphrase set (YAML)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help="checks to run, comma-separated: pose,shape,colour")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="checks to run, comma-separated: pose,shape,color")
     parser.add_argument(
         "--limit", type=int, default=0, help="only the first N tuned prompts and paraphrases of each kind"
     )
     parser.add_argument("--shape-margin", type=float, default=0.1,
                         help="how far the top entries' mean phenotype must move from the codebook's mean")  # fmt: skip
-    parser.add_argument("--colour-seeds", type=int, default=3)
-    parser.add_argument("--colour-steps", type=int, default=100)
-    parser.add_argument("--colour-topology", default="notoes_collapse5pc", help="anny (full) or notoes_collapse5pc")
-    parser.add_argument("--colour-views", type=int, default=4)
-    parser.add_argument("--colour-size", type=int, default=96)
+    parser.add_argument("--color-seeds", type=int, default=3)
+    parser.add_argument("--color-steps", type=int, default=100)
+    parser.add_argument("--color-topology", default="notoes_collapse5pc", help="anny (full) or notoes_collapse5pc")
+    parser.add_argument("--color-views", type=int, default=4)
+    parser.add_argument("--color-size", type=int, default=96)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> dict:
         summary["pose"] = pose_check(data["pose"][:limit], [*shared, *only["pose"]], limit)
     if "shape" in kinds:
         summary["shape"] = shape_check(data["shape"][:limit], [*shared, *only["shape"]], args.shape_margin, limit)
-    if "colour" in kinds:
-        summary["colour"] = colour_check_paraphrases(data["colour"][:limit], shared, args)
+    if "color" in kinds:
+        summary["color"] = color_check_paraphrases(data["color"][:limit], shared, args)
     print_summary(summary)
     print(json.dumps(summary))
     return summary
@@ -230,40 +230,40 @@ def regions_right(region_means: dict, expected: dict[str, str]) -> bool:
         return float(torch.dist(torch.tensor(rgb, dtype=torch.float32), torch.tensor(COLORS[name])))
 
     return all(
-        distance(region_means[region], colour) < distance(region_means[region], other)
-        for region, colour in expected.items()
+        distance(region_means[region], color) < distance(region_means[region], other)
+        for region, color in expected.items()
         for other in expected.values()
-        if other != colour
+        if other != color
     )
 
 
-def colour_check_paraphrases(entries: list[dict], overrides: list[str], args: argparse.Namespace) -> dict:
+def color_check_paraphrases(entries: list[dict], overrides: list[str], args: argparse.Namespace) -> dict:
     from hydra import compose, initialize_config_dir
 
     from avatar.body.anny_body import AnnyBody, AnnyBodyConfig
     from avatar.config import register_configs
     from avatar.guidance import build_guidance
-    from avatar.guidance.evaluation import colour_check, optimise_body_colours
+    from avatar.guidance.evaluation import color_check, optimise_body_colors
     from avatar.utils.paths import PROJECT_ROOT
 
     register_configs()
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[o for o in overrides if o.startswith("guidance")])
     guidance = build_guidance(cfg.guidance)
-    body = AnnyBody(AnnyBodyConfig(topology=args.colour_topology))
-    fit = {"steps": args.colour_steps, "views": args.colour_views, "size": args.colour_size}
-    seeds = range(args.colour_seeds)
+    body = AnnyBody(AnnyBodyConfig(topology=args.color_topology))
+    fit = {"steps": args.color_steps, "views": args.color_views, "size": args.color_size}
+    seeds = range(args.color_seeds)
     rows = []  # (kind, prompt, expected, [right per seed], median RGB per region)
     pairs = list(dict.fromkeys((e["regions"]["torso"], e["regions"]["legs"]) for e in entries
                                if set(e["regions"]) == {"torso", "legs"}))  # fmt: skip
     for top, bottom in pairs:  # the tuned sentence of every colour pair the paraphrases use
-        check = colour_check(guidance, body, top, bottom, seeds=args.colour_seeds, **fit)
+        check = color_check(guidance, body, top, bottom, seeds=args.color_seeds, **fit)
         medians = {
             r: torch.tensor(v).median(0).values.tolist() for r, v in (("torso", check.torso), ("legs", check.legs))
         }
         rows.append(("tuned", check.prompt, {"torso": top, "legs": bottom}, check.right, medians))
     for entry in entries:
-        fits = [optimise_body_colours(guidance, body, entry["prompt"], seed=s, **fit).region_means for s in seeds]
+        fits = [optimise_body_colors(guidance, body, entry["prompt"], seed=s, **fit).region_means for s in seeds]
         right = [regions_right(m, entry["regions"]) for m in fits]
         medians = {r: torch.tensor([m[r] for m in fits]).median(0).values.tolist() for r in entry["regions"]}
         rows.append(("paraphrase", entry["prompt"], entry["regions"], right, medians))
@@ -295,8 +295,8 @@ def print_summary(summary: dict) -> None:
         t, p = summary["shape"]["tuned"], summary["shape"]["paraphrases"]
         print(f"| shape: directions right (prompts) | {t['right']}/{t['directions']} ({t['prompts']}) | "
               f"{p['right']}/{p['directions']} ({p['prompts']}) |")  # fmt: skip
-    if "colour" in summary:
-        t, p = summary["colour"]["tuned"], summary["colour"]["paraphrases"]
+    if "color" in summary:
+        t, p = summary["color"]["tuned"], summary["color"]["paraphrases"]
         print(
             f"| colour: check passed on every seed (prompts) | {t['passed']}/{t['prompts']} | {p['passed']}/{p['prompts']} |"
         )

@@ -117,7 +117,7 @@ def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _colours(vertex_colors: Any, num_vertices: int) -> np.ndarray:
+def _colors(vertex_colors: Any, num_vertices: int) -> np.ndarray:
     """(V, 3) float display colours in [0, 1] from float or uint8 input, checked."""
     colors = _numpy(vertex_colors)
     if colors.shape != (num_vertices, 3):
@@ -179,7 +179,7 @@ def write_animated_gltf(
     vertices = _numpy(rig.vertices).astype(np.float64)
     faces = _numpy(rig.faces).astype(np.int64)
     num_v = len(vertices)
-    colours = None if vertex_colors is None else _colours(vertex_colors, num_v)
+    colors = None if vertex_colors is None else _colors(vertex_colors, num_v)
     animation = None if motion is None else motion_arrays(motion)
     if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and (faces.min() < 0 or faces.max() >= num_v)):
         raise ValueError(f"rig.faces must be (F, 3) indices into the {num_v} vertices")
@@ -197,8 +197,8 @@ def write_animated_gltf(
         JOINTS_1=buf.add(joints[:, 4:].astype(np.uint8), pygltflib.ARRAY_BUFFER),
         WEIGHTS_1=buf.add(weights[:, 4:].astype(np.float32), pygltflib.ARRAY_BUFFER),
     )
-    if colours is not None:
-        attributes.COLOR_0 = buf.add(srgb_to_linear(colours).astype(np.float32), pygltflib.ARRAY_BUFFER)
+    if colors is not None:
+        attributes.COLOR_0 = buf.add(srgb_to_linear(colors).astype(np.float32), pygltflib.ARRAY_BUFFER)
     indices = buf.add(faces.reshape(-1).astype(np.uint32), pygltflib.ELEMENT_ARRAY_BUFFER)
     gltf.materials.append(
         pygltflib.Material(

@@ -45,16 +45,16 @@ def laplacian_basis(vertices: torch.Tensor, faces: torch.Tensor, k: int = 12) ->
 
 
 @dataclass
-class ColourFitResult:
+class ColorFitResult:
     colors: torch.Tensor  # (V, 3) final vertex colours
     region_means: dict[str, tuple[float, float, float]]  # mean RGB per body region
     losses: list[float]
 
 
-def optimise_body_colours(
+def optimise_body_colors(
     guidance: Guidance, body: BodyModel, prompt: str, steps: int = 300, views: int = 8, basis: int = 12,
     lr: float = 0.1, size: int = 128, seed: int = 0,
-) -> ColourFitResult:  # fmt: skip
+) -> ColorFitResult:  # fmt: skip
     """Optimise the rest-pose body's colour field so renders match ``prompt`` under ``guidance``."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -85,10 +85,10 @@ def optimise_body_colours(
         colors = torch.sigmoid(eig @ weights + bias)
         regions = vertex_regions(body.skinning_weights)
         means = {r: tuple(colors[regions == i].mean(0).tolist()) for i, r in enumerate(REGIONS) if (regions == i).any()}
-    return ColourFitResult(colors, means, losses)
+    return ColorFitResult(colors, means, losses)
 
 
-def colour_pair_right(region_means: dict, top: str, bottom: str) -> bool:
+def color_pair_right(region_means: dict, top: str, bottom: str) -> bool:
     """Did a colour fit for "a <top> shirt and <bottom> trousers" come out right? The torso's mean
     RGB nearer ``top``'s vocabulary RGB than ``bottom``'s, and the legs' the other way round."""
 
@@ -100,7 +100,7 @@ def colour_pair_right(region_means: dict, top: str, bottom: str) -> bool:
 
 
 @dataclass
-class ColourCheckResult:
+class ColorCheckResult:
     prompt: str
     right: list[bool]  # per seed
     torso: list[tuple[float, float, float]]  # per seed
@@ -108,16 +108,16 @@ class ColourCheckResult:
     colors: list[torch.Tensor]  # per seed, (V, 3) vertex colours: what the fit looks like
 
 
-def colour_check(
+def color_check(
     guidance: Guidance, body: BodyModel, top: str, bottom: str, seeds: int = 5, **fit_options
-) -> ColourCheckResult:
+) -> ColorCheckResult:
     """The colour check over several seeds (views, backgrounds and crops differ per seed): one
     seed is not a measurement, a fit can land either way depending on its views."""
     prompt = f"a person in {with_article(top)} shirt and {bottom} trousers"
-    result = ColourCheckResult(prompt, [], [], [], [])
+    result = ColorCheckResult(prompt, [], [], [], [])
     for seed in range(seeds):
-        fit = optimise_body_colours(guidance, body, prompt, seed=seed, **fit_options)
-        result.right.append(colour_pair_right(fit.region_means, top, bottom))
+        fit = optimise_body_colors(guidance, body, prompt, seed=seed, **fit_options)
+        result.right.append(color_pair_right(fit.region_means, top, bottom))
         result.torso.append(fit.region_means["torso"])
         result.legs.append(fit.region_means["legs"])
         result.colors.append(fit.colors)

@@ -47,14 +47,14 @@ def _checkerboard(batch: int, height: int, width: int, generator, device, dtype)
     lo, hi = CHECKER_CELLS_RANGE
     cells = torch.randint(lo, hi + 1, (batch,), generator=generator, device=device)
     cell = (height // cells).clamp_min(1)
-    colours = torch.rand(batch, 2, 3, generator=generator, device=device, dtype=dtype)
+    colors = torch.rand(batch, 2, 3, generator=generator, device=device, dtype=dtype)
     sigma = BLUR_SIGMA_RANGE[0] + (BLUR_SIGMA_RANGE[1] - BLUR_SIGMA_RANGE[0]) * torch.rand(
         batch, generator=generator, device=device, dtype=dtype
     )
     rows = torch.arange(height, device=device)[None, :, None] // cell[:, None, None]
     cols = torch.arange(width, device=device)[None, None, :] // cell[:, None, None]
     parity = ((rows + cols) % 2).to(dtype)[:, None]  # (B, 1, H, W)
-    board = colours[:, 0, :, None, None] * (1 - parity) + colours[:, 1, :, None, None] * parity
+    board = colors[:, 0, :, None, None] * (1 - parity) + colors[:, 1, :, None, None] * parity
     return gaussian_blur(board, sigma)
 
 

@@ -286,15 +286,15 @@ class AppearanceStage(StageModule):
             g = torch.Generator().manual_seed(int(self.cfg.seed) * 7_919 + step)
             cams, info = sample_views(sc.views_per_step, self.cfg.views, g, torch.zeros(3), self.head_target, step=step)
             batch = self.render_views(cams, g, need_coarse=True)
-            colour = (batch["color_a"] - batch["coarse_rgb"]).abs().mean() + (
+            color = (batch["color_a"] - batch["coarse_rgb"]).abs().mean() + (
                 batch["color_b"] - batch["coarse_rgb"]
             ).abs().mean()
             mask = F.binary_cross_entropy(batch["opacity"].clamp(1e-4, 1 - 1e-4), batch["coarse_alpha"])
-            loss = colour + mask + 0.1 * batch["eikonal"]
+            loss = color + mask + 0.1 * batch["eikonal"]
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            last = {"colour_l1": float(colour), "mask_bce": float(mask)}
+            last = {"color_l1": float(color), "mask_bce": float(mask)}
             if step % sc.proposal_refresh_every == 0 and step:
                 self.refresh_proposal()
         return last
@@ -446,13 +446,13 @@ class AppearanceStage(StageModule):
         self.log_image("val/avatar", grid)
         return grid
 
-    def vertex_colour_fn(self):
-        def colour(points: torch.Tensor, view_dirs: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    def vertex_color_fn(self):
+        def color(points: torch.Tensor, view_dirs: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
             points = points.to(self.device, torch.float32)
             _, features = self.fields.sdf_and_features(points)
             return self.fields.colors(points, normals.to(points), view_dirs.to(points), features)[1]
 
-        return colour
+        return color
 
     def export(self) -> dict[str, Any]:
         """The final validation image and the timelapse; then marching cubes -> largest component
@@ -471,7 +471,7 @@ class AppearanceStage(StageModule):
         with torch.no_grad():
             mesh = extract_mesh(self.fields.sdf, resolution=sc.export_resolution, device=self.device)
         with torch.no_grad():
-            colors = vertex_colors_with_visibility(mesh, self.vertex_colour_fn(), n_views=sc.export_views)
+            colors = vertex_colors_with_visibility(mesh, self.vertex_color_fn(), n_views=sc.export_views)
         vertices = self.world_from_object(
             torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.device)
         )

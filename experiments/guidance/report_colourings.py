@@ -35,7 +35,7 @@ VIEWS = {  # name -> (view sampling, template)
     "face close-ups": (ViewSamplingConfig(face_every=1), "face"),
 }
 RED, BLUE, SKIN, GREY = (0.9, 0.0, 0.0), (0.0, 0.0, 0.9), (0.8, 0.6, 0.5), (0.3, 0.3, 0.3)
-COLOURINGS = {  # name -> (shirt, trousers)
+COLORINGS = {  # name -> (shirt, trousers)
     "red top / blue trousers": (RED, BLUE),
     "blue top / red trousers": (BLUE, RED),
     "all blue": (BLUE, BLUE),
@@ -44,13 +44,13 @@ COLOURINGS = {  # name -> (shirt, trousers)
 }
 
 
-def region_colours(regions: torch.Tensor, shirt, trousers) -> torch.Tensor:
-    colours = torch.tensor(SKIN).repeat(len(regions), 1)
+def region_colors(regions: torch.Tensor, shirt, trousers) -> torch.Tensor:
+    colors = torch.tensor(SKIN).repeat(len(regions), 1)
     for i, region in enumerate(REGIONS):
         wanted = {"torso": shirt, "arms": shirt, "hips": trousers, "legs": trousers, "feet": GREY}.get(region)
         if wanted is not None:
-            colours[regions == i] = torch.tensor(wanted)
-    return colours
+            colors[regions == i] = torch.tensor(wanted)
+    return colors
 
 
 @torch.no_grad()
@@ -66,7 +66,7 @@ def main() -> None:
     regions = vertex_regions(body.skinning_weights)
     renderer = MeshRenderer(MeshRenderConfig(height=args.size, width=args.size))
     centre = 0.5 * (vertices.amax(0) + vertices.amin(0))
-    print("| checkpoint | views | " + " | ".join(COLOURINGS) + " |\n|---|---|" + "---|" * len(COLOURINGS))
+    print("| checkpoint | views | " + " | ".join(COLORINGS) + " |\n|---|---|" + "---|" * len(COLORINGS))
     for checkpoint in args.checkpoint:
         guidance = build_guidance(MiniGuidanceConfig(checkpoint=checkpoint))
         for name, (sampling, template) in VIEWS.items():
@@ -75,8 +75,8 @@ def main() -> None:
             background = make_background("noise", args.views, args.size, args.size, g)
             text = guidance.encode_text([TEMPLATES[template].format(SUBJECT)])
             scores = []
-            for shirt, trousers in COLOURINGS.values():
-                rgb = renderer.render(vertices, body.faces, cameras, colors=region_colours(regions, shirt, trousers),
+            for shirt, trousers in COLORINGS.values():
+                rgb = renderer.render(vertices, body.faces, cameras, colors=region_colors(regions, shirt, trousers),
                                       background=background, light_dir=info["light_dir"], ambient=0.3 + info["ambient"]).rgb  # fmt: skip
                 image = guidance.encode_image(random_crops(rgb, torch.Generator().manual_seed(1)))
                 scores.append(float((image @ text.T).mean()))

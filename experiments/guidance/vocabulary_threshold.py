@@ -47,7 +47,7 @@ MEANING_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 def main() -> None:
     torch.set_num_threads(1)
     data = load_paraphrases()
-    paraphrases = [e["prompt"] for kind in ("pose", "shape", "colour") for e in data[kind]]
+    paraphrases = [e["prompt"] for kind in ("pose", "shape", "color") for e in data[kind]]
     encoder, concepts = sentence_encoder(), V.concept_embeddings()
     prompts = paraphrases + UNKNOWN
     unfamiliar = {p: V.unfamiliar_words(p) for p in prompts}

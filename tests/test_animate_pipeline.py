@@ -132,7 +132,7 @@ def pipeline_overrides(tmp_path, codebook) -> list[str]:
         "trainer.enable_progress_bar=false", f"prior.codebook={codebook}",
         "pipeline.overrides.shape=['stage.codebook_size=8','stage.preview_size=48',"
         f"'stage.cache_dir={tmp_path / 'shape_cache'}']",
-        "pipeline.overrides.appearance=['stage.init_steps=40','stage.init_cache=false','stage.max_ray_num=300',"
+        "pipeline.overrides.appearance=['stage.init_steps=40','stage.init_cache=false','stage.volume.compile=false','stage.max_ray_num=300',"
         "'stage.proposal_resolution=32','stage.export_resolution=48','stage.export_views=2','stage.val_size=16',"
         "'stage.val_views=1','stage.turntable_frames=2','trainer.max_steps=2']",
         f"pipeline.overrides.pose=['stage.cache_dir={tmp_path / 'pose_cache'}','stage.preview_size=48']",

@@ -23,6 +23,7 @@ TINY = [
     f"body.topology={LOW_POLY}",
     "stage.init_steps=60",
     "stage.init_cache=false",
+    "stage.volume.compile=false",  # a few steps: compiling would cost more than it saves
     "stage.max_ray_num=400",
     "stage.proposal_resolution=40",
     "stage.proposal_refresh_every=2",

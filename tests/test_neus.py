@@ -110,6 +110,46 @@ def test_field_shapes_heads_and_variance():
     assert fields.inv_s().item() == pytest.approx(math.exp(3.0), rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        NeusFieldConfig(sdf_hidden=48, sdf_layers=3, feature_dim=8, color_hidden=16, color_layers=1),
+        NeusFieldConfig(sdf_hidden=48, sdf_layers=4, sdf_skip_in=(1, 3), feature_dim=8, color_hidden=16, color_layers=1),
+        NeusFieldConfig(sdf_hidden=16, sdf_layers=2, sdf_multires=0, sdf_skip_in=(), weight_norm=False, feature_dim=4,
+                        color_hidden=16, color_layers=1),
+    ],
+    ids=["one-skip", "two-skips", "no-encoding"],
+)  # fmt: skip
+def test_written_out_gradient_equals_autograds_double_backward(cfg):
+    """The SDF gradient the renderer uses (the chain rule as forward operations) is autograd's
+    gradient, and a loss on it trains the fields as autograd's double backward would."""
+    torch.manual_seed(0)
+    # float64, and a tolerance of 1e-6: above softplus' linear branch (beta z > 20) PyTorch's
+    # derivative is 1, the written-out one sigmoid(beta z) = 1 - 2e-9; any real error is larger.
+    fields = NeusFields(cfg).double()
+    with torch.no_grad():  # leave the geometric init: every layer and encoding column matters
+        for p in fields.sdf_net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.rand(256, 3, dtype=torch.float64) * 1.6 - 0.8
+
+    def loss_of(sdf, feat, grad):
+        return sdf.square().mean() + feat.sin().mean() + ((grad.norm(dim=-1) - 1) ** 2).mean() + grad[:, 1].mean()
+
+    xr = x.clone().requires_grad_(True)
+    sdf_ref, feat_ref = fields.sdf_and_features(xr)
+    (grad_ref,) = torch.autograd.grad(sdf_ref.sum(), xr, create_graph=True)
+    params = list(fields.sdf_net.parameters())
+    expected = torch.autograd.grad(loss_of(sdf_ref, feat_ref, grad_ref), params)
+    sdf, feat, grad = fields.sdf_features_gradient(x, create_graph=True)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(sdf, sdf_ref)
+    for got, want in zip(torch.autograd.grad(loss_of(sdf, feat, grad), params), expected):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    _, _, frozen = fields.sdf_features_gradient(x, create_graph=False)
+    assert not frozen.requires_grad
+    torch.testing.assert_close(frozen, grad_ref.detach(), rtol=1e-6, atol=1e-9)
+
+
 def test_invalid_skip_indices_are_dropped_with_a_warning():
     with pytest.warns(UserWarning, match="sdf_skip_in"):
         fields = NeusFields(
@@ -305,3 +345,30 @@ def test_chunking_does_not_change_the_result(sphere_fields, sampler):
     for key in ("color_a", "color_b", "opacity", "normal", "depth", "eikonal"):
         torch.testing.assert_close(outs[0][key], outs[1][key], atol=1e-5, rtol=1e-5)
     assert outs[0]["n_points"] == outs[1]["n_points"] > 0
+
+
+@pytest.mark.slow  # the first compile takes ~20 s on a 2-core CPU
+def test_compiled_fields_render_and_train_as_the_eager_ones(sphere_fields):
+    """``VolumeRenderConfig.compile`` changes the speed, not the render or its gradients; the
+    number of samples changes from call to call without breaking the compiled graph."""
+    fields, v, f, _ = sphere_fields
+    results = []
+    for compile_ in (False, True):
+        copy = NeusFields(TINY)
+        copy.load_state_dict(fields.state_dict())
+        renderer = NeusVolumeRenderer(copy, VolumeRenderConfig(sampler="surface", compile=compile_, chunk=700))
+        renderer.set_proposal(v, f)
+        per_size = []
+        for h in (8, 11):  # two ray counts: dynamic shapes
+            o, d = _rays(h)
+            out = renderer.render(o, d, cos_anneal_ratio=0.5, training=True, generator=torch.Generator().manual_seed(0))
+            loss = out["color_b"].square().sum() + out["color_a"].sum() + out["opacity"].sum() + out["normal"].sum()
+            loss = loss + out["eikonal"]
+            grads = torch.autograd.grad(loss, list(copy.parameters()))
+            per_size.append(({k: out[k].detach() for k in ("color_a", "color_b", "opacity", "normal")}, grads))
+        results.append(per_size)
+    for (eager_out, eager_grads), (compiled_out, compiled_grads) in zip(*results):
+        for key, value in eager_out.items():
+            torch.testing.assert_close(compiled_out[key], value, rtol=1e-4, atol=1e-5)
+        for got, want in zip(compiled_grads, eager_grads):
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)

@@ -20,7 +20,7 @@ from avatar.stages.base import NonFiniteLossError
 from helpers import FAST_POSE_FIT, LOW_POLY, compose_cfg, run_train
 
 TINY_APPEARANCE = [
-    "stage=appearance", f"body.topology={LOW_POLY}", "trainer.max_steps=2", "stage.init_steps=5",
+    "stage=appearance", f"body.topology={LOW_POLY}", "trainer.max_steps=2", "stage.init_steps=5", "stage.volume.compile=false",
     "stage.init_cache=false", "stage.export_resolution=32", "stage.export_views=2", "stage.turntable_frames=2",
     "stage.val_size=16", "stage.val_views=2", "stage.max_ray_num=800", "stage.proposal_resolution=32",
     "trainer.enable_progress_bar=false",

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
@@ -83,6 +84,9 @@ def valid_skips(skip_in: tuple[int, ...], n_hidden: int) -> tuple[int, ...]:
     return kept
 
 
+_SKIP_SCALE = 1.0 / math.sqrt(2)
+
+
 class SDFNetwork(nn.Module):
     """NeuS/IDR SDF MLP: ``x -> (sdf, feature)`` (see the module docstring)."""
 
@@ -134,6 +138,50 @@ class SDFNetwork(nn.Module):
             if i < last:
                 h = self.activation(h)
         return h
+
+    def forward_with_gradient(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(forward(x), d sdf / dx)`` with the gradient written out as ordinary forward
+        operations: the chain rule through the layers, from the output back to the encoding
+        (softplus' derivative is ``sigmoid(beta z)``; the encoding's is ``2^k cos`` and
+        ``-2^k sin``).
+
+        The result equals ``torch.autograd.grad(sdf.sum(), x, create_graph=True)``, but a loss
+        on it is then differentiated once (first order) instead of through autograd's double
+        backward: about a quarter less work per training step, and a graph ``torch.compile``
+        can fuse (it cannot compile a double backward)."""
+        enc = self.embed
+        inputs = enc(x)
+        beta = self.activation.beta
+        h, slopes, weights = inputs, [], []
+        last = len(self.layers) - 1
+        for i, lin in enumerate(self.layers):
+            if i in self.skip_in:
+                h = torch.cat([h, inputs], dim=-1) * _SKIP_SCALE
+            weight = lin.weight  # weight-normalised: computed from (g, v) at each access
+            weights.append(weight)
+            z = F.linear(h, weight, lin.bias)
+            if i < last:
+                slopes.append(torch.sigmoid(beta * z))
+                h = F.softplus(z, beta=beta)
+            else:
+                h = z
+        # d sdf / d (input of layer i), from the last layer down; skips add to the encoding's.
+        g = weights[last][0].expand(len(x), -1)
+        g_inputs = None
+        d_in = inputs.shape[-1]
+        for i in range(last - 1, -1, -1):
+            if i + 1 in self.skip_in:
+                g_skip = g[:, -d_in:] * _SKIP_SCALE
+                g_inputs = g_skip if g_inputs is None else g_inputs + g_skip
+                g = g[:, :-d_in] * _SKIP_SCALE
+            g = (g * slopes[i]) @ weights[i]
+        g_inputs = g if g_inputs is None else g_inputs + g
+        grad = g_inputs[:, :3]
+        if enc.multires > 0:  # [x, sin(2^k x), cos(2^k x)] -> d/dx per coordinate
+            xf = x[:, None, :] * enc.freqs[:, None]
+            g_sc = g_inputs[:, 3:].reshape(len(x), enc.multires, 2, 3)
+            grad = grad + ((g_sc[:, :, 0] * torch.cos(xf) - g_sc[:, :, 1] * torch.sin(xf)) * enc.freqs[:, None]).sum(1)
+        return h, grad
 
 
 class ColorNetwork(nn.Module):
@@ -197,16 +245,12 @@ class NeusFields(nn.Module):
         """SDF (N,), features (N, F) and the SDF's spatial gradient (N, 3) in one forward pass
         (what the renderer needs per sample). ``create_graph`` keeps the gradient differentiable
         (training: the eikonal term and the normals feed the loss)."""
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            sdf, feat = self.sdf_and_features(x)
-            (grad,) = torch.autograd.grad(sdf.sum(), x, create_graph=create_graph)
-        if not create_graph:
-            sdf, feat = sdf.detach(), feat.detach()
-        return sdf, feat, grad
+        with torch.set_grad_enabled(create_graph):
+            out, grad = self.sdf_net.forward_with_gradient(x.detach())
+        return out[:, 0], out[:, 1:], grad
 
     def gradient(self, x: Tensor, create_graph: bool) -> Tensor:
-        """d sdf / dx (N, 3) by autograd."""
+        """d sdf / dx (N, 3) (:meth:`SDFNetwork.forward_with_gradient`)."""
         return self.sdf_features_gradient(x, create_graph)[2]
 
     def colors(self, x: Tensor, normals: Tensor, view_dirs: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:

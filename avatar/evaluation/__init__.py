@@ -7,6 +7,8 @@ subcommand each (``avatar-eval`` or ``python -m avatar.evaluation``; avatar/eval
     avatar-eval paraphrase held-out paraphrases (paraphrases.yaml) vs the tuned prompts: pose,
                            shape and colour checks side by side (paraphrase.py)
     avatar-eval priors     the shipped priors on held-out mocap subjects (priors.py)
+    avatar-eval appearance finished appearance runs: surface vs the body (distance, roughness),
+                           colours per region, named or not by the prompt (appearance.py)
 
 Each module has ``add_arguments(parser)`` and ``run(args)``; ``avatar-eval <name> --help`` prints
 the module's docstring."""

@@ -13,6 +13,10 @@ COMMANDS = {
     "guidance": ("guidance", "a guidance model: retrieval, binding and pose words on synthetic renders, colour check"),
     "paraphrase": ("paraphrase", "held-out paraphrases vs the tuned prompts: pose, shape and colour checks"),
     "priors": ("priors", "the shipped pose/motion priors and codebook on held-out mocap subjects"),
+    "appearance": (
+        "appearance",
+        "finished appearance runs: surface distance and roughness vs the body, colours per region",
+    ),
 }
 
 

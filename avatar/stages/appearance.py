@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from avatar.body.base import build_body
-from avatar.body.regions import REGIONS, region_colors, vertex_regions
+from avatar.body.regions import DEMO_PALETTE, REGIONS, region_colors, vertex_regions
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose
 from avatar.export.media import image_grid, save_image, save_mesh, save_video, to_uint8
 from avatar.guidance.augment import random_crops
 from avatar.guidance.base import build_guidance
+from avatar.metrics.appearance import appearance_report
 from avatar.neus.fields import NeusFieldConfig, NeusFields
 from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
 from avatar.render import (
@@ -131,6 +132,47 @@ def resolution_for_rays(max_rays: int, views: int, silhouette_fraction: float, m
     return int(max(16, min(max_resolution, math.floor(math.sqrt(max_rays / (views * fraction))))))
 
 
+COARSE_GREY = 0.7  # the coarse body's colour with coarse_color=grey (the renderer's default albedo)
+
+
+def load_coarse_shape(body, shape_dir: str, bind_pose: str) -> tuple[torch.Tensor, str, str]:
+    """The coarse body an appearance run starts from (``stage.shape_dir``, ``stage.bind_pose``):
+    its shape (1, S), the name of the pose it is made in and where the shape came from (a
+    shape run's ``shape.npz``, or ``"default"``: the body model's neutral shape)."""
+    if not shape_dir:
+        return body.default_shape(1).float(), bind_pose, "default"
+    path = Path(shape_dir) / "shape.npz"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"stage.shape_dir={shape_dir!r} has no shape.npz: give the run directory of a "
+            "shape stage (python train.py stage=shape ...), or leave stage.shape_dir empty"
+        )
+    data = np.load(path, allow_pickle=False)
+    if str(data["body"]) != body.name:
+        raise ValueError(
+            f"stage.shape_dir holds a {data['body']} shape but body={body.name}; run with body={data['body']}"
+        )
+    shape = torch.as_tensor(data["shape"], dtype=torch.float32).reshape(1, -1)
+    pose = str(data["bind_pose"]) if "bind_pose" in data else bind_pose
+    return shape, pose, str(path)
+
+
+def coarse_body_rig(body, shape: torch.Tensor, bind_pose_name: str):
+    """The coarse body rigged and moved to the T-pose the way the export is (``Rig.to_rest``
+    from its bind pose): the surface the exported avatar is compared with (CPU)."""
+    from avatar.body.skinning import rig_from_body
+
+    rig = rig_from_body(body, shape, named_pose(bind_pose_name)).to("cpu")
+    return rig.to_rest("t_pose") if bind_pose_name != "t_pose" else rig
+
+
+def coarse_region_rgb(coarse_color: str) -> dict[str, list[float]]:
+    """Each region's colour before guidance: the coarse body's grey, or the region palette."""
+    if coarse_color == "regions":
+        return {r: list(DEMO_PALETTE[r]) for r in REGIONS}
+    return {r: [COARSE_GREY] * 3 for r in REGIONS}
+
+
 @STAGES.register("appearance")
 class AppearanceStage(StageModule):
     def __init__(self, cfg) -> None:
@@ -155,7 +197,7 @@ class AppearanceStage(StageModule):
         self.register_buffer("coarse_vertices", (world - centre) * scale)  # object space
         self.register_buffer("faces", self.body.faces.clone(), persistent=False)
         self.register_buffer("head_target", (out.joints[0, JOINT_INDEX["head"]].float() - centre) * scale)
-        grey = torch.full((world.shape[0], 3), 0.7)
+        grey = torch.full((world.shape[0], 3), COARSE_GREY)
         coarse = region_colors(self.body.skinning_weights.float()) if sc.coarse_color == "regions" else grey
         self.register_buffer("coarse_colors", coarse, persistent=False)
 
@@ -167,25 +209,10 @@ class AppearanceStage(StageModule):
 
     # ---- inputs ------------------------------------------------------------------------------
     def _load_shape(self) -> tuple[torch.Tensor, CanonicalPose, str]:
-        sc = self.stage_cfg
-        if not sc.shape_dir:
-            self.bind_pose_name = sc.bind_pose
-            return self.body.default_shape(1).float(), named_pose(sc.bind_pose), "default"
-        path = Path(sc.shape_dir) / "shape.npz"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"stage.shape_dir={sc.shape_dir!r} has no shape.npz: give the run directory of a "
-                "shape stage (python train.py stage=shape ...), or leave stage.shape_dir empty"
-            )
-        data = np.load(path, allow_pickle=False)
-        if str(data["body"]) != self.body.name:
-            raise ValueError(
-                f"stage.shape_dir holds a {data['body']} shape but body={self.body.name}; run with body={data['body']}"
-            )
-        shape = torch.as_tensor(data["shape"], dtype=torch.float32).reshape(1, -1)
-        pose = str(data["bind_pose"]) if "bind_pose" in data else sc.bind_pose
-        self.bind_pose_name = pose
-        return shape, named_pose(pose), str(path)
+        shape, self.bind_pose_name, source = load_coarse_shape(
+            self.body, self.stage_cfg.shape_dir, self.stage_cfg.bind_pose
+        )
+        return shape, named_pose(self.bind_pose_name), source
 
     def world_from_object(self, points: torch.Tensor) -> torch.Tensor:
         return points / self.scale + self.centre
@@ -489,10 +516,19 @@ class AppearanceStage(StageModule):
         col = torch.as_tensor(colors, dtype=torch.float32)
         region_means = {r: col[regions == i].mean(0).tolist() for i, r in enumerate(REGIONS) if (regions == i).any()}
         self.preview(rig, colors)
+        # What a person sees, per region: how far the surface left the coarse body and how lumpy it
+        # is next to it (both T-pose, world metres), and whether the parts the prompt does not
+        # name kept their colour (avatar/metrics/appearance.py; avatar-eval appearance).
+        body = coarse_body_rig(self.body, self.shape, self.bind_pose_name)
+        report = appearance_report(
+            vertices, faces, regions, col, body.vertices, body.faces, vertex_regions(body.weights),
+            str(self.cfg.prompt.appearance), coarse_region_rgb(sc.coarse_color),
+        )  # fmt: skip
         return {
             "export_vertices": int(vertices.shape[0]),
             "export_faces": int(faces.shape[0]),
             "region_rgb": region_means,
+            **report,
         }
 
     def preview(self, rig, colors) -> None:

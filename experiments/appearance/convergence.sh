@@ -4,19 +4,19 @@
 # run, so each gets its own warm-up + cosine schedule), then the report
 # (experiments/appearance/convergence_report.py): the independent scorer's loss and the region
 # colours against steps. Results: docs/experiments/appearance-speed.md.
-#   bash experiments/appearance/convergence.sh [out_dir] [steps...]
+#   bash experiments/appearance/convergence.sh [out_dir] ["steps ..."] ["prompt indices ..."]
 set -euo pipefail
 OUT=${1:-outputs/appearance_convergence}
-shift || true
-STEPS=${*:-150 250 400}
+STEPS=${2:-150 250 400}
 PROMPTS=(
   "a person in a red shirt and blue trousers"
   "a person in a green shirt and white trousers"
   "a person in a yellow shirt and black trousers"
 )
 PY=${PYTHON:-.venv/bin/python}
-for steps in $STEPS; do
-  for i in "${!PROMPTS[@]}"; do
+IDS=${3:-${!PROMPTS[*]}}
+for i in $IDS; do
+  for steps in $STEPS; do
     dir="$OUT/p${i}_steps${steps}"
     [ -f "$dir/result.json" ] && continue
     rm -rf "$dir"

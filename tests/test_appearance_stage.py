@@ -107,6 +107,57 @@ def test_guidance_gradients_reach_the_texture_head_only(tmp_path):
     assert grad_norm(stage.fields.sdf_net) > 0  # textureless renders shape the geometry
 
 
+def test_body_priors_hold_the_surface_and_the_unnamed_regions_colors(tmp_path):
+    """The body priors: |SDF| on the coarse body's surface, and head B held to the coarse colours
+    only where the prompt names nothing: for "a person in a red shirt" the face and hands count,
+    the torso does not. Optimised alone, they bring the head's colour to its target."""
+    from avatar.body.regions import REGIONS, SKIN_TONE, vertex_regions
+    from avatar.stages import build_stage
+
+    cfg = compose_cfg(
+        tmp_path, *TINY, "prompt.appearance=a person in a red shirt", "stage.lambda_body_surface=1",
+        "stage.lambda_unnamed_color=1", "stage.body_points=1024",
+    )  # fmt: skip
+    stage = build_stage(cfg)
+    stage.setup("fit")
+    regions = vertex_regions(stage.body.skinning_weights.float())
+    head, torso = regions == REGIONS.index("head"), regions == REGIONS.index("torso")
+
+    def prior(step=0):
+        return float(stage.body_priors(stage.step_generator(step))["unnamed_color"].detach())
+
+    grey = prior()
+    stage.coarse_colors[torso] = torch.tensor([0.0, 1.0, 0.0])  # the shirt's region: not in the term
+    assert prior() == pytest.approx(grey, abs=1e-6)
+    stage.coarse_colors[:] = torch.tensor(SKIN_TONE)  # the face's region is
+    assert prior() > grey + 0.01
+
+    def head_b(mask):
+        points = stage.coarse_vertices[mask]
+        _, features, grad = stage.fields.sdf_features_gradient(points, create_graph=False)
+        return stage.fields.colors(points, grad, -torch.nn.functional.normalize(grad, dim=-1), features)[1].mean(0)
+
+    def optimise(term: str, steps: int = 40) -> tuple[float, float]:
+        optimiser = torch.optim.Adam(stage.fields.parameters(), lr=3e-3)
+        values = []
+        for step in range(steps):
+            loss = stage.body_priors(stage.step_generator(step))[term]
+            values.append(float(loss.detach()))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        return values[0], values[-1]
+
+    head_before = head_b(head)
+    first, last = optimise("unnamed_color")
+    tone = torch.tensor(SKIN_TONE)
+    assert (head_b(head) - tone).abs().mean() < 0.5 * (head_before - tone).abs().mean() and last < 0.5 * first
+    with torch.no_grad():  # the surface 5 cm (object units) inside the body: the prior brings it back
+        stage.fields.sdf_net.layers[-1].bias[0] += 0.05
+    first, last = optimise("body_surface")
+    assert first > 0.04 and last < 0.5 * first
+
+
 def test_paper_switches_turn_terms_off(tmp_path):
     from avatar.stages import build_stage
 

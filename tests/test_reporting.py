@@ -133,6 +133,13 @@ def test_videos_mesh_table_and_artifact_are_logged(appearance_run):
     assert row["region_rgb/legs/b"] == pytest.approx(result["region_rgb"]["legs"][2])
     (table_artifact,) = [a for a in logged["artifacts"] if a.type == "run_table"]  # the table and its image
     assert any(e.path.endswith("/avatar_preview.png") for e in table_artifact.manifest.contents) and row["preview"]
+    # The stage's artifact: its metadata within W&B's 100 keys (the region report alone has more),
+    # the top-level numbers kept; the whole result travels as the artifact's result.json.
+    (stage_artifact,) = [a for a in logged["artifacts"] if a.type == "appearance"]
+    metadata = json.loads(stage_artifact.metadata)
+    assert len(flatten_result(result)) > 100 >= len(metadata)
+    assert metadata["objective"] == pytest.approx(result["objective"]) and metadata["run_dir"] == str(run_dir)
+    assert any(e.path == "result.json" for e in stage_artifact.manifest.contents)
     (artifact,) = [a for a in logged["artifacts"] if a.type == "appearance"]
     files = {entry.path for entry in artifact.manifest.contents}
     assert {"avatar.glb", "avatar.ply", "avatar_rig.npz", "checkpoints/last.ckpt", "result.json"} <= files

@@ -24,6 +24,14 @@ DEMO_PALETTE: dict[str, tuple[float, float, float]] = {
     "feet": (0.15, 0.15, 0.15),
 }  # fmt: skip
 
+# The coarse body's look when nothing is known about the clothes (``coarse_color=skin``): skin
+# where a person usually shows it (head, arms, hands), the renderer's neutral grey elsewhere.
+SKIN_TONE: tuple[float, float, float] = (0.87, 0.70, 0.58)
+SKIN_PALETTE: dict[str, tuple[float, float, float]] = {
+    "head": SKIN_TONE, "arms": SKIN_TONE, "hands": SKIN_TONE, "torso": (0.7, 0.7, 0.7),
+    "hips": (0.7, 0.7, 0.7), "legs": (0.7, 0.7, 0.7), "feet": (0.7, 0.7, 0.7),
+}  # fmt: skip
+
 
 def vertex_regions(skinning_weights: torch.Tensor) -> torch.Tensor:
     """(V,) index into REGIONS of each vertex's dominant joint's region."""

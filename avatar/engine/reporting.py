@@ -47,6 +47,8 @@ ARTIFACT_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".npz", ".bvh")
 NOT_OUTPUTS = ("wandb", "tensorboard", "csv", "checkpoints", ".hydra")  # folders that are logs, not results
 
 
+WANDB_METADATA_KEYS = 100  # wandb.Artifact's limit
+
 # ------------------------------------------------------------------------------ flattening
 def flatten_result(result: dict, sep: str = "/") -> dict[str, Any]:
     """A result dict as flat ``key/sub/leaf`` entries. Lists of three numbers under a key that
@@ -181,7 +183,11 @@ def _log_artifact(run, cfg: DictConfig, run_dir: Path, result: dict, numbers: di
     import wandb
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{cfg.stage.name}-{run.id}")
-    artifact = wandb.Artifact(name, type=str(cfg.stage.name), metadata={"run_dir": str(run_dir), **numbers})
+    # W&B takes at most 100 metadata keys: the top-level numbers first, nested ones while room is
+    # left (a region-by-region report has hundreds); the whole result is the artifact's result.json.
+    ordered = sorted(numbers, key=lambda key: "/" in key)
+    metadata = {"run_dir": str(run_dir), **{key: numbers[key] for key in ordered[: WANDB_METADATA_KEYS - 1]}}
+    artifact = wandb.Artifact(name, type=str(cfg.stage.name), metadata=metadata)
     for path in artifact_files(run_dir):
         artifact.add_file(str(path), name=path.relative_to(run_dir).as_posix())
     with artifact.new_file("result.json") as file:

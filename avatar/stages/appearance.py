@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from avatar.body.base import build_body
-from avatar.body.regions import DEMO_PALETTE, REGIONS, region_colors, vertex_regions
+from avatar.body.regions import DEMO_PALETTE, REGIONS, SKIN_PALETTE, region_colors, vertex_regions
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose
 from avatar.export.media import image_grid, save_image, save_mesh, save_video, to_uint8
 from avatar.guidance.augment import random_crops
 from avatar.guidance.base import build_guidance
-from avatar.metrics.appearance import appearance_report
+from avatar.metrics.appearance import appearance_report, named_regions
 from avatar.neus.fields import NeusFieldConfig, NeusFields
 from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
 from avatar.render import (
@@ -88,7 +88,7 @@ class AppearanceStageConfig:
     init_lr: float = 1e-3
     init_batch_points: int = 8192
     init_cache: bool = True  # reuse a mesh initialisation with identical inputs (project cache)
-    coarse_color: str = "grey"  # head A's target look of the coarse body: grey | regions
+    coarse_color: str = "grey"  # head A's target look of the coarse body: grey | regions | skin
 
     # Guided stage
     prompt_template: str = PAPER_TEMPLATE
@@ -116,6 +116,13 @@ class AppearanceStageConfig:
     lambda_mask: Any = 1.0  # BCE of the opacity to the coarse body's silhouette
     lambda_guidance_texture: Any = 1.0  # 1 - cos of the shaded textured render (head B)
     lambda_guidance_geometry: Any = 1.0  # 1 - cos of the textureless render
+    # Priors from the coarse body (not in the paper), on ``body_points`` points sampled on its
+    # surface each step: |SDF| there (the surface stays on the body where nothing moves it), and
+    # L1 of head B to the coarse colours in the regions the prompt does not name
+    # (avatar.metrics.appearance.named_regions: a shirt names the torso, not the face or hands).
+    lambda_body_surface: Any = 0.0
+    lambda_unnamed_color: Any = 0.0
+    body_points: int = at_least(1, 4096)
 
     # Validation and export
     val_size: int = at_least(8, 128)
@@ -168,8 +175,9 @@ def coarse_body_rig(body, shape: torch.Tensor, bind_pose_name: str):
 
 def coarse_region_rgb(coarse_color: str) -> dict[str, list[float]]:
     """Each region's colour before guidance: the coarse body's grey, or the region palette."""
-    if coarse_color == "regions":
-        return {r: list(DEMO_PALETTE[r]) for r in REGIONS}
+    if coarse_color in ("regions", "skin"):
+        palette = DEMO_PALETTE if coarse_color == "regions" else SKIN_PALETTE
+        return {r: list(palette[r]) for r in REGIONS}
     return {r: [COARSE_GREY] * 3 for r in REGIONS}
 
 
@@ -198,8 +206,20 @@ class AppearanceStage(StageModule):
         self.register_buffer("faces", self.body.faces.clone(), persistent=False)
         self.register_buffer("head_target", (out.joints[0, JOINT_INDEX["head"]].float() - centre) * scale)
         grey = torch.full((world.shape[0], 3), COARSE_GREY)
-        coarse = region_colors(self.body.skinning_weights.float()) if sc.coarse_color == "regions" else grey
+        palettes = {"regions": DEMO_PALETTE, "skin": SKIN_PALETTE}
+        if sc.coarse_color not in ("grey", *palettes):
+            raise ValueError(f"stage.coarse_color={sc.coarse_color!r}: choose grey, regions or skin")
+        weights = self.body.skinning_weights.float()
+        coarse = region_colors(weights, palettes[sc.coarse_color]) if sc.coarse_color in palettes else grey
         self.register_buffer("coarse_colors", coarse, persistent=False)
+        # Body-surface priors: per face, its area and whether the prompt leaves its region unnamed.
+        named = named_regions(str(cfg.prompt.appearance))
+        unnamed = torch.tensor([r not in named for r in REGIONS])[vertex_regions(weights)]
+        faces = self.body.faces.long()
+        corners = self.coarse_vertices[faces]
+        areas = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(dim=-1)
+        self.register_buffer("body_face_areas", areas, persistent=False)
+        self.register_buffer("body_face_unnamed", unnamed[faces].all(dim=1), persistent=False)
 
         self.fields = NeusFields(sc.fields)
         self.volume = NeusVolumeRenderer(self.fields, sc.volume)
@@ -415,6 +435,8 @@ class AppearanceStage(StageModule):
             losses["mask"] = F.binary_cross_entropy(opacity.clamp(1e-4, 1 - 1e-4), batch["coarse_alpha"])
         if self.active("eikonal"):
             losses["eikonal"] = batch["eikonal"]
+        if self.active("body_surface") or self.active("unnamed_color"):
+            losses.update(self.body_priors(g))
         guided = self.active("guidance_texture") or (sc.textureless_render and self.active("guidance_geometry"))
         if guided:
             kind = "random" if sc.background_augmentation else "white"
@@ -435,6 +457,30 @@ class AppearanceStage(StageModule):
                 grey = self.shade(batch, sc.textureless_albedo * opacity, light, ambient)
                 losses["guidance_geometry"] = score(grey + (1.0 - opacity) * background)
         return losses
+
+    def body_priors(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """``body_surface`` and ``unnamed_color`` on points sampled (area-weighted) on the coarse
+        body: its surface is where the avatar starts, its colours what the prompt leaves out."""
+        sc = self.stage_cfg
+        face = torch.multinomial(self.body_face_areas.cpu(), sc.body_points, replacement=True, generator=g)
+        u, v = torch.rand(2, sc.body_points, 1, generator=g)
+        flip = (u + v) > 1  # uniform barycentric coordinates in the triangle
+        u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
+        bary = torch.cat([1 - u - v, u, v], dim=1).to(self.device)
+        corners = self.faces[face.to(self.device)]
+        points = (self.coarse_vertices[corners] * bary[..., None]).sum(1)
+        sdf, features, grad = self.fields.sdf_features_gradient(points, create_graph=True)
+        out = {}
+        if self.active("body_surface"):
+            out["body_surface"] = sdf.abs().mean()
+        if self.active("unnamed_color"):
+            keep = self.body_face_unnamed[face.to(self.device)]
+            target = (self.coarse_colors[corners] * bary[..., None]).sum(1)
+            view = -F.normalize(grad.detach(), dim=-1)  # seen head-on
+            color_b = self.fields.colors(points, grad, view, features)[1]
+            error = (color_b - target).abs().sum(-1) * keep
+            out["unnamed_color"] = error.sum() / keep.sum().clamp_min(1) / 3.0
+        return out
 
     def parameters_to_optimise(self) -> list[torch.nn.Parameter]:
         return list(self.fields.parameters())

@@ -49,6 +49,7 @@ NOT_OUTPUTS = ("wandb", "tensorboard", "csv", "checkpoints", ".hydra")  # folder
 
 WANDB_METADATA_KEYS = 100  # wandb.Artifact's limit
 
+
 # ------------------------------------------------------------------------------ flattening
 def flatten_result(result: dict, sep: str = "/") -> dict[str, Any]:
     """A result dict as flat ``key/sub/leaf`` entries. Lists of three numbers under a key that

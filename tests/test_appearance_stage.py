@@ -92,7 +92,10 @@ def test_guidance_gradients_reach_the_texture_head_only(tmp_path):
     """The guidance terms train head B (the exported texture) and the geometry, never head A."""
     from avatar.stages import build_stage
 
-    cfg = compose_cfg(tmp_path, *TINY, "stage.lambda_coarse=0", "stage.lambda_mask=0")
+    cfg = compose_cfg(
+        tmp_path, *TINY, "stage.lambda_coarse=0", "stage.lambda_mask=0", "stage.lambda_body_surface=0",
+        "stage.lambda_unnamed_color=0",
+    )  # fmt: skip
     stage = build_stage(cfg)
     stage.setup("fit")
     losses = stage.compute_losses(0)
@@ -107,6 +110,7 @@ def test_guidance_gradients_reach_the_texture_head_only(tmp_path):
     assert grad_norm(stage.fields.sdf_net) > 0  # textureless renders shape the geometry
 
 
+@pytest.mark.slow  # ~20 s: a NeuS initialisation and 80 optimisation steps
 def test_body_priors_hold_the_surface_and_the_unnamed_regions_colors(tmp_path):
     """The body priors: |SDF| on the coarse body's surface, and head B held to the coarse colours
     only where the prompt names nothing: for "a person in a red shirt" the face and hands count,

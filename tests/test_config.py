@@ -16,7 +16,7 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments" / "experiment").glob(
 GROUP_OPTIONS = sorted(
     (group.name, option.stem)
     for group in CONF.iterdir()
-    if group.is_dir() and group.name != "stage_preset"  # chosen by stage + preset, not by name
+    if group.is_dir() and group.name not in ("stage_preset", "stage_guidance")  # chosen by stage + preset/guidance
     for option in group.glob("*.yaml")
 )
 # conf/stage_preset/<stage>_<preset>.yaml: a preset's sizes for one stage.
@@ -53,6 +53,21 @@ def test_every_stage_preset_is_picked_by_its_stage_and_preset(stage, preset):
     for key, value in own.get("stage", {}).items():
         if not isinstance(value, DictConfig):
             assert cfg.stage[key] == value, key
+
+
+def test_stage_settings_of_a_guidance_model_are_picked_by_stage_and_guidance():
+    """conf/stage_guidance/<stage>_<guidance>.yaml: the appearance stage's body priors come with the
+    offline mini model only; with CLIP or OpenCLIP the stage is the paper's (no priors, grey body)."""
+    own = OmegaConf.load(CONF / "stage_guidance" / "appearance_mini.yaml").stage
+    mini = compose_with(["stage=appearance", "guidance=mini"]).stage
+    assert (mini.lambda_body_surface, mini.lambda_unnamed_color, mini.coarse_color) == (
+        own.lambda_body_surface, own.lambda_unnamed_color, own.coarse_color,
+    ) and own.lambda_body_surface > 0 and own.lambda_unnamed_color > 0  # fmt: skip
+    for guidance in ("clip", "open_clip"):
+        paper = compose_with(["stage=appearance", f"guidance={guidance}"]).stage
+        assert (paper.lambda_body_surface, paper.lambda_unnamed_color, paper.coarse_color) == (0, 0, "grey")
+        assert paper.lambda_guidance_geometry > 0  # the paper's sculpting stays
+    assert compose_with(["stage=pose", "guidance=mini"]).stage.name == "pose"  # other stages: no file, no change
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

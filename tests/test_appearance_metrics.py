@@ -191,7 +191,9 @@ def test_eval_appearance_on_a_fabricated_run(tmp_path, anny_low, capsys):
     run = tmp_path / "run"
     run.mkdir()
     prompt = "a person in a red shirt"
-    cfg = compose_cfg(run, "stage=appearance", f"body.topology={LOW_POLY}", f"prompt.appearance='{prompt}'")
+    cfg = compose_cfg(
+        run, "stage=appearance", f"body.topology={LOW_POLY}", f"prompt.appearance='{prompt}'", "stage.coarse_color=grey"
+    )  # the coarse body grey everywhere: the regions left grey kept their colour
     (run / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     body = rig_from_body(anny_low, anny_low.default_shape(1), "t_pose")
     normals, _ = vertex_normals_and_areas(body.vertices.double().numpy(), body.faces.numpy())

@@ -140,11 +140,6 @@ class StepTimes(Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:])]
 
 
-def build(cfg, device: str):
-    module = STAGES.build(cfg.stage.name, cfg)
-    return module.to(device)
-
-
 def fit(cfg, module, clock: Clock, run_dir: Path) -> StepTimes:
     times = StepTimes(clock)
     loggers = build_loggers(cfg, run_dir, [], resume_step=None, wandb_id=None)
@@ -164,13 +159,8 @@ def instrument(module, clock: Clock, replay: list) -> None:
     clock.wrap(appearance_module, "make_background", "backgrounds")
     clock.wrap(appearance_module, "random_crops", "crop augmentation")
     clock.wrap(module, "shade", "shading (textured, textureless)")
-    render_views = module.render_views
-
-    def timed_render_views(cams, g, need_coarse, size=None):
-        # The silhouette mask and the coarse target are mesh renders made inside render_views:
-        # time them by wrapping the mesh renderers it asks for.
-        return render_views(cams, g, need_coarse, size)
-
+    # The silhouette mask and the coarse target are mesh renders made inside render_views: time
+    # them through the mesh renderers it asks for.
     mesh_renderer = module.mesh_renderer
 
     def timed_mesh_renderer(size):
@@ -188,7 +178,6 @@ def instrument(module, clock: Clock, replay: list) -> None:
         return renderer
 
     module.mesh_renderer = timed_mesh_renderer
-    module.render_views = timed_render_views
     guidance_loss = module.guidance.guidance_loss
 
     def timed_guidance(images, texts):
@@ -259,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = compose_stage_cfg(args.preset, args.device, Path(tmp) / "plain", total_steps, args.override)
         # Pass 1: the plain step.
         clock = Clock(sync)
-        module = build(cfg, args.device)
+        module = STAGES.build(cfg.stage.name, cfg).to(args.device)
         t0 = time.perf_counter()
         module.setup("fit")  # NeuS initialisation (cached) and the first proposal, outside the timing
         setup_seconds = time.perf_counter() - t0
@@ -272,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         # Pass 2: sections.
         cfg2 = compose_stage_cfg(args.preset, args.device, Path(tmp) / "sections", total_steps, args.override)
-        module2 = build(cfg2, args.device)
+        module2 = STAGES.build(cfg2.stage.name, cfg2).to(args.device)
         module2.setup("fit")
         module2.setup = lambda stage: None
         clock2 = Clock(sync)

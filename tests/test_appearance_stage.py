@@ -193,6 +193,8 @@ def test_bad_inputs_are_named(tmp_path):
         build_stage(compose_cfg(tmp_path, *TINY, "prompt.appearance=' '"))
     with pytest.raises(ConfigCompositionException, match="stage.init"):  # an Enum field: at composition
         build_stage(compose_cfg(tmp_path, *TINY, "stage.init=magic"))
+    with pytest.raises(ConfigCompositionException, match="stage.coarse_color"):
+        build_stage(compose_cfg(tmp_path, *TINY, "stage.coarse_color=purple"))
     with pytest.raises(FileNotFoundError, match="stage.shape_dir"):
         build_stage(compose_cfg(tmp_path, *TINY, f"stage.shape_dir={tmp_path}"))
 

@@ -27,9 +27,10 @@ DEMO_PALETTE: dict[str, tuple[float, float, float]] = {
 # The coarse body's look when nothing is known about the clothes (``coarse_color=skin``): skin
 # where a person usually shows it (head, arms, hands), the renderer's neutral grey elsewhere.
 SKIN_TONE: tuple[float, float, float] = (0.87, 0.70, 0.58)
+NEUTRAL_GREY: tuple[float, float, float] = (0.7, 0.7, 0.7)  # the renderer's default albedo
+GREY_PALETTE: dict[str, tuple[float, float, float]] = {r: NEUTRAL_GREY for r in REGIONS}
 SKIN_PALETTE: dict[str, tuple[float, float, float]] = {
-    "head": SKIN_TONE, "arms": SKIN_TONE, "hands": SKIN_TONE, "torso": (0.7, 0.7, 0.7),
-    "hips": (0.7, 0.7, 0.7), "legs": (0.7, 0.7, 0.7), "feet": (0.7, 0.7, 0.7),
+    **GREY_PALETTE, "head": SKIN_TONE, "arms": SKIN_TONE, "hands": SKIN_TONE,
 }  # fmt: skip
 
 

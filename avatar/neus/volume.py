@@ -496,10 +496,10 @@ class NeusVolumeRenderer(nn.Module):
         """:meth:`_evaluate_points`, compiled once per process when ``cfg.compile``."""
         if not self.cfg.compile:
             return self._evaluate_points
-        if self.__dict__.get("_compiled_points") is None:
+        if getattr(self, "_compiled_points", None) is None:
             # dynamic: the number of samples changes every step (one graph, no recompiles).
-            self.__dict__["_compiled_points"] = torch.compile(self._evaluate_points, dynamic=True)
-        return self.__dict__["_compiled_points"]
+            self._compiled_points = torch.compile(self._evaluate_points, dynamic=True)
+        return self._compiled_points
 
     def _full_chunked(self, pts: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """SDF, gradient and both colours at every point, ``cfg.chunk`` points per call."""

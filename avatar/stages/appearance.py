@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from avatar.body.base import build_body
-from avatar.body.regions import DEMO_PALETTE, REGIONS, SKIN_PALETTE, region_colors, vertex_regions
+from avatar.body.regions import DEMO_PALETTE, GREY_PALETTE, REGIONS, SKIN_PALETTE, region_colors, vertex_regions
 from avatar.body.skeleton import JOINT_INDEX, CanonicalPose, named_pose
 from avatar.export.media import image_grid, save_image, save_mesh, save_video, to_uint8
 from avatar.guidance.augment import random_crops
@@ -58,6 +58,18 @@ from avatar.utils.paths import cache_dir
 log = logging.getLogger(__name__)
 
 PAPER_TEMPLATE = "a 3d rendering of {} in unreal engine"
+
+
+class CoarseColor(StrEnum):
+    """The coarse body's look (head A's target, head B's start, the unnamed regions' prior): the
+    renderer's grey, the demo's region palette, or skin on head, arms and hands, grey elsewhere."""
+
+    grey = "grey"
+    regions = "regions"
+    skin = "skin"
+
+
+COARSE_PALETTES = {CoarseColor.grey: GREY_PALETTE, CoarseColor.regions: DEMO_PALETTE, CoarseColor.skin: SKIN_PALETTE}
 
 
 class NeusInit(StrEnum):
@@ -88,7 +100,7 @@ class AppearanceStageConfig:
     init_lr: float = 1e-3
     init_batch_points: int = 8192
     init_cache: bool = True  # reuse a mesh initialisation with identical inputs (project cache)
-    coarse_color: str = "grey"  # head A's target look of the coarse body: grey | regions | skin
+    coarse_color: CoarseColor = CoarseColor.grey
 
     # Guided stage
     prompt_template: str = PAPER_TEMPLATE
@@ -139,9 +151,6 @@ def resolution_for_rays(max_rays: int, views: int, silhouette_fraction: float, m
     return int(max(16, min(max_resolution, math.floor(math.sqrt(max_rays / (views * fraction))))))
 
 
-COARSE_GREY = 0.7  # the coarse body's colour with coarse_color=grey (the renderer's default albedo)
-
-
 def load_coarse_shape(body, shape_dir: str, bind_pose: str) -> tuple[torch.Tensor, str, str]:
     """The coarse body an appearance run starts from (``stage.shape_dir``, ``stage.bind_pose``):
     its shape (1, S), the name of the pose it is made in and where the shape came from (a
@@ -174,11 +183,9 @@ def coarse_body_rig(body, shape: torch.Tensor, bind_pose_name: str):
 
 
 def coarse_region_rgb(coarse_color: str) -> dict[str, list[float]]:
-    """Each region's colour before guidance: the coarse body's grey, or the region palette."""
-    if coarse_color in ("regions", "skin"):
-        palette = DEMO_PALETTE if coarse_color == "regions" else SKIN_PALETTE
-        return {r: list(palette[r]) for r in REGIONS}
-    return {r: [COARSE_GREY] * 3 for r in REGIONS}
+    """Each region's colour before guidance (``stage.coarse_color``'s palette)."""
+    palette = COARSE_PALETTES[CoarseColor(coarse_color)]
+    return {r: list(palette[r]) for r in REGIONS}
 
 
 @STAGES.register("appearance")
@@ -205,12 +212,8 @@ class AppearanceStage(StageModule):
         self.register_buffer("coarse_vertices", (world - centre) * scale)  # object space
         self.register_buffer("faces", self.body.faces.clone(), persistent=False)
         self.register_buffer("head_target", (out.joints[0, JOINT_INDEX["head"]].float() - centre) * scale)
-        grey = torch.full((world.shape[0], 3), COARSE_GREY)
-        palettes = {"regions": DEMO_PALETTE, "skin": SKIN_PALETTE}
-        if sc.coarse_color not in ("grey", *palettes):
-            raise ValueError(f"stage.coarse_color={sc.coarse_color!r}: choose grey, regions or skin")
         weights = self.body.skinning_weights.float()
-        coarse = region_colors(weights, palettes[sc.coarse_color]) if sc.coarse_color in palettes else grey
+        coarse = region_colors(weights, COARSE_PALETTES[CoarseColor(sc.coarse_color)])
         self.register_buffer("coarse_colors", coarse, persistent=False)
         # Body-surface priors: per face, its area and whether the prompt leaves its region unnamed.
         named = named_regions(str(cfg.prompt.appearance))
@@ -218,7 +221,7 @@ class AppearanceStage(StageModule):
         faces = self.body.faces.long()
         corners = self.coarse_vertices[faces]
         areas = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(dim=-1)
-        self.register_buffer("body_face_areas", areas, persistent=False)
+        self.body_face_areas = areas  # stays on the CPU: sampled there with the step's generator
         self.register_buffer("body_face_unnamed", unnamed[faces].all(dim=1), persistent=False)
 
         self.fields = NeusFields(sc.fields)
@@ -462,19 +465,20 @@ class AppearanceStage(StageModule):
         """``body_surface`` and ``unnamed_color`` on points sampled (area-weighted) on the coarse
         body: its surface is where the avatar starts, its colours what the prompt leaves out."""
         sc = self.stage_cfg
-        face = torch.multinomial(self.body_face_areas.cpu(), sc.body_points, replacement=True, generator=g)
+        face = torch.multinomial(self.body_face_areas, sc.body_points, replacement=True, generator=g)
         u, v = torch.rand(2, sc.body_points, 1, generator=g)
         flip = (u + v) > 1  # uniform barycentric coordinates in the triangle
         u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
         bary = torch.cat([1 - u - v, u, v], dim=1).to(self.device)
-        corners = self.faces[face.to(self.device)]
+        face = face.to(self.device)
+        corners = self.faces[face]
         points = (self.coarse_vertices[corners] * bary[..., None]).sum(1)
         sdf, features, grad = self.fields.sdf_features_gradient(points, create_graph=True)
         out = {}
         if self.active("body_surface"):
             out["body_surface"] = sdf.abs().mean()
         if self.active("unnamed_color"):
-            keep = self.body_face_unnamed[face.to(self.device)]
+            keep = self.body_face_unnamed[face]
             target = (self.coarse_colors[corners] * bary[..., None]).sum(1)
             view = -F.normalize(grad.detach(), dim=-1)  # seen head-on
             color_b = self.fields.colors(points, grad, view, features)[1]

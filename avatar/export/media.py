@@ -37,18 +37,19 @@ def image_grid(images: list[np.ndarray], ncols: int, pad: int = 2, fill: int = 2
 
 
 def caption_tile(tile: np.ndarray, text: str) -> np.ndarray:
-    """The tile with a white caption strip below it."""
+    """The tile with a white caption strip below it (a line of text per line of ``text``)."""
     from PIL import Image, ImageDraw
 
     h, w, _ = tile.shape
-    strip = max(12, h // 12)
+    line = max(12, h // 12)
+    strip = line * (text.count("\n") + 1)
     canvas = Image.new("RGB", (w, h + strip), (255, 255, 255))
     canvas.paste(Image.fromarray(tile), (0, 0))
     draw = ImageDraw.Draw(canvas)
     try:
         from PIL import ImageFont
 
-        font = ImageFont.load_default(size=max(8, strip - 4))
+        font = ImageFont.load_default(size=max(8, line - 4))
     except TypeError:  # Pillow < 10.1: fixed-size bitmap font
         font = None
     draw.text((2, h + 1), text, fill=(0, 0, 0), font=font)

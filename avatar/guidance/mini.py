@@ -26,6 +26,7 @@ from avatar.guidance.base import (
     config_from,
     setting,
 )
+from avatar.guidance.snapping import Snapper, TextReading
 from avatar.utils.files import InputFileError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -40,19 +41,30 @@ class MiniGuidanceConfig:
     name: str = "mini"
     checkpoint: str = MINI_CHECKPOINT  # mini_scorer.pt is the independent scoring model
     device: str = "cpu"
+    # How the text tower reads a prompt: as_written, or snapped (rewritten into the training
+    # grammar first by nearest neighbours in the frozen MiniLM space; a prompt of grammar words
+    # is unchanged; avatar/guidance/snapping.py, docs/experiments/guidance-model.md 2026-12-05).
+    text_reading: TextReading = TextReading.as_written
 
 
 class MiniGuidance(Guidance):
-    def __init__(self, model, device: str = "cpu") -> None:
+    def __init__(self, model, device: str = "cpu", text_reading: TextReading | str = TextReading.as_written) -> None:
         size = model.cfg.image_size
         # The model rescales [0, 1] pixels itself: identity normalisation here.
         super().__init__(model.cfg.embed_dim, (size, size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.model = model
+        self.text_reading = TextReading(text_reading)
+        self.snapper = Snapper() if self.text_reading == TextReading.snapped else None
         self.to(device)
         self.freeze()
 
+    def read(self, text: str) -> str:
+        """What the text tower reads for ``text``: the text itself, or its snap into the grammar
+        (logged at INFO the first time a text is rewritten)."""
+        return text if self.snapper is None else self.snapper(text)
+
     def _embed_tokens(self, texts: list[str]) -> torch.Tensor:
-        return self.model.text(texts)
+        return self.model.text([self.read(t) for t in texts])
 
     def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.image(pixels)
@@ -81,11 +93,12 @@ def build_mini_guidance(cfg: Any) -> Guidance:
             f"`{key}={path}` is not a usable mini guidance checkpoint: {err}. It may come from another "
             "version of this project, or be damaged."
         ) from err
-    guidance = MiniGuidance(model, cfg.device)
+    guidance = MiniGuidance(model, cfg.device, cfg.text_reading)
     m = model.cfg
     guidance.record_weights(
         path,
         f"mini (embed {m.embed_dim}, image {m.image_size} px, channels {list(m.image_channels)}, "
         f"MiniLM top {m.text_trainable_layers} layers tuned)",
+        text_reading=str(guidance.text_reading),
     )
     return guidance

@@ -71,6 +71,8 @@ class Vocabulary:
     concepts: tuple[str, ...]  # what a far word is compared with, and named in the warning
     words: frozenset[str]  # known as they are written (lower case)
     phrases: tuple[str, ...]  # multi-word names known as a whole, longest first
+    # The words the grammar itself uses (no colour names, no other function words).
+    grammar_words: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=1)
@@ -105,7 +107,7 @@ def vocabulary() -> Vocabulary:
     concepts = sorted(c for c in ({*grammar, *BASIC_COLORS} | grammar_words) - FUNCTION_WORDS if len(c) > 1)
     words = frozenset(grammar_words | {c for c in COLORS if " " not in c} | FUNCTION_WORDS)
     phrases = tuple(sorted({p for p in (*COLORS, *grammar) if " " in p}, key=lambda p: (-len(p), p)))
-    return Vocabulary(tuple(concepts), words, phrases)
+    return Vocabulary(tuple(concepts), words, phrases, frozenset(grammar_words))
 
 
 def unfamiliar_words(prompt: str) -> list[str]:

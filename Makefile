@@ -30,8 +30,13 @@ install: $(STAMP)
 demo: install
 	$(PY) train.py pipeline=full $(DEMO_ARGS)
 
+# Tests run on TEST_WORKERS pytest-xdist workers (one thread each: tests/conftest.py); worksteal
+# keeps both busy while one runs a long whole-stage test. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
+
 test: install
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q $(PYTEST_WORKERS)
 
 # ruff (configured in pyproject.toml): lint and formatting, checked by CI; `make format` fixes both.
 LINTED := avatar tests experiments benchmarks hydra_plugins train.py
@@ -45,7 +50,7 @@ format: install
 
 # The edit loop: everything but the whole-stage runs marked `slow` (CI runs `make test`).
 test-fast: install
-	$(PY) -m pytest tests -q -m "not slow"
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_WORKERS)
 
 # The mesh renderer's timings (benchmarks/; the NeuS samplers: python -m benchmarks.benchmark_neus).
 benchmark: install

@@ -16,6 +16,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# `make test` runs the suite on pytest-xdist workers, one per core (TEST_WORKERS). Each worker
+# and the train.py processes it starts keep to one thread: two workers with torch's default
+# threads each oversubscribe the cores, and OpenMP's waiting then makes a step several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 LOW_POLY = "notoes_collapse5pc"
 
 

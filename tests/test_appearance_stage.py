@@ -162,6 +162,38 @@ def test_body_priors_hold_the_surface_and_the_unnamed_regions_colors(tmp_path):
     assert first > 0.04 and last < 0.5 * first
 
 
+def test_the_surface_prior_sees_a_lump_grown_off_the_body(tmp_path):
+    """``body_surface`` compares the SDF with the body's signed distance on the body and around
+    it: a field equal to the body's SDF costs nothing; one with a lump grown in front of the chest
+    (off the surface, where |SDF| on the surface alone cannot see it) costs."""
+    from avatar.body.regions import REGIONS, vertex_regions
+    from avatar.neus.mesh_sdf import MeshQuery
+    from avatar.stages import build_stage
+
+    cfg = compose_cfg(
+        tmp_path, *TINY, "stage.init=none", "stage.lambda_body_surface=1", "stage.lambda_unnamed_color=0",
+        "stage.body_points=8192",
+    )  # fmt: skip
+    stage = build_stage(cfg)
+    stage.setup("fit")
+    vertices, faces = stage.body_cpu
+    body = MeshQuery(vertices, faces)
+    torso = vertices[vertex_regions(stage.body.skinning_weights.float()) == REGIONS.index("torso")]
+    chest = torso[torso[:, 1].argmin()]  # the body faces -Y
+    centre = chest + torch.tensor([0.0, -0.12, 0.0])
+
+    def prior(lump: bool) -> float:
+        def sdf(x):
+            d = body.query(x)[0]
+            return torch.minimum(d, (x - centre).norm(dim=-1) - 0.1) if lump else d
+
+        stage.fields.sdf = sdf
+        return sum(float(stage.body_priors(stage.step_generator(step))["body_surface"]) for step in range(4)) / 4
+
+    assert prior(lump=False) < 1e-6
+    assert prior(lump=True) > 1e-4  # 2e-4: a few % of the points around the body fall in the lump
+
+
 def test_paper_switches_turn_terms_off(tmp_path):
     from avatar.stages import build_stage
 
@@ -282,7 +314,7 @@ def test_quality_check_red_shirt_blue_trousers(tmp_path):
     are mostly blue (regions from the transferred skinning weights). cpu preset, low-poly body."""
     result = run(compose_cfg(
         tmp_path, "stage=appearance", f"body.topology={LOW_POLY}", "prompt.appearance=a person in a red shirt and blue trousers",
-        "trainer.max_steps=300", "stage.init_steps=300", "stage.export_resolution=128", "stage.turntable_frames=8",
+        "trainer.max_steps=200", "stage.init_steps=300", "stage.export_resolution=128", "stage.turntable_frames=8",
         "trainer.val_every_n_steps=100",
         "trainer.enable_progress_bar=false", "logger=csv",
     ))  # fmt: skip

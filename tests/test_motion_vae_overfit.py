@@ -57,8 +57,13 @@ def walking_windows(tmp_path_factory) -> torch.Tensor:
 def test_a_small_motion_vae_memorises_real_walks(walking_windows):
     from avatar.priors.motion_overfit import OVERFIT_VAE, overfit_motion_vae
 
+    # Small matrices: one thread is the fastest. Restored after: the rest of the session keeps its own.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    result, model = overfit_motion_vae(walking_windows, OVERFIT_VAE, steps=400)
+    try:
+        result, model = overfit_motion_vae(walking_windows, OVERFIT_VAE, steps=400)
+    finally:
+        torch.set_num_threads(threads)
     # The gait survives: the decoded walks travel (nearly) as far as the captured ones. The code
     # before the fixes (LEGACY_VAE), on these windows: 0.001 and 83 mm at this budget, the same
     # at four times it; the fixed code: 0.95-1.01 and 7-8 mm (seeds 0-2).

@@ -13,7 +13,10 @@ Per step (paper defaults; every switch is a flag, every term a ``lambda_``):
   * renders: head A (compared to the coarse body's render, L1), head B lit near the view
     direction (shaded texture) and a textureless grey render, both on augmented backgrounds and
     scored by the guidance model against the prompt (face / back prompts for such views),
-  * eikonal and mask (silhouette of the coarse body) terms.
+  * eikonal and mask (silhouette of the coarse body) terms,
+  * (not in the paper; the free default's, conf/stage_guidance/appearance_mini.yaml) priors from
+    the coarse body where the prompt says nothing: its signed distance on and around its surface,
+    its colours in the regions the prompt does not name (:meth:`AppearanceStage.body_priors`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from avatar.guidance.augment import random_crops
 from avatar.guidance.base import build_guidance
 from avatar.metrics.appearance import appearance_report, named_regions
 from avatar.neus.fields import NeusFieldConfig, NeusFields
+from avatar.neus.init import NOISE_SCALES, sample_surface
+from avatar.neus.mesh_sdf import MeshQuery
 from avatar.neus.volume import NeusVolumeRenderer, VolumeRenderConfig
 from avatar.render import (
     Cameras,
@@ -129,8 +134,10 @@ class AppearanceStageConfig:
     lambda_guidance_texture: Any = 1.0  # 1 - cos of the shaded textured render (head B)
     lambda_guidance_geometry: Any = 1.0  # 1 - cos of the textureless render
     # Priors from the coarse body (not in the paper), on ``body_points`` points sampled on its
-    # surface each step: |SDF| there (the surface stays on the body where nothing moves it), and
-    # L1 of head B to the coarse colours in the regions the prompt does not name
+    # surface each step (AppearanceStage.body_priors): L1 of the SDF to the body's signed distance
+    # there and at as many points around it (the surface stays on the body where nothing moves it,
+    # no lumps or floaters grow off it), and L1 of head B to the coarse colours in the regions the
+    # prompt does not name
     # (avatar.metrics.appearance.named_regions: a shirt names the torso, not the face or hands).
     lambda_body_surface: Any = 0.0
     lambda_unnamed_color: Any = 0.0
@@ -215,13 +222,13 @@ class AppearanceStage(StageModule):
         weights = self.body.skinning_weights.float()
         coarse = region_colors(weights, COARSE_PALETTES[CoarseColor(sc.coarse_color)])
         self.register_buffer("coarse_colors", coarse, persistent=False)
-        # Body-surface priors: per face, its area and whether the prompt leaves its region unnamed.
+        # Body priors: the coarse body on the CPU (sampled there with the step's generator; its
+        # signed distance from a Warp BVH built on first use) and whether its faces are unnamed.
         named = named_regions(str(cfg.prompt.appearance))
         unnamed = torch.tensor([r not in named for r in REGIONS])[vertex_regions(weights)]
         faces = self.body.faces.long()
-        corners = self.coarse_vertices[faces]
-        areas = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(dim=-1)
-        self.body_face_areas = areas  # stays on the CPU: sampled there with the step's generator
+        self.body_cpu = (self.coarse_vertices.cpu(), faces.cpu())
+        self._body_query: MeshQuery | None = None
         self.register_buffer("body_face_unnamed", unnamed[faces].all(dim=1), persistent=False)
 
         self.fields = NeusFields(sc.fields)
@@ -462,24 +469,33 @@ class AppearanceStage(StageModule):
         return losses
 
     def body_priors(self, g: torch.Generator) -> dict[str, torch.Tensor]:
-        """``body_surface`` and ``unnamed_color`` on points sampled (area-weighted) on the coarse
-        body: its surface is where the avatar starts, its colours what the prompt leaves out."""
+        """Priors from the coarse body, on ``body_points`` points sampled (area-weighted) on its
+        surface: ``body_surface``, the field's SDF held to the body's signed distance on the
+        surface and around it (as many points again, offset from the surface points at the NeuS
+        initialisation's two wider noise scales: no lump or floater grows where the guidance
+        carries no shape); ``unnamed_color``, head B held to the coarse colours on the surface in
+        the regions the prompt does not name."""
         sc = self.stage_cfg
-        face = torch.multinomial(self.body_face_areas, sc.body_points, replacement=True, generator=g)
-        u, v = torch.rand(2, sc.body_points, 1, generator=g)
-        flip = (u + v) > 1  # uniform barycentric coordinates in the triangle
-        u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
-        bary = torch.cat([1 - u - v, u, v], dim=1).to(self.device)
-        face = face.to(self.device)
-        corners = self.faces[face]
-        points = (self.coarse_vertices[corners] * bary[..., None]).sum(1)
-        sdf, features, grad = self.fields.sdf_features_gradient(points, create_graph=True)
+        vertices, faces = self.body_cpu
+        surface, face, bary = sample_surface(vertices, faces, sc.body_points, g)
+        points = surface.to(self.device)
         out = {}
-        if self.active("body_surface"):
-            out["body_surface"] = sdf.abs().mean()
+        sdf = features = grad = None
         if self.active("unnamed_color"):
+            sdf, features, grad = self.fields.sdf_features_gradient(points, create_graph=True)
+        if self.active("body_surface"):
+            scales = torch.tensor(NOISE_SCALES[1:]).repeat_interleave(-(-len(surface) // 2))[: len(surface)]
+            shell = surface + scales[:, None] * torch.randn(surface.shape, generator=g)
+            if self._body_query is None:
+                self._body_query = MeshQuery(vertices, faces)
+            target = self._body_query.query(shell)[0].to(self.device)
+            on_body = self.fields.sdf(points) if sdf is None else sdf
+            around = self.fields.sdf(shell.to(self.device)) - target
+            out["body_surface"] = torch.cat([on_body, around]).abs().mean()
+        if self.active("unnamed_color"):
+            face = face.to(self.device)
             keep = self.body_face_unnamed[face]
-            target = (self.coarse_colors[corners] * bary[..., None]).sum(1)
+            target = (self.coarse_colors[self.faces[face]] * bary.to(self.device)[..., None]).sum(1)
             view = -F.normalize(grad.detach(), dim=-1)  # seen head-on
             color_b = self.fields.colors(points, grad, view, features)[1]
             error = (color_b - target).abs().sum(-1) * keep

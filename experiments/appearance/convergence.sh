@@ -3,7 +3,7 @@
 # preset=tiny on the full Anny body, for three prompts, at several step budgets (each a separate
 # run, so each gets its own warm-up + cosine schedule), then the report
 # (experiments/appearance/convergence_report.py): the independent scorer's loss and the region
-# colours against steps. Results: docs/experiments/appearance-speed.md.
+# colours against steps. Results: docs/experiments/performance.md and appearance.md.
 #   bash experiments/appearance/convergence.sh [out_dir] ["steps ..."] ["prompt indices ..."]
 set -euo pipefail
 OUT=${1:-outputs/appearance_convergence}

@@ -98,20 +98,16 @@ def grammar() -> Grammar:
         POSE_PHRASES,
         SHOE_NAMES,
         TOP_NAMES,
-        shape_words,
-        subject_noun,
         with_article,
     )
     from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
-    from avatar.guidance.vocabulary import vocabulary
+    from avatar.guidance.vocabulary import grammar_people, vocabulary
 
     garments = tuple(dict.fromkeys(n for table in (TOP_NAMES, BOTTOM_NAMES, SHOE_NAMES) for ns in table.values()
                                    for n in ns))  # fmt: skip
     patterns = frozenset(w for ws in PATTERN_WORDS.values() for p in ws for w in p.split())
-    levels = (0.0, 0.5, 1.0)
-    shapes = sorted({" ".join(shape_words({"height": h, "weight": w, "muscle": m}))
-                     for h in levels for w in levels for m in levels})  # fmt: skip
-    nouns = sorted({subject_noun({"gender": g, "age": a}) for g in levels for a in (0.3, 0.6, 1.0)})
+    shape_combinations, nouns = grammar_people()
+    shapes = sorted({" ".join(combination) for combination in shape_combinations})
     subjects = tuple(with_article(f"{s} {n}".strip()) for s in shapes for n in nouns)
     arms = [p for w in ARM_WORDS for p in POSE_PHRASES[w]]
     body = [p for w in BODY_WORDS for p in POSE_PHRASES[w]]

@@ -76,6 +76,21 @@ class Vocabulary:
 
 
 @functools.lru_cache(maxsize=1)
+def grammar_people() -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
+    """Who the grammar's captions describe, over the corners and middle of its phenotype grid:
+    the shape-word combinations (("tall", "heavy"), ...; () for none) and the nouns ("old man",
+    ...), sorted. What the vocabulary knows and what the snapper (snapping.py) writes."""
+    from avatar.guidance.synthetic.captions import shape_words, subject_noun
+
+    levels = (0.0, 0.5, 1.0)
+    shapes = {
+        tuple(shape_words({"height": h, "weight": w, "muscle": m})) for h in levels for w in levels for m in levels
+    }
+    nouns = {subject_noun({"gender": g, "age": a}) for g in levels for a in (0.3, 0.6, 1.0)}
+    return tuple(sorted(shapes)), tuple(sorted(nouns))
+
+
+@functools.lru_cache(maxsize=1)
 def vocabulary() -> Vocabulary:
     """The training grammar's vocabulary (avatar/guidance/synthetic/captions.py and appearance.py)."""
     from avatar.guidance.synthetic.appearance import BASIC_COLORS, COLORS, HAIR_COLORS
@@ -89,15 +104,11 @@ def vocabulary() -> Vocabulary:
         SHOE_NAMES,
         TOP_NAMES,
         TRAIN_TEMPLATES,
-        shape_words,
-        subject_noun,
     )  # fmt: skip
     from avatar.guidance.synthetic.poses import ARM_WORDS, BODY_WORDS
 
-    extremes = (0.0, 0.5, 1.0)
-    shapes = {w for h in extremes for wt in extremes for m in extremes
-              for w in shape_words({"height": h, "weight": wt, "muscle": m})}  # fmt: skip
-    nouns = {subject_noun({"gender": g, "age": a}) for g in extremes for a in (0.3, 0.6, 1.0)}
+    shape_combinations, nouns = grammar_people()
+    shapes = {w for combination in shape_combinations for w in combination}
     garments = {name for table in (TOP_NAMES, BOTTOM_NAMES, SHOE_NAMES, PATTERN_WORDS) for names in table.values()
                 for name in names}  # fmt: skip
     poses = {*ARM_WORDS, *BODY_WORDS, *(p for phrases in POSE_PHRASES.values() for p in phrases)}

@@ -279,6 +279,44 @@ def test_variational_option_splits_mu_logvar():
     assert out["features"].shape == (2, 60, 330) and not torch.equal(out["z"], out["mu"])
 
 
+def test_convolutional_backbone_keeps_the_interface_and_a_code_per_time_step():
+    """The free model's backbone (issue #26): same encode/decode/forward contract as AvatarCLIP's
+    transformer; its code is latent_dim / 8 numbers for each of the 8 bottleneck steps of a
+    60-frame clip, so a change late in the clip moves the late part of the code most."""
+    config = MotionVAEConfig(num_joints=22, latent_dim=64, num_layers=1, variational=True, normalise=True,
+                             logvar_init=-6.0, backbone="conv")  # fmt: skip
+    vae = perturbed(MotionVAE(config), 6).eval()
+    features = canonical_to_features(random_rotvecs(3, 60, 22), 22)
+    vae.set_feature_statistics(features)
+    with torch.no_grad():
+        mu, logvar = vae.encode(features)
+        assert mu.shape == logvar.shape == (3, 64)
+        assert vae.decode(mu).shape == (3, 60, 132) and vae.decode(mu, 30).shape == (3, 30, 132)
+        late = features.clone()
+        late[:, 52:] = canonical_to_features(random_rotvecs(3, 8, 22, seed=1), 22)
+        moved = (vae.encode(late)[0] - mu).abs().reshape(3, 8, 8).mean(dim=(0, 2))  # (step,)
+    assert moved[-1] > 5 * moved[:4].max()
+    vae.train()
+    out = vae(features)
+    assert out["features"].shape == (3, 60, 132) and not torch.equal(out["z"], out["mu"])
+
+    # Padded frames do not reach the code.
+    mask = torch.ones(3, 60, dtype=torch.bool)
+    mask[:, 50:] = False
+    garbage = torch.where(mask[..., None], features, torch.randn_like(features) * 5)
+    with torch.no_grad():
+        assert torch.allclose(vae.eval().encode(garbage, mask)[0], vae.encode(features, mask)[0], atol=1e-6)
+
+    with pytest.raises(ValueError, match="encodes 60-frame clips, got 40"):
+        vae.encode(features[:, :40])
+    with pytest.raises(ValueError, match="at most 64 frames"):
+        vae.decode(mu, 65)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        MotionVAE(MotionVAEConfig(latent_dim=60, backbone="conv"))
+    with pytest.raises(ValueError, match=r"backbone must be one of \['conv', 'transformer'\], got 'lstm'"):
+        MotionVAE(MotionVAEConfig(backbone="lstm"))
+
+
 def test_load_motion_vae_release_layouts(tmp_path):
     vae = perturbed(MotionVAE(), 5)
     # AvatarCLIP reads torch.load(motion_vae.pth)['state_dict']; the rest is training metadata.

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> None:
     data_motion_apd = apd_mm(sequence_joints(clips[:n_motion]))
     locomotion = locomotion_travel_ratio(clips, torch.cat(decoded))
     c = motion.config
-    rows.append((f"motion VAE (d={c.latent_dim}, {c.num_layers}+{c.num_layers} layers)", f"{motion_err:.1f}",
+    rows.append((f"motion VAE ({c.backbone}, d={c.latent_dim}, {c.num_layers}+{c.num_layers} layers)", f"{motion_err:.1f}",
                  f"{meta['train_seconds']:.0f}", f"{apd_mm(sequence_joints(sampled)):.0f} (data {data_motion_apd:.0f})",
                  f"{len(clips)} held-out 60-frame windows, {meta['steps']} steps; locomotion travel ratio "
                  f"{locomotion.get('heldout_locomotion_travel_ratio', float('nan')):.2f} "

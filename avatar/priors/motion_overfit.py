@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> OverfitResult:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--latent-dim", type=int, default=OVERFIT_VAE.latent_dim)
     parser.add_argument("--layers", type=int, default=OVERFIT_VAE.num_layers)
+    parser.add_argument("--backbone", default=OVERFIT_VAE.backbone, help="transformer or conv")
     parser.add_argument("--legacy", action="store_true", help="start from the code before the fixes (all three off)")
     parser.add_argument("--normalise", action=argparse.BooleanOptionalAction, help="fix 1 on/off")
     parser.add_argument("--norm-first", action=argparse.BooleanOptionalAction, help="fix 3 on/off")
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> OverfitResult:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = replace(LEGACY_VAE if args.legacy else OVERFIT_VAE, latent_dim=args.latent_dim,
-                     num_layers=args.layers, ff_size=4 * args.latent_dim)  # fmt: skip
+                     num_layers=args.layers, ff_size=4 * args.latent_dim, backbone=args.backbone)  # fmt: skip
     if args.normalise is not None:
         config = replace(config, normalise=args.normalise)
     if args.norm_first is not None:

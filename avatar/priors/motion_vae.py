@@ -96,6 +96,11 @@ class MotionVAEConfig:
     normalise: bool = False  # features standardised per channel by the buffers feature_mean/_std
     norm_first: bool = False  # pre-LN transformer layers (AvatarCLIP's, as nn.Transformer*: post-LN)
     logvar_init: float = 0.0  # initial log-variance of a variational encoder (its head's bias)
+    # "transformer": AvatarCLIP's modules (the only layout its weights load into). "conv": temporal
+    # convolutions around the same code, the free model's (issue #26: the transformer learnt only
+    # each window's mean pose at corpus scale within a CPU's budget); num_layers is then the
+    # residual blocks per time resolution, num_heads and ff_size are unused.
+    backbone: str = "transformer"
 
     @property
     def feature_dim(self) -> int:
@@ -166,14 +171,118 @@ class _MotionDecoder(nn.Module):
         return self.final(self.seqTransDecoder(tgt=queries, memory=z[:, None, :]))
 
 
+# ---- The free model's convolutional backbone -------------------------------------------------
+# Three halvings of time: a 60-frame clip is 8 steps at the bottleneck, and the code is those 8
+# steps' values (latent_dim / 8 numbers each). A single-vector code read out by fully connected
+# layers learnt gait more slowly at corpus scale (docs/experiments/motion-priors.md, 2026-12-05).
+CONV_LEVELS = 3
+
+
+class _ResidualConv(nn.Module):
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.dropout(F.gelu(self.conv1(F.gelu(x)))))
+
+
+def _bottleneck_length(num_frames: int) -> int:
+    return math.ceil(num_frames / 2**CONV_LEVELS)
+
+
+class _ConvMotionEncoder(nn.Module):
+    """Clips (B, T, F) -> (B, d) or (B, 2d): residual temporal convolutions, time halved
+    ``CONV_LEVELS`` times; each bottleneck step gives d / steps numbers of the code (a code
+    that keeps time: a gait's phase is where in the code the strides sit, not something the
+    decoder must learn to read out of one vector)."""
+
+    def __init__(self, cfg: MotionVAEConfig) -> None:
+        super().__init__()
+        d, c = cfg.latent_dim, cfg.latent_dim
+        self.num_frames = cfg.num_frames
+        self.embed = nn.Conv1d(cfg.feature_dim, c, 3, padding=1)
+        self.levels = nn.ModuleList(
+            nn.Sequential(
+                *[_ResidualConv(c, cfg.dropout) for _ in range(cfg.num_layers)], nn.Conv1d(c, c, 3, stride=2, padding=1)
+            )  # fmt: skip
+            for _ in range(CONV_LEVELS)
+        )
+        self.length = _bottleneck_length(cfg.num_frames)
+        if d % self.length:
+            raise ValueError(f"the convolutional motion VAE's latent_dim ({d}) must be a multiple of {self.length} "
+                             f"(its bottleneck steps for {cfg.num_frames} frames)")  # fmt: skip
+        self.per_step = d // self.length  # the code is per_step numbers for each bottleneck step
+        self.variational = cfg.variational
+        self.final = nn.Conv1d(c, 2 * self.per_step if cfg.variational else self.per_step, 1)
+        if cfg.variational:
+            with torch.no_grad():
+                self.final.bias[self.per_step :] = cfg.logvar_init
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t = features.shape[:2]
+        if t != self.num_frames:
+            raise ValueError(f"this convolutional motion VAE encodes {self.num_frames}-frame clips, got {t} frames")
+        x = features.reshape(b, t, -1)
+        if mask is not None:
+            x = x * mask[..., None].to(x.dtype)
+        x = self.embed(x.transpose(1, 2))
+        for level in self.levels:
+            x = level(x)
+        out = self.final(F.gelu(x))  # (B, [2] per_step, length)
+        if not self.variational:
+            return out.transpose(1, 2).flatten(1)
+        mu, logvar = out.chunk(2, dim=1)
+        return torch.cat([mu.transpose(1, 2).flatten(1), logvar.transpose(1, 2).flatten(1)], dim=-1)
+
+
+class _ConvMotionDecoder(nn.Module):
+    """Codes (B, d) -> clips (B, T, F) for T up to the bottleneck length x 2^CONV_LEVELS."""
+
+    def __init__(self, cfg: MotionVAEConfig) -> None:
+        super().__init__()
+        c = cfg.latent_dim
+        self.length = _bottleneck_length(cfg.num_frames)
+        self.per_step = cfg.latent_dim // self.length
+        self.start = nn.Conv1d(self.per_step, c, 3, padding=1)
+        self.levels = nn.ModuleList(
+            nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv1d(c, c, 3, padding=1),
+                *[_ResidualConv(c, cfg.dropout) for _ in range(cfg.num_layers)],
+            )  # fmt: skip
+            for _ in range(CONV_LEVELS)
+        )
+        self.final = nn.Conv1d(c, cfg.feature_dim, 1)
+
+    def forward(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+        most = self.length * 2**CONV_LEVELS
+        if num_frames > most:
+            raise ValueError(f"this convolutional motion VAE decodes at most {most} frames, asked for {num_frames}")
+        x = self.start(z.reshape(z.shape[0], self.length, self.per_step).transpose(1, 2))
+        for level in self.levels:
+            x = level(x)
+        return self.final(F.gelu(x))[..., :num_frames].transpose(1, 2)
+
+
+BACKBONES = {"transformer": (_MotionEncoder, _MotionDecoder), "conv": (_ConvMotionEncoder, _ConvMotionDecoder)}
+
+
 class MotionVAE(nn.Module):
     """Clips of per-frame 6D joint rotations (B, T, 330) <-> one latent code (B, 256)."""
 
     def __init__(self, config: MotionVAEConfig | None = None) -> None:
         super().__init__()
         self.config = config or MotionVAEConfig()
-        self.encoder = _MotionEncoder(self.config)
-        self.decoder = _MotionDecoder(self.config)
+        if self.config.backbone not in BACKBONES:
+            raise ValueError(
+                f"MotionVAEConfig.backbone must be one of {sorted(BACKBONES)}, got {self.config.backbone!r}"
+            )
+        encoder, decoder = BACKBONES[self.config.backbone]
+        self.encoder = encoder(self.config)
+        self.decoder = decoder(self.config)
         if self.config.normalise:  # set from the training data: set_feature_statistics
             self.register_buffer("feature_mean", torch.zeros(self.config.feature_dim))
             self.register_buffer("feature_std", torch.ones(self.config.feature_dim))

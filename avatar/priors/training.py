@@ -82,13 +82,20 @@ class MotionVAEStageConfig(PriorDataConfig):
     name: str = "train_motion_vae"
     num_frames: int = 60
     num_joints: int = 22  # 55 reproduces AvatarCLIP's SMPL-X feature layout exactly
-    latent_dim: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
+    # The free model: temporal convolutions with a code per time step (MotionVAEConfig.backbone).
+    # AvatarCLIP's transformer (backbone=transformer latent_dim=256 num_layers=4 dropout=0.1
+    # lr=2e-4 warmup_steps=200) learnt only each window's mean pose at corpus scale within a CPU's
+    # budget (docs/experiments/motion-priors.md, 2026-12-05).
+    backbone: str = "conv"
+    latent_dim: int = 128  # code size; for conv also the channel width (a multiple of 8)
+    num_layers: int = 2  # conv: residual blocks per time resolution; transformer: layers
+    num_heads: int = 4  # transformer only
+    dropout: float = 0.0
     window_stride: int = 5
     batch_size: int = 32
-    lr: float = 2e-4
-    warmup_steps: int = 200
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    clip_grad_norm: float = 1.0  # gradient norm clip (trainer.gradient_clip_val, when set, wins); 0: off
     eval_windows: int = 256
     lambda_rotation: Any = 1.0  # MSE of the 6D features
     lambda_joints: Any = 1.0  # mean joint position error (m), template skeleton, root at origin
@@ -332,6 +339,7 @@ class MotionVAEStage(_PriorStage):
             num_frames=sc.num_frames, num_joints=sc.num_joints, latent_dim=sc.latent_dim,
             num_layers=sc.num_layers, num_heads=sc.num_heads, ff_size=4 * sc.latent_dim, variational=True,
             normalise=sc.normalise, norm_first=sc.norm_first, logvar_init=sc.logvar_init,
+            backbone=sc.backbone, dropout=sc.dropout,
         ))  # fmt: skip
         if sc.normalise:
             stats = feature_statistics_windows(self.train_corpus, sc.num_frames)
@@ -343,6 +351,13 @@ class MotionVAEStage(_PriorStage):
 
     def model_config(self) -> dict:
         return asdict(self.model.config)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val is None and self.stage_cfg.clip_grad_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=float(self.stage_cfg.clip_grad_norm),
+                                gradient_clip_algorithm="norm")  # fmt: skip
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def train_dataloader(self) -> DataLoader:
         sc = self.stage_cfg

@@ -30,7 +30,7 @@ optimisation with the guidance and delta terms off) and ``interpolation`` (the s
 candidates' codes interpolated between evenly spaced key times; no optimisation, the stage runs
 one-shot through the same output path). Not in the paper, one-shot too: ``retrieval``, the same
 objective minimised over the real mocap clips of the motion codebook instead of the VAE's codes
-(the project's CPU-trained VAE cannot decode gait, a clip can; with ``lambda_description`` the
+(a real clip walks even when the candidates are not strides; with ``lambda_description`` the
 prompt's match with the clips' mocap descriptions joins the ranking), and ``still``, the best
 candidate held for every frame (the baseline every motion metric should beat). The stage holds
 what they share: the candidates, the VAE, the body and renderers, the guidance model, the loss
@@ -118,7 +118,9 @@ class MotionStageConfig:
     # code of the interpolation baseline's clip (encoded by the VAE), a start that already
     # passes near every candidate | search (not in the paper): of ``search_samples`` codes drawn
     # as for normal, the one whose decoded clip best reconstructs the candidates (a motion-prior
-    # codebook: a clip that moves through the candidates, e.g. a gait cycle through strides)
+    # codebook: a clip that moves through the candidates, e.g. a gait cycle through strides) |
+    # retrieval (not in the paper): the code of the clip the retrieval generator picks (by the
+    # paper's terms; the clip descriptions are the retrieval generator's alone)
     latent_init: str = "normal"
     latent_init_std: float = 1.0
     search_samples: int = 1024

@@ -9,7 +9,10 @@ Each is a function ``(stage, rng) -> (code (1, D), info)`` registered in :data:`
   that already passes near every candidate;
 * ``search`` (not in the paper): of ``search_samples`` codes drawn as for ``normal``, the one
   whose decoded clip best reconstructs the candidates (a motion-prior codebook: a clip that moves
-  through the candidates, e.g. a gait cycle through strides).
+  through the candidates, e.g. a gait cycle through strides);
+* ``retrieval`` (not in the paper): the code of the real clip the ``retrieval`` generator picks
+  (encoded by the VAE, as captured: heading-normalised root), so the optimisation starts from
+  real motion that already passes near the candidates.
 """
 
 from __future__ import annotations
@@ -68,3 +71,18 @@ def search_latent(stage: MotionStage, codes: torch.Tensor, chunk: int = 128) -> 
     info = {"search_samples": len(codes), "search_best_index": best,
             "search_best_reconstruction": float(losses[best])}  # fmt: skip
     return codes[best : best + 1].clone(), info
+
+
+@LATENT_INITS.register("retrieval")
+def retrieval(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    from avatar.generators.motion.retrieval import RetrievalGenerator
+    from avatar.priors.loading import load_motion_codebook
+
+    picker = RetrievalGenerator(stage)
+    picker.make(stage)
+    info = picker.info()
+    t, dim = int(stage.stage_cfg.num_frames), stage.prior.config.latent_dim
+    clip = load_motion_codebook(stage.cfg.prior).rotations[info["retrieval_index"], :t]
+    with torch.no_grad():
+        code, _ = stage.prior.encode(canonical_to_features(clip[None].float(), stage.prior.config.num_joints))
+    return code.reshape(1, dim).float(), info

@@ -6,8 +6,9 @@ measured in joint positions, see :func:`position_distances`) are scored by the a
 with ``lambda_description`` the prompt's match with each clip's mocap description
 (avatar/priors/motion_descriptions.py) joins both the ranking and the score.
 
-It exists because the project's CPU-trained VAE cannot decode gait (a walk comes back as swaying
-in place), so no latent code walks; a clip does.
+It exists because the project's first CPU-trained VAE could not decode gait; the current one can,
+but its latent optimisation follows the pose search's candidates and loses to retrieval on
+raising both arms and on walking (docs/experiments/motion.md, 2026-12-05).
 """
 
 from __future__ import annotations

@@ -40,6 +40,11 @@ data; ``encode`` takes and ``decode`` returns raw features), ``norm_first`` (pre
 parameters keep their names) and ``logvar_init`` (the variational head's initial log-variance).
 Without them a VAE of this code cannot memorise eight walks: it decodes them as swaying in place
 (docs/experiments/motion-priors.md, 2026-12-05; ``avatar/priors/motion_overfit.py``).
+
+``MotionVAEConfig.backbone="conv"`` swaps both halves for temporal convolutions whose code holds
+a few numbers per quarter second (the shipped free model; same interface and file format, see
+``_ConvMotionEncoder``): the transformer, even with those switches, learnt only each window's
+mean pose from the whole corpus within a CPU's budget.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ preemption saves and says how to continue, bad values fail before anything runs.
 
 import json
 import signal
+import time
 
 import pandas as pd
 import pytest
@@ -75,6 +76,10 @@ def test_resuming_an_older_checkpoint_drops_the_logs_it_redoes(tmp_path):
 
     common = ["trainer.checkpoint_every_n_steps=4", "trainer.max_steps=8"]
     fit(tmp_path, *common)
+    # TensorBoard reads a run's event files in name order: start time in whole seconds, host,
+    # pid, then a per-process counter compared as text ("10" < "9"). A resume in the same second
+    # as the first run (only in a test) could sort first and be purged by the older file.
+    time.sleep(1.05 - time.time() % 1)
     fit(tmp_path, *common, f"resume={tmp_path / 'checkpoints' / 'step000004.ckpt'}")  # steps 4..7 again
     csv = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["train/loss"])
     assert list(csv["step"]) == list(range(8))  # each step once

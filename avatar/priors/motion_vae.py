@@ -206,13 +206,13 @@ class _ConvMotionEncoder(nn.Module):
 
     def __init__(self, cfg: MotionVAEConfig) -> None:
         super().__init__()
-        d, c = cfg.latent_dim, cfg.latent_dim
+        d = c = cfg.latent_dim  # code size and channel width
         self.num_frames = cfg.num_frames
         self.embed = nn.Conv1d(cfg.feature_dim, c, 3, padding=1)
         self.levels = nn.ModuleList(
             nn.Sequential(
                 *[_ResidualConv(c, cfg.dropout) for _ in range(cfg.num_layers)], nn.Conv1d(c, c, 3, stride=2, padding=1)
-            )  # fmt: skip
+            )
             for _ in range(CONV_LEVELS)
         )
         self.length = _bottleneck_length(cfg.num_frames)
@@ -257,7 +257,7 @@ class _ConvMotionDecoder(nn.Module):
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.Conv1d(c, c, 3, padding=1),
                 *[_ResidualConv(c, cfg.dropout) for _ in range(cfg.num_layers)],
-            )  # fmt: skip
+            )
             for _ in range(CONV_LEVELS)
         )
         self.final = nn.Conv1d(c, cfg.feature_dim, 1)

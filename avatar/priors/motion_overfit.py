@@ -84,6 +84,15 @@ def reconstruct(model: MotionVAE, windows: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def reconstruction_scores(model: MotionVAE, windows: torch.Tensor) -> tuple[float, float]:
+    """(locomotion travel ratio, MPJPE in mm) of ``windows`` (N, T, 22, 3) encoded (mean) and
+    decoded, as the stage's held-out metrics measure them (ratio NaN without a walking window)."""
+    decoded = reconstruct(model, windows)
+    mpjpe = float((sequence_joints(decoded) - sequence_joints(windows)).norm(dim=-1).mean() * 1000.0)
+    ratio = locomotion_travel_ratio(windows, decoded).get("heldout_locomotion_travel_ratio", float("nan"))
+    return ratio, mpjpe
+
+
 def overfit_motion_vae(
     windows: torch.Tensor,
     config: MotionVAEConfig = OVERFIT_VAE,
@@ -118,9 +127,7 @@ def overfit_motion_vae(
         optimizer.step()
         schedule.step()
     seconds = time.perf_counter() - start
-    decoded = reconstruct(model, windows)
-    mpjpe = float((sequence_joints(decoded) - sequence_joints(windows)).norm(dim=-1).mean() * 1000.0)
-    ratio = locomotion_travel_ratio(windows, decoded).get("heldout_locomotion_travel_ratio", float("nan"))
+    ratio, mpjpe = reconstruction_scores(model, windows)
     return OverfitResult(ratio, mpjpe, float(loss.detach()), steps, round(seconds, 1)), model
 
 

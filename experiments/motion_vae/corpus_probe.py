@@ -19,22 +19,15 @@ from dataclasses import replace
 import torch
 from torch.utils.data import DataLoader
 
-from avatar.priors.data import load_corpus, sequence_joints
-from avatar.priors.motion_overfit import OVERFIT_VAE, reconstruct
+from avatar.priors.data import load_corpus
+from avatar.priors.motion_overfit import OVERFIT_VAE, reconstruction_scores
 from avatar.priors.motion_vae import MotionVAE, canonical_to_features
 from avatar.priors.training import (
     HeadingNormalisedWindows,
     feature_statistics_windows,
-    locomotion_travel_ratio,
     motion_vae_losses,
 )
 from avatar.stages.base import warmup_cosine
-
-
-def measure(model: MotionVAE, windows: torch.Tensor) -> tuple[float, float]:
-    decoded = reconstruct(model, windows)
-    mpjpe = float((sequence_joints(decoded) - sequence_joints(windows)).norm(dim=-1).mean() * 1000.0)
-    return locomotion_travel_ratio(windows, decoded).get("heldout_locomotion_travel_ratio", float("nan")), mpjpe
 
 
 def sample_windows(corpus, count: int, seed: int) -> torch.Tensor:
@@ -78,7 +71,7 @@ def main() -> None:
     step, start, running = 0, time.perf_counter(), []
     while step < args.steps:
         for rotations, _ in loader:
-            kl_scale = min(1.0, step / 1000)  # annealed in, as the stage does
+            kl_scale = min(1.0, step / 1000)  # annealed in over 1,000 steps (the stage: 2,000)
             losses = motion_vae_losses(model, rotations, terms)
             loss = sum(weights[k] * (kl_scale if k == "kl" else 1.0) * v for k, v in losses.items())
             optimizer.zero_grad()
@@ -90,7 +83,7 @@ def main() -> None:
             running.append(float(losses["rotation"]))
             step += 1
             if step % args.every == 0 or step == args.steps:
-                (tr, tm), (hr, hm) = measure(model, seen), measure(model, held)
+                (tr, tm), (hr, hm) = reconstruction_scores(model, seen), reconstruction_scores(model, held)
                 print(f"step {step}: rotation {sum(running) / len(running):.3f} kl {float(losses['kl']):.0f} | "
                       f"train ratio {tr:.3f} MPJPE {tm:.1f} | held-out ratio {hr:.3f} MPJPE {hm:.1f} | "
                       f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip

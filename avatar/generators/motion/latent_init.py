@@ -76,13 +76,9 @@ def search_latent(stage: MotionStage, codes: torch.Tensor, chunk: int = 128) -> 
 @LATENT_INITS.register("retrieval")
 def retrieval(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
     from avatar.generators.motion.retrieval import RetrievalGenerator
-    from avatar.priors.loading import load_motion_codebook
 
     picker = RetrievalGenerator(stage)
     picker.make(stage)
-    info = picker.info()
-    t, dim = int(stage.stage_cfg.num_frames), stage.prior.config.latent_dim
-    clip = load_motion_codebook(stage.cfg.prior).rotations[info["retrieval_index"], :t]
     with torch.no_grad():
-        code, _ = stage.prior.encode(canonical_to_features(clip[None].float(), stage.prior.config.num_joints))
-    return code.reshape(1, dim).float(), info
+        code, _ = stage.prior.encode(canonical_to_features(picker.captured[None], stage.prior.config.num_joints))
+    return code.reshape(1, stage.prior.config.latent_dim).float(), picker.info()

@@ -1,0 +1,56 @@
+"""Side-view stick figures (every 6 frames) of the first held-out window that travels >= 0.8 m:
+captured, and encoded/decoded by an older motion VAE file and by the shipped one, each with its
+foot-contact travel (docs/models/motion_vae.md, "Looked at").
+
+    git show 52b6703:avatar/priors/weights/motion_vae.pt > /tmp/old_motion_vae.pt
+    .venv/bin/python experiments/motion_vae/walk_strip.py /tmp/old_motion_vae.pt /tmp/walk_strip.png
+"""
+
+import sys
+
+import matplotlib
+import torch
+
+from avatar.body.skeleton import PARENTS
+from avatar.mocap.contact import contact_travel_distance
+from avatar.priors.data import load_corpus, sequence_joints
+from avatar.priors.loading import PriorConfig, load_motion_prior
+from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
+from avatar.priors.training import HeadingNormalisedWindows
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
+
+torch.set_num_threads(1)
+_, test = load_corpus().split()
+w = HeadingNormalisedWindows(test, 60, stride=60, mirror_prob=0.0)
+walks = [w[i][0] for i in range(len(w)) if contact_travel_distance(w[i][0]) >= 0.8][:1]
+clip = walks[0][None]
+rows = [("held-out walk", clip)]
+for name, f in (("old (transformer)", sys.argv[1]), ("new (conv)", "avatar/priors/weights/motion_vae.pt")):
+    m = load_motion_prior(PriorConfig(motion_prior=f))
+    with torch.no_grad():
+        mu, _ = m.encode(canonical_to_features(clip, m.config.num_joints))
+        dec = features_to_canonical(m.decode(mu, 60))
+    rows.append((f"{name}: travel {contact_travel_distance(dec[0]):.2f} m", dec))
+rows[0] = (f"held-out walk: travel {contact_travel_distance(clip[0]):.2f} m", clip)
+frames = list(range(0, 60, 6))
+fig, axes = plt.subplots(len(rows), len(frames), figsize=(2 * len(frames), 3 * len(rows)))
+for r, (name, rot) in enumerate(rows):
+    j = sequence_joints(rot)[0]
+    for c, t in enumerate(frames):
+        ax = axes[r, c]
+        p = j[t]
+        for k, par in enumerate(PARENTS):
+            if par >= 0:
+                ax.plot([p[k, 1], p[par, 1]], [p[k, 2], p[par, 2]], "k-" if k not in (1, 4, 7, 10) else "r-")
+        ax.set_xlim(-0.8, 0.8)
+        ax.set_ylim(-1.2, 0.8)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        if c == 0:
+            ax.set_title(name, fontsize=9, loc="left")
+        else:
+            ax.set_title(f"frame {t}", fontsize=8)
+plt.tight_layout()
+plt.savefig(sys.argv[2], dpi=60)

@@ -76,13 +76,17 @@ def test_help_lists_every_command_and_each_command_parses_its_options():
 
 
 def test_overrides_may_follow_an_option(monkeypatch):
-    """``avatar-eval motion a=1 --keep out b=2``: both overrides reach the evaluation, in order."""
+    """``avatar-eval motion a=1 --keep out b=2 --prompt P``: both overrides reach the evaluation, in
+    order, with the prompt chosen; a prompt the evaluation does not know is refused."""
     from avatar.evaluation import motion
 
     seen = {}
-    monkeypatch.setattr(motion, "evaluate", lambda overrides, keep="": seen.update(overrides=overrides, keep=keep))
-    cli.main(["motion", "seed=1", "--keep", "out", "pose:stage.top_k=8"])
-    assert seen == {"overrides": ["seed=1", "pose:stage.top_k=8"], "keep": "out"}
+    monkeypatch.setattr(motion, "evaluate", lambda overrides, keep="", prompts=None: seen.update(
+        overrides=overrides, keep=keep, prompts=prompts))  # fmt: skip
+    cli.main(["motion", "seed=1", "--keep", "out", "pose:stage.top_k=8", "--prompt", "a person walking"])
+    assert seen == {"overrides": ["seed=1", "pose:stage.top_k=8"], "keep": "out", "prompts": ["a person walking"]}
+    with pytest.raises(SystemExit):
+        cli.main(["motion", "--prompt", "a person dancing"])
 
 
 def test_roc_auc_counts_ties_half():

@@ -300,6 +300,12 @@ def test_description_term_retrieves_the_clip_the_corpus_describes_by_the_prompt(
     )
     assert picked["a person walking", 1]["retrieval_description_distance"] < 0.1
     assert picked["a person raising both arms", 1]["retrieval_source"] == "a"
+    # latent_init=retrieval starts the paper's optimisation from the clip the descriptions pick.
+    CandidatePoses(clips[0, [5, 20, 35, 50, 10]], torch.linspace(0.3, 0.2, 5), ["a"] * 5, "a person walking",
+                   "a 3D rendering of a person walking in unreal engine").save(tmp_path / "poses.npz")  # fmt: skip
+    latent = make_stage(tmp_path, tmp_path / "poses.npz", "stage.generator=latent", "stage.latent_init=retrieval",
+                        book, "stage.lambda_description=1")  # fmt: skip
+    assert latent.generator.info()["retrieval_source"] == "b"
 
 
 def test_retrieval_from_stride_poses_walks(tmp_path):

@@ -221,6 +221,70 @@ def test_contrast_ranks_by_the_prompts_share_among_pose_words(tmp_path):
     assert shares[1] > shares[0] + 0.5 and bool((shares <= 0).all())  # log shares: the walk-only pose first
 
 
+def test_descriptions_lift_the_poses_of_clips_that_name_the_prompts_action(tmp_path, small_codebook, caplog):
+    """``stage.description_weight``: each pose gains weight x the prompt's share among the pose
+    words for its clip's description, so poses of clips described as the prompt's action ("walk"
+    for "a person walking") rise above those the guidance model prefers, and descriptions naming
+    another action ("Front Kick") or none move nothing. A codebook without descriptions ranks as
+    with weight 0 and says so."""
+    from avatar.guidance import build_guidance
+
+    path, words = small_codebook
+    book = load_pose_codebook(path)
+    # The guidance model never picks an arms-raised pose for "walking": describe those as walks.
+    book.descriptions = [
+        "walk" if w["arms"] == "arms raised" else "Front Kick" if i % 2 else "" for i, w in enumerate(words)
+    ]
+    described = book.save(tmp_path / "described.npz")
+    base = [*pose_base(tmp_path), "prompt.motion=a person walking", "stage.num_candidates=3"]
+    cfg = compose_cfg(tmp_path, *base, f"prior.codebook={described}", "stage.description_weight=0")
+    stage = PoseStage(cfg)
+    guidance = build_guidance(cfg.guidance)
+
+    def picked(candidates) -> list[int]:
+        return [int(s.split(":")[0].removeprefix("codebook ")) for s in candidates.source]
+
+    plain, _ = stage.search(guidance)
+    assert not any(words[i]["arms"] == "arms raised" for i in picked(plain))
+    codebook = stage.codebook(guidance)
+    cosine = stage.scores(guidance, codebook)
+    stage.stage_cfg.description_weight = 1.0
+    lifted, info = stage.search(guidance)
+    assert all(book.descriptions[i] == "walk" for i in picked(lifted))
+    assert info["candidate_descriptions"] == ["walk"] * 3
+    gain = stage.scores(guidance, codebook) - cosine
+    walk = torch.tensor([d == "walk" for d in book.descriptions])
+    assert bool((gain[walk] > 0.9).all()) and bool((gain[~walk].abs() < 1e-6).all())  # shares of "walk" ~1, others 0
+
+    # Without descriptions (a codebook built from a corpus with no manifest): the plain order, and a warning.
+    cfg = compose_cfg(tmp_path, *base, f"prior.codebook={path}", "stage.description_weight=1")
+    stage = PoseStage(cfg)
+    with caplog.at_level("WARNING"):
+        undescribed, info = stage.search(guidance)
+    assert picked(undescribed) == picked(plain) and "candidate_descriptions" not in info
+    assert "has no clip descriptions" in caplog.text and "avatar.priors.motion_descriptions" in caplog.text
+
+
+def test_describing_a_codebook_adds_its_clips_descriptions_and_keeps_its_poses(tmp_path, small_codebook):
+    """``python -m avatar.priors.motion_descriptions <codebook.npz>`` (how the shipped codebook
+    got its descriptions) reads the corpus manifest by each entry's source clip."""
+    from avatar.evaluation.pose_search import MANIFEST
+    from avatar.mocap.manifest import read_manifest, source_clip
+    from avatar.priors.motion_descriptions import main
+
+    path = shutil.copy(small_codebook[0], tmp_path / "codebook.npz")
+    assert load_pose_codebook(path).descriptions == []
+    main([str(path), "--manifest", str(MANIFEST)])
+    before, after = load_pose_codebook(small_codebook[0]), load_pose_codebook(path)
+    clips = read_manifest(MANIFEST)
+    assert after.descriptions == [clips[source_clip(s)].description for s in after.sources]
+    assert (
+        all(after.descriptions) and torch.equal(after.rotations, before.rotations) and after.sources == before.sources
+    )
+    shipped = load_pose_codebook()
+    assert len(shipped.descriptions) == len(shipped) and sum(d == "walk" for d in shipped.descriptions) >= 20
+
+
 @pytest.mark.slow
 def test_cache_key_changes_with_what_the_embeddings_depend_on(tmp_path, small_codebook):
     from avatar.guidance.mini import MINI_CHECKPOINT, MINI_SCORER_CHECKPOINT
@@ -360,6 +424,8 @@ def test_an_unknown_generator_lists_the_registered_ones(tmp_path):
         (["stage.azimuths=[]"], r"stage\.azimuths"),
         (["stage.prior_weight=-0.01"], r"stage\.prior_weight"),
         (["stage.contrast=pose_words", "stage.contrast_temperature=0"], r"stage\.contrast_temperature"),
+        (["stage.description_weight=-1"], r"stage\.description_weight"),
+        (["stage.description_min_share=1.5"], r"stage\.description_min_share"),
     ],
 )
 def test_bad_settings_name_the_config_key(tmp_path, overrides, pattern):

@@ -54,14 +54,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='config overrides of the motion stage (key=value; "pose:key=value": the pose stage)',
     )
     parser.add_argument("--keep", default="", metavar="DIR", help="keep each prompt's runs in this folder")
+    parser.add_argument(
+        "--prompt", action="append", choices=list(PROMPTS), metavar="PROMPT",
+        help=f"run only this prompt (repeatable; default all: {', '.join(PROMPTS)})",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     """``avatar-eval motion``."""
-    return evaluate(args.overrides, args.keep)
+    return evaluate(args.overrides, args.keep, args.prompt)
 
 
-def evaluate(overrides: list[str], keep: str = "") -> list[dict]:
+def evaluate(overrides: list[str], keep: str = "", prompts: list[str] | None = None) -> list[dict]:
+    """Run and read each of ``prompts`` (default: every prompt of PROMPTS)."""
     register_configs()
     rows = []
     folder = contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()
@@ -74,6 +79,8 @@ def evaluate(overrides: list[str], keep: str = "") -> list[dict]:
         stage = PoseStage(pose_cfg)
         guidance = build_guidance(pose_cfg.guidance)
         for i, (prompt, (group, word)) in enumerate(PROMPTS.items()):
+            if prompts and prompt not in prompts:
+                continue
             stage.prompt, stage.prompt_text = prompt, pose_cfg.stage.template.format(prompt)
             candidates, _ = stage.search(guidance)
             pose_file = candidates.save(Path(tmp) / f"poses_{i}.npz")

@@ -85,7 +85,7 @@ def evaluate(overrides: list[str], prompts: dict[str, tuple[str, str]] | None = 
             with torch.no_grad():
                 joints = stage.body(pose=candidates.poses().to(stage.body.dtype)).joints
             words = [w[group] for w in pose_words(joints)]
-            scores = stage.scores(guidance, codebook.embeddings)
+            scores = stage.scores(guidance, codebook)
             reads = torch.tensor([r[group] == word for r in readings])
             rows[prompt] = {"expected": word, "hit_rate": sum(w == word for w in words) / len(words),
                             "auc": roc_auc(scores, reads), "read_as": words, "search_seconds": round(seconds, 3)}  # fmt: skip

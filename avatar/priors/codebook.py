@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,10 @@ class PoseCodebook:
     cluster_sizes: np.ndarray  # (K,) how many corpus poses each entry stands for
     sources: list[str]  # "<clip> @ frame <i>" of each entry
     meta: dict
+    # Each entry's clip description from the corpus's MANIFEST.tsv ("walk", "salsa dance", ...;
+    # "" where it has none; avatar/priors/motion_descriptions.py): the pose search's
+    # ``stage.description_weight`` reads them. Empty for a codebook built without a manifest.
+    descriptions: list[str] = field(default_factory=list)
     # Text-image embeddings the file itself holds (AvatarCLIP's codebook.pth; not saved by
     # ``save``), and the model that made them (see usable_embeddings).
     embeddings: torch.Tensor | None = None
@@ -59,6 +63,7 @@ class PoseCodebook:
             np.savez_compressed(
                 tmp, rotations=self.rotations.numpy().astype(np.float32), joints=self.joints.numpy().astype(np.float32),
                 cluster_sizes=self.cluster_sizes, sources=np.array(self.sources), meta=json.dumps(self.meta),
+                descriptions=np.array(self.descriptions, dtype=str),
             )  # fmt: skip
         return path
 
@@ -84,6 +89,11 @@ def load_pose_codebook(path: str | Path | None = None, key: str = "prior.codeboo
     if len(data["cluster_sizes"]) != n or len(data["sources"]) != n:
         raise InputFileError(f"`{key}={path}` holds {n} poses but {len(data['cluster_sizes'])} cluster sizes and "
                              f"{len(data['sources'])} sources: a damaged file. {how}")  # fmt: skip
+    descriptions = [str(d) for d in data["descriptions"]] if "descriptions" in data else []
+    if descriptions and len(descriptions) != n:
+        raise InputFileError(
+            f"`{key}={path}` holds {n} poses but {len(descriptions)} descriptions: a damaged file. {how}"
+        )
     try:
         meta = json.loads(str(data["meta"]))
     except ValueError as err:
@@ -95,6 +105,7 @@ def load_pose_codebook(path: str | Path | None = None, key: str = "prior.codeboo
         cluster_sizes=data["cluster_sizes"],
         sources=[str(s) for s in data["sources"]],
         meta=meta,
+        descriptions=descriptions,
     )
 
 

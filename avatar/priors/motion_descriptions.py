@@ -102,3 +102,36 @@ def description_distances(
     share = torch.where(share >= min_share, share, torch.zeros_like(share))
     distance = dict(zip(unique, (1.0 - share).tolist()))
     return torch.tensor([distance[d] if d else 1.0 for d in descriptions])
+
+
+def describe_pose_codebook(path: str | Path, manifest: str | Path) -> int:
+    """Write each entry's clip description into the pose codebook file ``path`` (everything else
+    kept); how many entries got one. What ``stage=build_pose_codebook`` does at build time, for a
+    codebook built before it did (the shipped one)."""
+    from avatar.priors.codebook import load_pose_codebook
+
+    codebook = load_pose_codebook(path, "path")
+    codebook.descriptions = clip_descriptions(codebook.sources, manifest)
+    codebook.save(path)
+    return sum(bool(d) for d in codebook.descriptions)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m avatar.priors.motion_descriptions <pose_codebook.npz> [--manifest <MANIFEST.tsv>]``."""
+    import argparse
+
+    from avatar.mocap.manifest import MANIFEST_NAME
+    from avatar.priors.data import DEFAULT_MOCAP_ROOT
+
+    parser = argparse.ArgumentParser(description=describe_pose_codebook.__doc__)
+    parser.add_argument("codebook", help="a pose codebook .npz (stage=build_pose_codebook's output)")
+    parser.add_argument("--manifest", default=str(DEFAULT_MOCAP_ROOT / MANIFEST_NAME))
+    args = parser.parse_args(argv)
+    if not Path(args.manifest).is_file():
+        raise SystemExit(f"--manifest {args.manifest}: no such file; pass the mocap corpus's {MANIFEST_NAME}")
+    described = describe_pose_codebook(args.codebook, args.manifest)
+    print(f"{args.codebook}: {described} entries described from {args.manifest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -405,6 +405,15 @@ class _CodebookStage(StageModule):
         return result
 
 
+def _describe(codebook, sc, kind: str) -> None:
+    """Give each codebook entry its clip's description from the corpus's MANIFEST.tsv, if it has one."""
+    manifest = Path(sc.mocap_root or DEFAULT_MOCAP_ROOT) / MANIFEST_NAME
+    if manifest.is_file():
+        codebook.descriptions = clip_descriptions(codebook.sources, manifest)
+    else:
+        log.info("No %s in the mocap folder: the %s codebook's entries get no descriptions", MANIFEST_NAME, kind)
+
+
 def _sources(corpus: MotionCorpus, starts: np.ndarray) -> list[str]:
     """ "<clip file inside the corpus> @ <frame>" for corpus frame indices."""
     clip_of = np.searchsorted(corpus.clip_starts, starts, side="right") - 1
@@ -420,6 +429,7 @@ class PoseCodebookStage(_CodebookStage):
         codebook = build_pose_codebook(
             train.rotations[frames], _sources(train, frames.numpy()), sc.size, int(self.cfg.seed), sc.add_mirrored
         )
+        _describe(codebook, sc, "pose")  # the pose search's description_weight reads them
         _, errors = codebook.nearest(test.rotations[:: sc.frame_stride])
         heldout = float(errors.mean() * 1000.0)
         codebook.meta.update(heldout_quantisation_mm=round(heldout, 2), git=git_revision()["commit"],
@@ -442,11 +452,7 @@ class MotionCodebookStage(_CodebookStage):
         codebook = build_motion_codebook(
             rotations, sources, sc.size, sc.fps, int(self.cfg.seed), sc.add_mirrored, sc.feature_stride
         )
-        manifest = Path(sc.mocap_root or DEFAULT_MOCAP_ROOT) / MANIFEST_NAME
-        if manifest.is_file():  # the retrieval generator's lambda_description matches prompts against these
-            codebook.descriptions = clip_descriptions(codebook.sources, manifest)
-        else:
-            log.info("No %s in the mocap folder: the motion codebook's clips get no descriptions", MANIFEST_NAME)
+        _describe(codebook, sc, "motion")  # the retrieval generator's lambda_description reads them
         locomotion = locomotion_share(codebook.rotations)
         codebook.meta.update(git=git_revision()["commit"], locomotion_share=round(locomotion, 3),
                              heldout_subjects=sorted(set(test.subjects)),

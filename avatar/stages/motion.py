@@ -120,7 +120,7 @@ class MotionStageConfig:
     # as for normal, the one whose decoded clip best reconstructs the candidates (a motion-prior
     # codebook: a clip that moves through the candidates, e.g. a gait cycle through strides) |
     # retrieval (not in the paper): the code of the clip the retrieval generator picks (by the
-    # paper's terms; the clip descriptions are the retrieval generator's alone)
+    # paper's terms and lambda_description)
     latent_init: str = "normal"
     latent_init_std: float = 1.0
     search_samples: int = 1024
@@ -141,9 +141,9 @@ class MotionStageConfig:
     # x 1e4), against the one-frame spikes the closest-frame reconstruction otherwise favours.
     lambda_smoothness: Any = 0.0
     lambda_latent: Any = 0.0  # mean(z^2); 0 = the paper
-    # Not in the paper, retrieval only: 1 - cosine of the prompt with the clip's description in
-    # the mocap corpus (avatar/priors/motion_descriptions.py: "walk", "salsa dance", ...) added to
-    # the ranking and the score; the pose search cannot tell a stride from a lunge, descriptions can.
+    # Not in the paper; the retrieval generator and latent_init=retrieval: 1 - the prompt's share
+    # for the clip's description in the mocap corpus (avatar/priors/motion_descriptions.py: "walk",
+    # "salsa dance", ...) added to the clip ranking and score; no loss term of a decoded clip.
     lambda_description: Any = 0.0
     description_temperature: float = 0.05  # softmax temperature of that match
     description_min_share: float = 0.5  # a description with a lower share of the prompt does not name it
@@ -195,12 +195,12 @@ class MotionStage(StageModule):
         kind = MOTION_GENERATORS.get(sc.generator)  # the generator's class: what it reads, whether it trains
         if "description" not in kind.terms and not is_always_zero(self.loss_weights["description"]):
             log.warning(
-                "stage.lambda_description only ranks the retrieval generator's clips: ignored by generator=%s",
+                "stage.lambda_description only ranks retrieved clips: ignored by generator=%s",
                 sc.generator,
             )
         for name in self.loss_weights.keys() - set(kind.terms):  # terms the generator does not read: off
             self.loss_weights[name] = 0.0
-        terms = kind.terms
+        terms = tuple(t for t in kind.terms if t != "description")  # descriptions rank clips, never a loss
         if kind.trainable and all(is_always_zero(self.loss_weights[t]) for t in terms):
             raise ValueError(
                 f"stage.generator={sc.generator}: every loss weight (stage.lambda_{{{','.join(terms)}}}) is 0, "

@@ -84,6 +84,15 @@ class PoseStageConfig:
     # by the raw cosine: a kick that scores high on "walking" but higher on "kicking" drops.
     contrast: Contrast = Contrast.cosine  # "" = the paper's cosine | "pose_words"
     contrast_temperature: float = 0.05
+    # > 0 (not in the paper; the tiny/small presets set it): every pose gains description_weight x
+    # the prompt's share among the pose words' prompts for its mocap clip's description ("walk",
+    # "Front Kick", "salsa dance"; avatar/priors/motion_descriptions.py, all-MiniLM-L6-v2), a share
+    # below description_min_share counting 0. At 64 px a stride reads like a lunge, but the frames
+    # of clips described as walks are strides (avatar-eval pose: "a person walking" 0.0 -> 0.8 of
+    # candidates striding; docs/experiments/pose-search.md). Where no description names the
+    # action ("raising both arms") every pose gains 0 and the order is the guidance model's.
+    description_weight: float = 0.0
+    description_min_share: float = 0.9
     codebook_chunk: int = 16  # poses rendered per batch when building the cache
     cache_dir: str = ""  # empty = <project cache>/pose_codebook
     # ---- direct / latent optimisation ------------------------------------------------------------
@@ -191,8 +200,8 @@ class PoseStage(StageModule):
     def codebook(self, guidance) -> EmbeddedCodebook:
         return self.codebook_search().embedded_codebook(self, guidance)
 
-    def scores(self, guidance, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.codebook_search().scores(self, guidance, embeddings)
+    def scores(self, guidance, codebook: EmbeddedCodebook) -> torch.Tensor:
+        return self.codebook_search().scores(self, guidance, codebook)
 
     def cache_key(self) -> dict:
         return self.codebook_search().cache_key(self)

@@ -5,6 +5,7 @@ avatar/stages/motion.py) and decoded into ``num_frames`` frames."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,14 +15,23 @@ from avatar.generators.motion import LATENT_INITS, MOTION_GENERATORS, MotionGene
 if TYPE_CHECKING:
     from avatar.stages.motion import MotionStage
 
+log = logging.getLogger(__name__)
+
 
 @MOTION_GENERATORS.register("latent")
 class LatentGenerator(MotionGenerator):
     trainable = True
-    terms = ("reconstruction", "guidance", "delta", "smoothness", "latent")
+    # "description" is no loss term here: it ranks the clip that ``latent_init=retrieval`` starts from.
+    terms = ("reconstruction", "guidance", "delta", "smoothness", "latent", "description")
 
     def __init__(self, stage: MotionStage) -> None:
         super().__init__(stage)
+        if stage.active("description") and stage.stage_cfg.latent_init != "retrieval":
+            log.warning(
+                "stage.lambda_description ranks the clip stage.latent_init=retrieval starts from: ignored with "
+                "stage.latent_init=%s",
+                stage.stage_cfg.latent_init,
+            )
         rng = torch.Generator().manual_seed(int(stage.cfg.seed))
         init, self._info = LATENT_INITS.build(stage.stage_cfg.latent_init, stage, rng)
         self.latent = torch.nn.Parameter(init)

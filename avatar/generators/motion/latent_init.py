@@ -11,8 +11,9 @@ Each is a function ``(stage, rng) -> (code (1, D), info)`` registered in :data:`
   whose decoded clip best reconstructs the candidates (a motion-prior codebook: a clip that moves
   through the candidates, e.g. a gait cycle through strides);
 * ``retrieval`` (not in the paper): the code of the real clip the ``retrieval`` generator picks
-  (encoded by the VAE, as captured: heading-normalised root), so the optimisation starts from
-  real motion that already passes near the candidates.
+  with the stage's settings, ``lambda_description`` included (encoded by the VAE, as captured:
+  heading-normalised root), so the optimisation starts from real motion that already passes
+  near the candidates and does what the prompt names (a walk clip for "walking").
 """
 
 from __future__ import annotations

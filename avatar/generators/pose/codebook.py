@@ -9,12 +9,15 @@ in ``stage.cache_dir``, default ``<project cache>/pose_codebook``), so a new pro
 encoding and a matrix product. AvatarCLIP's own codebook with its own CLIP needs no renders: its
 stored embeddings are used.
 
-Two re-rankings, not in the paper and off by default:
+Three re-rankings, not in the paper and off by default:
 
 * ``prior_weight`` > 0: the top_k are reordered by cosine + weight * log(cluster size);
 * ``contrast=pose_words``: poses are ranked by the prompt's log softmax share among prompts for
   the pose words (:meth:`CodebookGenerator.contrast_scores`), the candidates' scores then being
-  log shares.
+  log shares;
+* ``description_weight`` > 0: each pose's score gains weight x how well its mocap clip's
+  description names the prompt's action (:meth:`CodebookGenerator.description_scores`; the
+  tiny and small presets).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class EmbeddedCodebook(NamedTuple):
     embeddings: torch.Tensor  # (N, E) normalised, the mean over the views
     cache_hit: bool
     cache_file: Path
+    descriptions: list[str]  # (N,) each entry's mocap clip description ("" none), or [] (none stored)
 
 
 # ---- selection -------------------------------------------------------------------------------
@@ -116,6 +120,13 @@ class CodebookGenerator(PoseGenerator):
             )
         if sc.contrast and not (math.isfinite(float(sc.contrast_temperature)) and float(sc.contrast_temperature) > 0):
             raise ValueError(f"stage.contrast_temperature={sc.contrast_temperature!r} must be a finite number > 0")
+        if not (math.isfinite(float(sc.description_weight)) and float(sc.description_weight) >= 0):
+            raise ValueError(
+                f"stage.description_weight={sc.description_weight!r} must be a finite number >= 0 (0 = no description term)"
+            )
+        if not 0.0 <= float(sc.description_min_share) <= 1.0:
+            raise ValueError(f"stage.description_min_share={sc.description_min_share!r} must be within [0, 1]")
+        self._warned_undescribed = False
 
     # ---- the codebook and its cache ------------------------------------------------------------
     def cache_key(self, stage: PoseStage) -> dict:
@@ -156,7 +167,9 @@ class CodebookGenerator(PoseGenerator):
             log.info(
                 "Pose codebook: using the %s embeddings stored in the codebook (no renders)", codebook.embedding_model
             )
-            return EmbeddedCodebook(rotations, sources, sizes, own, True, codebook_files(stage.cfg.prior)[0])
+            return EmbeddedCodebook(
+                rotations, sources, sizes, own, True, codebook_files(stage.cfg.prior)[0], codebook.descriptions
+            )
         key, cache = self.cache_key(stage), self.cache(stage)
 
         def build() -> dict[str, torch.Tensor]:
@@ -171,14 +184,45 @@ class CodebookGenerator(PoseGenerator):
             return {"embeddings": stage.embed_poses(guidance, rotations)}
 
         tensors, hit, path = cache.load_or_build(key, build, expect_rows=len(rotations), names=["embeddings"])
-        return EmbeddedCodebook(rotations, sources, sizes, tensors["embeddings"], hit, path)
+        return EmbeddedCodebook(rotations, sources, sizes, tensors["embeddings"], hit, path, codebook.descriptions)
 
     # ---- scoring -------------------------------------------------------------------------------
-    def scores(self, stage: PoseStage, guidance, embeddings: torch.Tensor) -> torch.Tensor:
-        """(N,) the prompt's score for each embedded pose: cosine, or with ``contrast`` the log share."""
+    def scores(self, stage: PoseStage, guidance, codebook: EmbeddedCodebook) -> torch.Tensor:
+        """(N,) the prompt's score for each pose of the codebook: cosine, or with ``contrast`` the
+        log share; plus the description term when ``description_weight`` > 0."""
+        embeddings = codebook.embeddings
         text = F.normalize(guidance.encode_text([stage.prompt_text])[0].float().cpu(), dim=0)
         scores = embeddings @ text
-        return self.contrast_scores(stage, guidance, embeddings, scores) if stage.stage_cfg.contrast else scores
+        if stage.stage_cfg.contrast:
+            scores = self.contrast_scores(stage, guidance, embeddings, scores)
+        if float(stage.stage_cfg.description_weight) > 0:
+            scores = scores + float(stage.stage_cfg.description_weight) * self.description_scores(stage, codebook)
+        return scores
+
+    def description_scores(self, stage: PoseStage, codebook: EmbeddedCodebook) -> torch.Tensor:
+        """(N,) per pose, the prompt's share among the pose words' prompts for its clip's
+        description (0 where below ``description_min_share`` or undescribed): near 1 for the
+        frames of a "walk" clip given "a person walking", 0 for those of a "salsa dance". A
+        codebook without descriptions (built from a corpus without a manifest, AvatarCLIP's)
+        gives 0 everywhere, with a warning."""
+        from avatar.priors.motion_descriptions import description_distances
+
+        sc, prior = stage.stage_cfg, stage.cfg.prior
+        if not codebook.descriptions:
+            if not self._warned_undescribed:
+                log.warning(
+                    "stage.description_weight=%s: %s has no clip descriptions, so poses are ranked without them. "
+                    "Describe a project codebook with `python -m avatar.priors.motion_descriptions <codebook.npz>` "
+                    "(reads ../shared/mocap/MANIFEST.tsv; stage=build_pose_codebook does it when its corpus has one) "
+                    "or set stage.description_weight=0 (AvatarCLIP's codebook.pth has no clips to describe)",
+                    sc.description_weight,
+                    prior.avatarclip_codebook_path or prior.codebook or "the shipped pose codebook",
+                )
+                self._warned_undescribed = True
+            return torch.zeros(len(codebook.rotations))
+        return 1.0 - description_distances(
+            stage.prompt, codebook.descriptions, min_share=float(sc.description_min_share)
+        )
 
     def contrast_prompts(self, stage: PoseStage) -> list[str]:
         """One prompt per pose word (its first phrasing), those the prompt names left out."""
@@ -202,9 +246,10 @@ class CodebookGenerator(PoseGenerator):
         from avatar.stages.motion_files import CandidatePoses
 
         sc = stage.stage_cfg
-        rotations, sources, sizes, embeddings, hit, cache_file = self.embedded_codebook(stage, guidance)
+        codebook = self.embedded_codebook(stage, guidance)
+        rotations, sources, sizes = codebook.rotations, codebook.sources, codebook.cluster_sizes
         start = time.perf_counter()
-        scores = self.scores(stage, guidance, embeddings)
+        scores = self.scores(stage, guidance, codebook)
         prior = float(sc.prior_weight) * torch.log(sizes.clamp(min=1.0)) if sc.prior_weight else None
         kept = select_diverse(
             rotations, scores, int(sc.top_k), float(sc.dedupe_threshold), int(sc.num_candidates), prior
@@ -214,7 +259,10 @@ class CodebookGenerator(PoseGenerator):
             rotations[kept], scores[kept], [sources[i] for i in kept], stage.prompt, stage.prompt_text
         )
         info = {
-            "codebook_size": len(rotations), "codebook_cache_hit": hit, "codebook_cache": str(cache_file),
+            "codebook_size": len(rotations), "codebook_cache_hit": codebook.cache_hit,
+            "codebook_cache": str(codebook.cache_file),
             "codebook_renders": stage.codebook_renders, "search_seconds": round(seconds, 4),
         }  # fmt: skip
+        if codebook.descriptions:  # what the candidates' clips were described as (the description term's reading)
+            info["candidate_descriptions"] = [codebook.descriptions[i] for i in kept]
         return candidates, info

@@ -124,10 +124,16 @@ def test_snapped_guidance_reads_grammar_prompts_exactly_as_written(caplog):
 
 
 def test_text_reading_is_a_checked_config_choice(tmp_path):
-    assert compose_cfg(tmp_path, "stage=pose").guidance.text_reading == TextReading.as_written
-    cfg = compose_cfg(tmp_path, "stage=pose", "guidance.text_reading=snapped")
+    """The stages' mini guidance reads prompts snapped by default (conf/guidance/mini.yaml); the
+    scorer, built from the schema's defaults, reads them as written."""
+    from avatar.guidance.base import build_scorer
+
+    cfg = compose_cfg(tmp_path, "stage=pose")
     assert cfg.guidance.text_reading == TextReading.snapped
     assert build_guidance(cfg.guidance).text_reading == TextReading.snapped
+    assert build_scorer(cfg).text_reading == TextReading.as_written
+    cfg = compose_cfg(tmp_path, "stage=pose", "guidance.text_reading=as_written")
+    assert build_guidance(cfg.guidance).text_reading == TextReading.as_written
     with pytest.raises(ConfigCompositionException) as err:
         compose_cfg(tmp_path, "stage=pose", "guidance.text_reading=nearest")
     assert "text_reading" in str(err.value) + str(err.value.__cause__)

@@ -255,6 +255,14 @@ def test_descriptions_lift_the_poses_of_clips_that_name_the_prompts_action(tmp_p
     gain = stage.scores(guidance, codebook) - cosine
     walk = torch.tensor([d == "walk" for d in book.descriptions])
     assert bool((gain[walk] > 0.9).all()) and bool((gain[~walk].abs() < 1e-6).all())  # shares of "walk" ~1, others 0
+    # A paraphrase is matched as the guidance reads it: snapped (the stages' default) "a man
+    # strolling along" reads "a man walking"; as written it competes with "a person walking", its
+    # own action's contrast prompt, and names no clip.
+    paraphrase = "a man strolling along"
+    assert guidance.read(paraphrase) == "a man walking"
+    search = stage.codebook_search()
+    assert bool((search.description_scores(stage, codebook, guidance.read(paraphrase))[walk] > 0.9).all())
+    assert float(search.description_scores(stage, codebook, paraphrase).abs().max()) == 0.0
 
     # Without descriptions (a codebook built from a corpus with no manifest): the plain order, and a warning.
     cfg = compose_cfg(tmp_path, *base, f"prior.codebook={path}", "stage.description_weight=1")

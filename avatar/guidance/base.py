@@ -130,6 +130,12 @@ class Guidance(torch.nn.Module, abc.ABC):
         return self.pixel_mean.device
 
     # -- encoders -------------------------------------------------------------------------
+    def read(self, text: str) -> str:
+        """The text this backend's text tower reads for ``text``: itself here; ``mini`` with
+        ``text_reading=snapped`` rewrites it into its training grammar. Other text matching of
+        a stage (the clip descriptions) reads the prompt the same way."""
+        return text
+
     @torch.no_grad()
     def encode_text(self, texts: str | Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings (N, D), float32, on the backend's device.

@@ -101,8 +101,10 @@ def description_distances(stage: MotionStage, book) -> torch.Tensor:
     if not stage.prompt:
         raise ValueError(stage.empty_prompt_message())
     sc = stage.stage_cfg
+    # The prompt as the guidance reads it (mini's snapped reading names the pose word of a paraphrase).
+    prompt = stage.guidance.read(stage.prompt) if stage.guidance is not None else stage.prompt
     return description_distances(
-        stage.prompt, book.descriptions, float(sc.description_temperature), float(sc.description_min_share)
+        prompt, book.descriptions, float(sc.description_temperature), float(sc.description_min_share)
     )
 
 

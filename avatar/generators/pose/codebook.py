@@ -196,14 +196,20 @@ class CodebookGenerator(PoseGenerator):
         if stage.stage_cfg.contrast:
             scores = self.contrast_scores(stage, guidance, embeddings, scores)
         if float(stage.stage_cfg.description_weight) > 0:
-            scores = scores + float(stage.stage_cfg.description_weight) * self.description_scores(stage, codebook)
+            prompt = guidance.read(stage.prompt)
+            scores = scores + float(stage.stage_cfg.description_weight) * self.description_scores(
+                stage, codebook, prompt
+            )
         return scores
 
-    def description_scores(self, stage: PoseStage, codebook: EmbeddedCodebook) -> torch.Tensor:
-        """(N,) per pose, the prompt's share among the pose words' prompts for its clip's
-        description (0 where below ``description_min_share`` or undescribed): near 1 for the
-        frames of a "walk" clip given "a person walking", 0 for those of a "salsa dance". A
-        codebook without descriptions (built from a corpus without a manifest, AvatarCLIP's)
+    def description_scores(self, stage: PoseStage, codebook: EmbeddedCodebook, prompt: str) -> torch.Tensor:
+        """(N,) per pose, the share of ``prompt`` (the prompt as the guidance reads it, see
+        ``Guidance.read``) among the pose words' prompts for its clip's description (0 where
+        below ``description_min_share`` or undescribed): near 1 for the frames of a "walk" clip
+        given "a person walking", 0 for those of a "salsa dance". The contrast leaves out only
+        the pose words the prompt names, so a paraphrase ("a man strolling along") competes
+        with its own action's prompt ("a person walking") unless read snapped ("a man walking").
+        A codebook without descriptions (built from a corpus without a manifest, AvatarCLIP's)
         gives 0 everywhere, with a warning."""
         from avatar.priors.motion_descriptions import description_distances
 
@@ -220,9 +226,7 @@ class CodebookGenerator(PoseGenerator):
                 )
                 self._warned_undescribed = True
             return torch.zeros(len(codebook.rotations))
-        return 1.0 - description_distances(
-            stage.prompt, codebook.descriptions, min_share=float(sc.description_min_share)
-        )
+        return 1.0 - description_distances(prompt, codebook.descriptions, min_share=float(sc.description_min_share))
 
     def contrast_prompts(self, stage: PoseStage) -> list[str]:
         """One prompt per pose word (its first phrasing), those the prompt names left out."""

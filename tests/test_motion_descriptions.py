@@ -11,6 +11,7 @@ import torch
 from avatar.engine.runner import run
 from avatar.guidance.synthetic.captions import contrast_phrases, named_pose_words
 from avatar.mocap.manifest import read_manifest
+from avatar.priors.codebook import load_pose_codebook
 from avatar.priors.loading import PriorConfig, load_motion_codebook
 from avatar.priors.motion_descriptions import clip_descriptions, description_distances
 
@@ -51,7 +52,8 @@ def test_manifest_errors_name_the_setting(tmp_path):
         read_manifest(tmp_path / "bad.tsv")
 
 
-def test_motion_codebook_build_fills_descriptions_from_the_manifest(tmp_path, monkeypatch):
+def test_codebook_builds_fill_descriptions_from_the_manifest(tmp_path, monkeypatch):
+    """Both codebook builds (motion clips, pose frames) give each entry its clip's description."""
     monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))
     corpus = write_corpus(tmp_path / "mocap", subjects=5, clips_per_subject=2, seconds=3.0)
     stems = sorted(p.stem for p in corpus.glob("*.bvh"))
@@ -68,6 +70,11 @@ def test_motion_codebook_build_fills_descriptions_from_the_manifest(tmp_path, mo
     assert "" in book.descriptions and any(book.descriptions)  # both kinds were checked
     assert book.meta["described"] == sum(bool(d) for d in book.descriptions)
     assert clip_descriptions(book.sources, corpus / "MANIFEST.tsv") == book.descriptions
+    run(compose_cfg(tmp_path / "poses", "stage=build_pose_codebook", f"stage.mocap_root={corpus}",
+                    "stage.holdout_fraction=0.2", "stage.size=8"))  # fmt: skip
+    poses = load_pose_codebook(tmp_path / "poses" / "pose_codebook.npz")
+    assert len(poses.descriptions) == len(poses) == 8
+    assert poses.descriptions == clip_descriptions(poses.sources, corpus / "MANIFEST.tsv")
     # Without a manifest the codebook is built as before, with no descriptions.
     bare = shutil.copytree(corpus, tmp_path / "bare", ignore=shutil.ignore_patterns("MANIFEST.tsv"))
     run(compose_cfg(tmp_path / "bare_book", "stage=build_motion_codebook", f"stage.mocap_root={bare}", *common[1:]))

@@ -106,6 +106,20 @@ def test_colour_words_are_kept_as_said_and_tied_to_grammar_garments():
     assert "a red and white striped tank top" in snap.snapped
 
 
+PERSON_WORDS = ("a buff bloke", "a tan dude raising both arms", "a tan fellow in a navy cardigan")
+
+
+def test_a_colour_name_before_a_person_is_not_a_garment():
+    """ "buff" and "tan" are colour names too; before a word for a person they are a build or a
+    tan, not a garment ("a buff bloke" was "a person wearing a buff top"); before an unfamiliar
+    garment ("kimono") the colour still goes to a garment."""
+    assert snap_prompt("a buff bloke").garments == [] and "buff" not in snap_prompt("a buff bloke").snapped
+    assert snap_prompt("a tan dude raising both arms").garments == []
+    assert snap_prompt("a tan fellow in a navy cardigan").garments == ["a navy sweater"]
+    kimono = snap_prompt("a woman in a teal kimono")
+    assert len(kimono.garments) == 1 and kimono.garments[0].startswith("a teal ")
+
+
 def test_snapped_guidance_reads_grammar_prompts_exactly_as_written(caplog):
     written = build_guidance(MiniGuidanceConfig())
     snapped = build_guidance(MiniGuidanceConfig(text_reading=TextReading.snapped))
@@ -141,4 +155,6 @@ def test_text_reading_is_a_checked_config_choice(tmp_path):
 
 def test_no_test_sentence_is_from_the_held_out_set():
     held_out = {e["prompt"].lower() for kind in load_paraphrases().values() for e in kind}
-    assert not held_out & {s.lower() for s in (*POSE_SENTENCES, *NOUN_SENTENCES)}
+    assert not held_out & {
+        s.lower() for s in (*POSE_SENTENCES, *NOUN_SENTENCES, *PERSON_WORDS, "a woman in a teal kimono")
+    }

@@ -64,6 +64,10 @@ class TextReading(StrEnum):
 # least this near. Set on the module's own dev words (tests/test_guidance_snapping.py), not on the
 # held-out paraphrases.
 GARMENT_THRESHOLD = 0.5
+# An unfamiliar word names a person, not a garment, when it is this much nearer a person noun of
+# the grammar than any garment name (dev words: guy, bloke, dude, fellow, lad, chap, gal are at
+# least 0.05 nearer; kimono, sari, poncho, cardigan, blazer, gown are not).
+PERSON_MARGIN = 0.04
 # Words that tie a subject to its garments; dropped from the rest before it is snapped.
 CONNECTORS = frozenset("wearing in with and a an the over on dressed clad sporting".split())
 COPULAS = frozenset("is are was were".split())
@@ -154,6 +158,10 @@ def subject_embeddings() -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def garment_embeddings() -> torch.Tensor:
     return _embeddings(grammar().garments, "mini_snapping")
+
+
+def noun_embeddings() -> torch.Tensor:
+    return _embeddings(grammar().nouns, "mini_snapping")
 
 
 def tokens(text: str) -> list[str]:
@@ -270,12 +278,17 @@ def _snap_inside(inside: str) -> Snap:
     unknown = sorted({t for t in toks if t not in g.words and t != "," and len(t) > 1 and t not in in_color})
     garment_of: dict[str, str] = {t: t for t in g.garment_heads}  # garment words -> garment names
     nearest_garment: dict[str, str] = {}  # every unfamiliar word -> its nearest garment name
+    person_like: set[str] = set()  # unfamiliar words nearer a person noun than any garment ("guy")
     if unknown:
-        sims = encoder.encode(unknown) @ garment_embeddings().T
-        for word, row in zip(unknown, sims):
+        vectors = encoder.encode(unknown)
+        sims = vectors @ garment_embeddings().T
+        to_noun = (vectors @ noun_embeddings().T).max(-1).values
+        for word, row, noun in zip(unknown, sims, to_noun):
             nearest_garment[word] = g.garments[int(row.argmax())]
             if float(row.max()) >= GARMENT_THRESHOLD:
                 garment_of[word] = nearest_garment[word]
+            elif float(noun) > float(row.max()) + PERSON_MARGIN:
+                person_like.add(word)
 
     used: set[int] = set()  # token positions read as colours, garments or their patterns
     phrases: list[tuple[int, str]] = []  # (position, phrase)
@@ -291,8 +304,11 @@ def _snap_inside(inside: str) -> Snap:
         behind = behind[: next((n for n, i in enumerate(behind) if toks[i] == ","), len(behind))]
         order = (behind, ahead) if start and toks[start - 1] in COPULAS else (ahead, behind)
         hit = next((i for seq in order for i in seq if toks[i] in garment_of), None)
-        if hit is None:  # the first unfamiliar word after the colour names its garment: "a pink cardigan"
-            hit = next((i for i in ahead if toks[i] in nearest_garment and toks[i] not in FUNCTION_WORDS), None)
+        if hit is None:  # the first unfamiliar word after the colour names its garment: "a pink cardigan",
+            # unless it names a person: "a buff guy" is a build, not a buff-coloured garment
+            hit = next(
+                (i for i in ahead if toks[i] in nearest_garment and toks[i] not in FUNCTION_WORDS | person_like), None
+            )
             if hit is not None:
                 garment_of.setdefault(toks[hit], nearest_garment[toks[hit]])
         if hit is None:

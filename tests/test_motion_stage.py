@@ -251,6 +251,32 @@ def test_retrieval_init_starts_the_latent_optimisation_from_the_retrieved_clips_
     assert start < 0.5 * min(normal), (start, normal)
 
 
+def test_smooth_change_smooths_the_edit_and_not_the_start_clip(tmp_path):
+    """stage.smooth_change: the smoothness term is the acceleration of the change from the decoded
+    start, so a real clip to start from costs nothing (its foot strikes are not smoothed away),
+    while the plain term charges the clip's own accelerations."""
+    from avatar.priors.loading import load_motion_codebook
+
+    clip = load_motion_codebook().rotations[7].float()
+    CandidatePoses(
+        clip[[5, 20, 35, 50, 10]], torch.linspace(0.3, 0.2, 5), ["clip 7"] * 5, PROMPT,
+        f"a 3D rendering of {PROMPT} in unreal engine",
+    ).save(tmp_path / "poses.npz")  # fmt: skip
+    common = [
+        "stage.latent_init=retrieval",
+        "stage.retrieval_top_k=2",
+        "stage.lambda_smoothness=1",
+        "stage.lambda_guidance=0",
+    ]
+    plain = make_stage(tmp_path, tmp_path / "poses.npz", *common)
+    change = make_stage(tmp_path, tmp_path / "poses.npz", *common, "stage.smooth_change=true")
+    assert float(plain.generator.losses(plain)["smoothness"]) > 1e-3
+    assert float(change.generator.losses(change)["smoothness"]) < 1e-9
+    with torch.no_grad():
+        change.generator.latent.add_(0.3 * torch.randn_like(change.generator.latent))  # an edit: now it costs
+    assert float(change.generator.losses(change)["smoothness"]) > 1e-6
+
+
 def test_retrieval_match_window_prefers_a_held_pose_to_a_flashed_one(tmp_path):
     """match_window applies to retrieval as to the optimisation: candidates that clip "flash"
     reaches for one frame exactly and clip "hold" keeps nearly all along; the paper's closest

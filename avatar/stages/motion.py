@@ -140,6 +140,11 @@ class MotionStageConfig:
     # Not in the paper: mean squared acceleration of the template skeleton's joints (m/frame^2,
     # x 1e4), against the one-frame spikes the closest-frame reconstruction otherwise favours.
     lambda_smoothness: Any = 0.0
+    # Not in the paper, latent generator: the smoothness term penalises the acceleration of the
+    # change from the start clip (the decoded init) instead of the motion's, so the start's own
+    # dynamics are kept: from a retrieved walk (latent_init=retrieval) 0.90 m in 2 s against 0.25
+    # m (docs/experiments/motion.md, 2026-12-05 evening).
+    smooth_change: bool = False
     lambda_latent: Any = 0.0  # mean(z^2); 0 = the paper
     # Not in the paper; the retrieval generator and latent_init=retrieval: 1 - the prompt's share
     # for the clip's description in the mocap corpus (avatar/priors/motion_descriptions.py: "walk",
@@ -334,7 +339,12 @@ class MotionStage(StageModule):
         return self.generator.losses(self)
 
     def motion_losses(
-        self, rotations: torch.Tensor, body_rotmats: torch.Tensor, smoothness: bool = True, reconstruction: bool = True
+        self,
+        rotations: torch.Tensor,
+        body_rotmats: torch.Tensor,
+        smoothness: bool = True,
+        reconstruction: bool = True,
+        smoothness_reference: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The terms that judge a clip (rotations (T, 22, 3), body rotation matrices (T, 21, 3, 3)),
         whatever made it: reconstruction, delta, smoothness, guidance (each unless switched off)."""
@@ -345,6 +355,8 @@ class MotionStage(StageModule):
             losses["delta"] = -(body_rotmats[1:] - body_rotmats[:-1]).abs().mean()
         if smoothness and self.active("smoothness"):
             joints = body_joints(rotations)  # (T, 22, 3), template skeleton, root at the origin
+            if smoothness_reference is not None:  # smooth the change from a start clip, not the motion itself
+                joints = joints - smoothness_reference
             losses["smoothness"] = 1e4 * ((joints[2:] - 2 * joints[1:-1] + joints[:-2]) ** 2).sum(-1).mean()
         if self.guidance is not None and self.active("guidance"):
             losses["guidance"] = self.guidance_loss(rotations)

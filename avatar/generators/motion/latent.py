@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from avatar.generators.motion import LATENT_INITS, MOTION_GENERATORS, MotionGenerator
+from avatar.priors.data import body_joints
 
 if TYPE_CHECKING:
     from avatar.stages.motion import MotionStage
@@ -35,6 +36,12 @@ class LatentGenerator(MotionGenerator):
         rng = torch.Generator().manual_seed(int(stage.cfg.seed))
         init, self._info = LATENT_INITS.build(stage.stage_cfg.latent_init, stage, rng)
         self.latent = torch.nn.Parameter(init)
+        # stage.smooth_change: the smoothness term smooths the change from the start clip (its
+        # joints, recomputed from the same init on a resume), so a retrieved walk keeps its strides.
+        self.start_joints = None
+        if stage.stage_cfg.smooth_change:
+            with torch.no_grad():
+                self.start_joints = body_joints(stage.decode(init)[0])
 
     @torch.no_grad()
     def motion_rotations(self, stage: MotionStage) -> torch.Tensor:
@@ -42,7 +49,7 @@ class LatentGenerator(MotionGenerator):
 
     def losses(self, stage: MotionStage) -> dict[str, torch.Tensor]:
         rotations, body_rotmats = stage.decode(self.latent)
-        losses = stage.motion_losses(rotations, body_rotmats)
+        losses = stage.motion_losses(rotations, body_rotmats, smoothness_reference=self.start_joints)
         if stage.active("latent"):
             losses["latent"] = (self.latent**2).mean()
         if not losses:  # every weight is 0 at this step (a schedule): a zero loss, no update

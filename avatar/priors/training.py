@@ -111,7 +111,7 @@ class MotionVAEStageConfig(PriorDataConfig):
 @dataclass
 class MotionCodebookStageConfig(PriorDataConfig):
     name: str = "build_motion_codebook"
-    size: int = 512  # entries (~8 KB each as float16)
+    size: int = 2048  # entries (~6.4 KB each as float16; 512 until 2026-12-05: few steady walks)
     num_frames: int = 60  # the motion stage's clip length at 30 fps
     window_stride: int = 10  # frames between the starts of candidate windows in a clip
     feature_stride: int = 5  # frames between the poses the clustering compares

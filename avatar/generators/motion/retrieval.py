@@ -7,8 +7,9 @@ with ``lambda_description`` the prompt's match with each clip's mocap descriptio
 (avatar/priors/motion_descriptions.py) joins both the ranking and the score.
 
 It exists because the project's first CPU-trained VAE could not decode gait; the current one can,
-but its latent optimisation follows the pose search's candidates and loses to retrieval on
-raising both arms and on walking (docs/experiments/motion.md, 2026-12-05).
+and the latent optimisation started from the clip retrieval picks (``latent_init=retrieval``
+with ``smooth_change``) now beats it on the evaluation prompts, at ~40x the time; retrieval stays
+the tiny/small default until that is measured at `small` (docs/experiments/motion.md, 2026-12-05).
 """
 
 from __future__ import annotations

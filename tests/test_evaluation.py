@@ -116,6 +116,7 @@ def test_motion_evaluation_keeps_each_prompts_runs(tmp_path, word_codebook, caps
     keep = tmp_path / "keep"
     cli.main([
         "motion", f"body.topology={LOW_POLY}", "render.height=32", "render.width=32", "stage.preview_size=48",
+        "trainer.max_steps=20",
         "--keep", str(keep), f"pose:prior.codebook={word_codebook}", f"pose:stage.cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     out = capsys.readouterr().out

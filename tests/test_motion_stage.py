@@ -48,7 +48,8 @@ FAST = [
     "stage.lambda_smoothness=0",  # the paper's terms only (the cpu preset adds smoothness)
 ]
 
-LATENT = "stage.generator=latent"  # the paper's generator (the cpu preset retrieves clips)
+# The paper's generator as the paper runs it (the tiny/small presets start it from a retrieved clip)
+LATENT = ["stage.generator=latent", "stage.latent_init=normal", "stage.smooth_change=false"]
 
 
 def write_candidates(path, names=CANDIDATES, prompt=PROMPT, prompt_text=None) -> str:
@@ -71,7 +72,7 @@ def standing_file(tmp_path_factory):
 
 
 def make_stage(tmp_path, poses_file, *overrides):
-    return MotionStage(compose_cfg(tmp_path, *FAST, LATENT, f"stage.pose_dir={poses_file}", *overrides))
+    return MotionStage(compose_cfg(tmp_path, *FAST, *LATENT, f"stage.pose_dir={poses_file}", *overrides))
 
 
 def optimise(stage: MotionStage, steps: int) -> None:
@@ -89,7 +90,7 @@ def optimise(stage: MotionStage, steps: int) -> None:
 def test_latent_generator_writes_motion_video_strips_and_metrics(tmp_path, poses_file):
     run_dir = tmp_path / "run"
     result = run(compose_cfg(
-        run_dir, *FAST, LATENT, f"stage.pose_dir={poses_file}", "trainer.max_steps=4", "trainer.val_every_n_steps=2",
+        run_dir, *FAST, *LATENT, f"stage.pose_dir={poses_file}", "trainer.max_steps=4", "trainer.val_every_n_steps=2",
         "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=1", "logger=csv",
     ))  # fmt: skip
     motion, info = load_motion(run_dir)
@@ -134,7 +135,8 @@ def test_experiment_runs_every_generator_through_train_py(tmp_path, poses_file):
         results["retrieval"]["steps"] == 0 and results["retrieval"]["guidance_renders"] == 2 * 16
     )  # shortlist x frames
     assert results["reconstruction"]["steps"] == 3 and results["reconstruction"]["guidance_renders"] == 0
-    assert results["latent"]["guidance_renders"] == 6
+    # the tiny preset's latent generator starts from the retrieved clip: its shortlist, then 2 frames a step
+    assert results["latent"]["guidance_renders"] == 2 * 16 + 2 * 3
 
 
 # ---- behaviour ------------------------------------------------------------------------------------
@@ -466,9 +468,12 @@ def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
         MotionStage(
             compose_cfg(tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", "stage.lambda_guidance=0")
         )
-    # Without guidance and scorer the prompt is not needed.
+    off = ["stage.lambda_guidance=0", "scorer.enabled=false"]
+    with pytest.raises(ValueError, match=r"stage\.lambda_description=0"):  # the clip descriptions read it too
+        MotionStage(compose_cfg(tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", *off))
+    # Without guidance, scorer and descriptions the prompt is not needed.
     MotionStage(compose_cfg(
-        tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", "stage.lambda_guidance=0", "scorer.enabled=false",
+        tmp_path, *FAST, f"stage.pose_dir={silent}", "prompt.motion=' '", *off, "stage.lambda_description=0",
     ))  # fmt: skip
     # Generators are registered components: an unknown name is the registry's KeyError listing them.
     with pytest.raises(KeyError, match=r"stage\.generator.*interpolation, latent, reconstruction, retrieval, still"):
@@ -496,11 +501,18 @@ def test_presets_compose(tmp_path):
     assert paper.trainer.max_steps == 5000 and paper.stage.lr == 0.01 and paper.render.height == 224
     assert paper.stage.num_frames == 60 and paper.stage.lambda_guidance == 0.001 and paper.stage.lambda_delta == 0.01
     cpu = compose_cfg(tmp_path, "stage=motion")
-    assert cpu.trainer.max_steps == 1000 and cpu.render.height == 64
+    assert cpu.trainer.max_steps == 300 and cpu.render.height == 64
     small = compose_cfg(tmp_path, "stage=motion", "preset=small")
     assert small.trainer.max_steps == 1500
-    # The paper's latent optimisation at paper settings; real clips on the project's own stack.
-    assert paper.stage.generator == "latent" and cpu.stage.generator == small.stage.generator == "retrieval"
+    # The paper's latent optimisation everywhere: from a random code at paper settings, from the
+    # retrieved real clip with the change smoothed on the project's own stack.
+    assert paper.stage.generator == cpu.stage.generator == small.stage.generator == "latent"
+    assert paper.stage.latent_init == "normal" and not paper.stage.smooth_change
+    assert (
+        cpu.stage.latent_init == small.stage.latent_init == "retrieval"
+        and cpu.stage.smooth_change
+        and small.stage.smooth_change
+    )
     assert paper.stage.lambda_description == 0 and cpu.stage.lambda_description == small.stage.lambda_description == 1.0
 
 

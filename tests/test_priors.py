@@ -63,6 +63,35 @@ def test_datasets_serve_frames_and_windows(mocap_folder):
     assert forward[1] < -0.99  # the first frame now faces -Y
 
 
+def test_tempo_augmentation_plays_the_clip_faster_or_slower(mocap_folder):
+    corpus = load_corpus(mocap_folder, fps=30.0)
+    plain = MotionWindows(corpus, length=30, stride=30, mirror_prob=0.0)
+    tempo = MotionWindows(corpus, length=30, stride=30, mirror_prob=0.0, speed_range=(0.5, 2.0))
+    rot, transl = plain[1]
+    same_rot, same_transl = tempo._resampled(1, 1.0)
+    same_transl[:, :2] -= same_transl[0, :2].clone()  # what __getitem__ does
+    assert torch.allclose(same_rot, rot, atol=1e-5) and torch.allclose(same_transl, transl, atol=1e-5)
+    # at speed 2 frame k is source frame 2k (these fall on frames: no interpolation)
+    start = tempo.starts[1]
+    fast, _ = tempo._resampled(1, 2.0)
+    assert torch.allclose(fast[:, 1:], corpus.rotations[start : start + 60 : 2, 1:], atol=1e-5)
+    # at speed 0.5 the odd frames are halfway rotations between two source frames
+    slow, _ = tempo._resampled(1, 0.5)
+    a, b = roma.rotvec_to_rotmat(corpus.rotations[start + 3]), roma.rotvec_to_rotmat(corpus.rotations[start + 4])
+    halfway = roma.rotvec_to_rotmat(slow[7])
+    assert torch.allclose(
+        roma.rotmat_geodesic_distance(a, halfway), roma.rotmat_geodesic_distance(halfway, b), atol=1e-4
+    )
+    # the last window of a clip is shifted back to stay inside it when played fast
+    last = len(tempo.starts) // 10 - 1  # 3 windows per 90-frame clip: index 2 starts at frame 60
+    first_frame, last_frame = tempo.clips[last]
+    fast_end, _ = tempo._resampled(last, 2.0)
+    assert torch.allclose(fast_end[-1], corpus.rotations[last_frame], atol=1e-5)
+    assert fast_end.shape == (30, 22, 3) and torch.isfinite(fast_end).all()
+    with pytest.raises(ValueError, match="speed_range"):
+        MotionWindows(corpus, length=30, speed_range=(1.2, 0.8))
+
+
 @pytest.mark.slow
 def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("AVATAR_CACHE_DIR", str(tmp_path / "cache"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import roma
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -218,25 +219,66 @@ class PoseFrames(Dataset):
 
 class MotionWindows(Dataset):
     """Fixed-length windows of motion (rotations (T, 22, 3), root translation (T, 3) starting at
-    the origin in the ground plane), taken every ``stride`` frames inside each clip."""
+    the origin in the ground plane), taken every ``stride`` frames inside each clip.
 
-    def __init__(self, corpus: MotionCorpus, length: int = 60, stride: int = 10, mirror_prob: float = 0.5) -> None:
+    ``speed_range=(lo, hi)``: each window plays its clip at a random speed in [lo, hi] (tempo
+    augmentation: ``length * speed`` source frames resampled to ``length``, rotations slerped,
+    translation interpolated; the window is shifted back where it would pass the clip's end)."""
+
+    def __init__(
+        self,
+        corpus: MotionCorpus,
+        length: int = 60,
+        stride: int = 10,
+        mirror_prob: float = 0.5,
+        speed_range: tuple[float, float] | None = None,
+    ) -> None:
         self.corpus, self.length, self.mirror_prob = corpus, length, mirror_prob
-        self.starts = [
-            int(s) + o
-            for s, n in zip(corpus.clip_starts, corpus.clip_lengths)
-            for o in range(0, int(n) - length + 1, stride)
-        ]
+        self.speed_range = tuple(speed_range) if speed_range else None
+        if self.speed_range and (len(self.speed_range) != 2 or not 0 < self.speed_range[0] <= self.speed_range[1]):
+            raise ValueError(
+                f"speed_range={list(self.speed_range)}: give [low, high] with 0 < low <= high, e.g. [0.8, 1.25]"
+            )
+        self.starts, self.clips = [], []  # window start frames, their clips' (first, last) frames
+        for s, n in zip(corpus.clip_starts, corpus.clip_lengths):
+            for o in range(0, int(n) - length + 1, stride):
+                self.starts.append(int(s) + o)
+                self.clips.append((int(s), int(s) + int(n) - 1))
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.starts[i]
-        rot = self.corpus.rotations[s : s + self.length]
-        transl = self.corpus.transl[s : s + self.length].clone()
+        if self.speed_range and self.speed_range != (1.0, 1.0):  # global RNG: seeded per run
+            lo, hi = self.speed_range
+            speed = lo + (hi - lo) * float(torch.rand(()))
+            rot, transl = self._resampled(i, speed)
+        else:
+            rot = self.corpus.rotations[s : s + self.length]
+            transl = self.corpus.transl[s : s + self.length].clone()
         transl[:, :2] -= transl[0, :2].clone()
         if self.mirror_prob and torch.rand(()) < self.mirror_prob:
             mirrored = mirror(CanonicalPose(rot, transl))
             rot, transl = mirrored.rotations, mirrored.transl
         return rot, transl
+
+    def _resampled(self, i: int, speed: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``length`` frames of window ``i``'s clip from its start, played ``speed`` times as fast."""
+        first, last = self.clips[i]
+        span = (self.length - 1) * speed  # source frames covered
+        start = max(first, min(self.starts[i], last - span))  # shifted back to stay inside the clip
+        t = (start + torch.arange(self.length, dtype=torch.float64) * (span / (self.length - 1))).clamp(max=last)
+        lo = t.floor().long()
+        hi = (lo + 1).clamp(max=last)
+        w = (t - lo).to(self.corpus.rotations.dtype)
+        rot = rotvec_slerp_pairs(self.corpus.rotations[lo], self.corpus.rotations[hi], w[:, None])
+        transl = torch.lerp(self.corpus.transl[lo], self.corpus.transl[hi], w[:, None])
+        return rot, transl
+
+
+def rotvec_slerp_pairs(r0: torch.Tensor, r1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Elementwise slerp of axis-angle rotations (..., 3) by weights ``w`` (broadcast to (...))."""
+    q0, q1 = roma.rotvec_to_unitquat(r0), roma.rotvec_to_unitquat(r1)
+    relative = roma.unitquat_to_rotvec(roma.quat_product(roma.quat_conjugation(q0), q1))
+    return roma.unitquat_to_rotvec(roma.quat_product(q0, roma.rotvec_to_unitquat(relative * w[..., None])))

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import roma
@@ -92,6 +92,9 @@ class MotionVAEStageConfig(PriorDataConfig):
     num_heads: int = 4  # transformer only
     dropout: float = 0.0
     window_stride: int = 5
+    # Tempo augmentation: each training window played at a random speed in [low, high]
+    # (MotionWindows.speed_range); null: as captured.
+    speed_range: Optional[list[float]] = None
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 100
@@ -361,7 +364,8 @@ class MotionVAEStage(_PriorStage):
 
     def train_dataloader(self) -> DataLoader:
         sc = self.stage_cfg
-        windows = HeadingNormalisedWindows(self.train_corpus, sc.num_frames, stride=sc.window_stride)
+        windows = HeadingNormalisedWindows(self.train_corpus, sc.num_frames, stride=sc.window_stride,
+                                           speed_range=sc.speed_range)  # fmt: skip
         return DataLoader(windows, batch_size=sc.batch_size, shuffle=True, drop_last=True, num_workers=sc.num_workers)
 
     def compute_losses(self, batch) -> dict[str, torch.Tensor]:

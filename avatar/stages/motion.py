@@ -212,7 +212,10 @@ class MotionStage(StageModule):
                 "so there is nothing to optimise; set stage.lambda_reconstruction (default 1)"
             )
         uses_guidance = self.active("guidance")
-        if not self.prompt_text and (uses_guidance or cfg.scorer.enabled):  # fail now, not after the run
+        # fail now, not after the run (the description term matches the prompt itself)
+        if (not self.prompt_text and (uses_guidance or cfg.scorer.enabled)) or (
+            not self.prompt and self.active("description")
+        ):
             raise ValueError(self.empty_prompt_message())
         self.guidance = None
         if uses_guidance:
@@ -271,7 +274,7 @@ class MotionStage(StageModule):
         return (
             f"The motion prompt is empty: {self.stage_cfg.pose_dir} has no prompt/prompt_text and prompt.motion is "
             f'{str(self.cfg.prompt.motion)!r}. Give the sentence, e.g. prompt.motion="a person raising both arms", '
-            "or set lambda_guidance=0 and scorer.enabled=false"
+            "or switch off what reads it: stage.lambda_guidance=0, stage.lambda_description=0 and scorer.enabled=false"
         )
 
     # ---- the motion ----------------------------------------------------------------------------

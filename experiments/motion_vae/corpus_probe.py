@@ -53,6 +53,14 @@ def main() -> None:
     p.add_argument("--clip-grad", type=float, default=1.0)
     p.add_argument("--every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--speed-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="tempo augmentation: each training window played at a random speed in [LOW, HIGH]",
+    )
     args = p.parse_args()
     torch.manual_seed(args.seed)
     train, test = load_corpus().split()
@@ -61,7 +69,8 @@ def main() -> None:
     model = MotionVAE(config).train()
     model.set_feature_statistics(canonical_to_features(feature_statistics_windows(train, 60), 22))
     seen, held = sample_windows(train, 256, 1), sample_windows(test, 256, 0)
-    loader = DataLoader(HeadingNormalisedWindows(train, 60, stride=args.stride), batch_size=args.batch_size,
+    windows = HeadingNormalisedWindows(train, 60, stride=args.stride, speed_range=args.speed_range)
+    loader = DataLoader(windows, batch_size=args.batch_size,
                         shuffle=True, drop_last=True)  # fmt: skip
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.warmup_steps, args.steps))

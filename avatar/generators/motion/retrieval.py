@@ -6,10 +6,10 @@ measured in joint positions, see :func:`position_distances`) are scored by the a
 with ``lambda_description`` the prompt's match with each clip's mocap description
 (avatar/priors/motion_descriptions.py) joins both the ranking and the score.
 
-It exists because the project's first CPU-trained VAE could not decode gait; the current one can,
-and the latent optimisation started from the clip retrieval picks (``latent_init=retrieval``
-with ``smooth_change``) now beats it on the evaluation prompts, at ~40x the time; retrieval stays
-the tiny/small default until that is measured at `small` (docs/experiments/motion.md, 2026-12-05).
+It was the tiny/small default while the project's CPU-trained VAE could not decode gait; now the
+latent optimisation starts from the clip retrieval picks (``latent_init=retrieval`` with
+``smooth_change``, the presets' default) and beats it on the evaluation prompts
+(docs/experiments/motion.md, 2026-12-05 night). It stays the one-shot baseline.
 """
 
 from __future__ import annotations

@@ -78,6 +78,29 @@ def test_anny_phenotypes_change_the_body(anny_low):
     assert heights[1] > heights[0] + 0.1
 
 
+
+def test_anny_keeps_a_fixed_shapes_rest_model_without_changing_any_result(anny_low):
+    """One repeated shape without gradient (the motion stage's every step) reuses its rest model
+    and calibration; outputs and pose gradients equal a pass that computes them."""
+    g = torch.Generator().manual_seed(0)
+    pose = CanonicalPose((torch.rand(3, 22, 3, generator=g) - 0.5) * 0.8, torch.randn(3, 3, generator=g) * 0.1)
+    results = []
+    for shape in (None, anny_low.default_shape(3).requires_grad_(True)):  # kept / computed
+        rotations = pose.rotations.clone().requires_grad_(True)
+        out = anny_low(shape, CanonicalPose(rotations, pose.transl))
+        out.vertices.sum().backward()
+        results.append((out, rotations.grad))
+    (kept, kept_grad), (computed, computed_grad) = results
+    assert anny_low._fixed_shape_cache  # the default shape was kept
+    for field in ("vertices", "joints", "rest_vertices", "rest_joints"):
+        assert torch.equal(getattr(kept, field), getattr(computed, field)), field
+    assert torch.equal(kept_grad, computed_grad)
+    # Another shape is not served the kept one.
+    tall = anny_low.default_shape(3)
+    tall[:, anny_low.shape_names.index("height")] = 1.0
+    assert anny_low(tall, pose).vertices[..., 2].amax() > kept.vertices[..., 2].amax() + 0.05
+    assert torch.equal(anny_low(None, pose).vertices, kept.vertices)
+
 @pytest.mark.slow
 def test_full_anny_topology_and_build_by_name():
     body = build_body(AnnyBodyConfig())

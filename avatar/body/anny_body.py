@@ -154,6 +154,7 @@ class AnnyBody(BodyModel):
         folded = torch.zeros(weights.shape[0], NUM_JOINTS, dtype=dtype, device=cfg.device)
         folded.scatter_add_(1, joint_of_bone, weights)
         self.register_buffer("skinning_weights", folded / folded.sum(1, keepdim=True), persistent=False)
+        self._fixed_shape_cache: dict = {}
         self.register_buffer(
             "neutral_shape",
             torch.tensor([[getattr(cfg, p) for p in PHENOTYPES]], dtype=dtype, device=cfg.device),
@@ -183,15 +184,40 @@ class AnnyBody(BodyModel):
             calib[:, j] = align_vectors(src, dst)
         return calib
 
+    def _shape_terms(self, shape: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """What a forward pass needs of the shape alone: Anny's rest model, the rest joints
+        (root at the origin) and the calibration, for a batch of shapes (B, P)."""
+        rest = self._rest(shape)
+        root_head = rest["rest_bone_poses"][:, 0, :3, 3]
+        rest_joints = rest["rest_bone_heads"][:, self.joint_bone] - root_head[:, None]
+        return rest, rest_joints, self._calibration(rest_joints)
+
+    def _shape_terms_of_one_fixed_shape(self, shape: torch.Tensor):
+        """:meth:`_shape_terms` for a batch of one repeated shape that needs no gradient (the
+        motion and pose stages pose one body every step): computed once per shape and kept, as the
+        rest model and calibration are ~1/6 of a posed forward pass."""
+        key = (shape.dtype, shape.device, shape[0].detach().cpu().numpy().tobytes())
+        cached = self._fixed_shape_cache.get(key)
+        if cached is None:
+            with torch.no_grad():
+                cached = self._shape_terms(shape[:1])
+            self._fixed_shape_cache = {key: cached}  # the last shape only: callers alternate rarely
+        rest, rest_joints, calibration = cached
+        batch = shape.shape[0]
+        rest = {k: v.expand(batch, *v.shape[1:]) for k, v in rest.items()}
+        return rest, rest_joints.expand(batch, -1, -1), calibration.expand(batch, -1, -1, -1)
+
     def forward(self, shape: torch.Tensor | None = None, pose: CanonicalPose | None = None) -> BodyOutput:
         shape, pose = self._batch_inputs(shape, pose)
-        rest = self._rest(shape)
+        if not shape.requires_grad and bool((shape == shape[:1]).all()):
+            rest, rest_joints, calibration = self._shape_terms_of_one_fixed_shape(shape)
+        else:
+            rest, rest_joints, calibration = self._shape_terms(shape)
         rest_poses = rest["rest_bone_poses"]  # (B, bones, 4, 4)
         root_head = rest_poses[:, 0, :3, 3]
-        rest_joints = rest["rest_bone_heads"][:, self.joint_bone] - root_head[:, None]
 
         # World rotation of each bone = canonical delta of its joint x calibration x rest frame.
-        joint_rot = world_deltas(pose) @ self._calibration(rest_joints)
+        joint_rot = world_deltas(pose) @ calibration
         bone_rot = joint_rot[:, self.bone_owner] @ rest_poses[..., :3, :3]
         deltas = torch.zeros_like(rest_poses)
         deltas[..., :3, :3] = bone_rot

@@ -78,7 +78,6 @@ def test_anny_phenotypes_change_the_body(anny_low):
     assert heights[1] > heights[0] + 0.1
 
 
-
 def test_anny_keeps_a_fixed_shapes_rest_model_without_changing_any_result(anny_low):
     """One repeated shape without gradient (the motion stage's every step) reuses its rest model
     and calibration; outputs and pose gradients equal a pass that computes them."""
@@ -100,6 +99,7 @@ def test_anny_keeps_a_fixed_shapes_rest_model_without_changing_any_result(anny_l
     tall[:, anny_low.shape_names.index("height")] = 1.0
     assert anny_low(tall, pose).vertices[..., 2].amax() > kept.vertices[..., 2].amax() + 0.05
     assert torch.equal(anny_low(None, pose).vertices, kept.vertices)
+
 
 @pytest.mark.slow
 def test_full_anny_topology_and_build_by_name():

@@ -57,6 +57,30 @@ def test_open_border_is_warned_and_nan_is_an_error():
         extract_mesh(lambda p: p.norm(dim=-1) / 0 * 0, resolution=8)
 
 
+def test_coarse_to_fine_sampling_gives_the_same_mesh_with_fewer_queries():
+    """A small body with a finger thinner than a coarse cell, in a field that changes 3x faster
+    than a distance: the box found on the coarse grid holds the whole surface, so the mesh is
+    the full grid's, from a fraction of the queries."""
+    torso = sphere((0.0, 0.0, -0.2), 0.25)
+
+    def finger(p):  # a capsule of radius 0.012 (coarse cell at 48: 0.043) along +x from the torso
+        t = p[:, 0].clamp(0.0, 0.6)
+        return torch.stack([p[:, 0] - t, p[:, 1], p[:, 2] + 0.2], 1).norm(dim=-1) - 0.012
+
+    queried = []
+
+    def field(p):
+        queried.append(len(p))
+        return 3.0 * torch.minimum(torso(p), finger(p))
+
+    full = extract_mesh(field, resolution=128, coarse_resolution=None, keep_largest_component=False)
+    full_queries, queried[:] = sum(queried), []
+    fast = extract_mesh(field, resolution=128, coarse_resolution=48, keep_largest_component=False)
+    assert np.array_equal(fast.vertices, full.vertices) and np.array_equal(fast.faces, full.faces)
+    assert full.vertices[:, 0].max() > 0.55  # the finger is in the mesh
+    assert sum(queried) < 0.3 * full_queries
+
+
 def view_color(points, view_dirs, normals):
     return 0.5 + 0.5 * view_dirs
 

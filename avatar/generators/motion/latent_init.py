@@ -80,6 +80,17 @@ def retrieval(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, d
 
     picker = RetrievalGenerator(stage)
     picker.make(stage)
+    # The clip is encoded at the VAE's own length (a convolutional VAE encodes nothing else) and
+    # decoded at stage.num_frames: its first frames are the retrieved clip's.
+    vae_frames = int(stage.prior.config.num_frames)
+    if len(picker.captured) < vae_frames:
+        raise ValueError(
+            f"stage.latent_init=retrieval encodes the retrieved clip with the motion VAE, which takes {vae_frames}-frame "
+            f"clips; the motion codebook ({stage.cfg.prior.motion_codebook or 'shipped'}) holds {len(picker.captured)}-frame "
+            "clips: rebuild it with `python train.py stage=build_motion_codebook stage.num_frames=<n>` or use another "
+            "stage.latent_init"
+        )
     with torch.no_grad():
-        code, _ = stage.prior.encode(canonical_to_features(picker.captured[None], stage.prior.config.num_joints))
+        clip = picker.captured[None, :vae_frames]
+        code, _ = stage.prior.encode(canonical_to_features(clip, stage.prior.config.num_joints))
     return code.reshape(1, stage.prior.config.latent_dim).float(), picker.info()

@@ -37,7 +37,7 @@ class RetrievalGenerator(OneShot):
     def __init__(self, stage: MotionStage) -> None:
         super().__init__(stage)
         self._info: dict[str, Any] = {}
-        self.captured: torch.Tensor | None = None  # the picked clip (T, 22, 3) as stored, its own root
+        self.captured: torch.Tensor | None = None  # the picked codebook clip (all its frames) as stored, its own root
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)
@@ -71,7 +71,7 @@ class RetrievalGenerator(OneShot):
                 losses["description"] = description[i]
             totals.append(float(sum(stage.weight(name) * value for name, value in losses.items())))
         best = int(shortlist[int(np.argmin(totals))])
-        self.captured = book.rotations[best, :t].float()
+        self.captured = book.rotations[best].float()
         self._info = {"retrieval_clips": len(book), "retrieval_source": book.sources[best], "retrieval_index": best,
                       "retrieval_joint_distance_m": float(recon[best]), "retrieval_loss": float(min(totals))}  # fmt: skip
         if book.descriptions:

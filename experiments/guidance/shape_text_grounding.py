@@ -70,6 +70,12 @@ def main() -> None:
     p.add_argument("--lambda-anchor", type=float, default=2.0)
     p.add_argument("--anchor-texts", type=int, default=48, help="anchor texts per step")
     p.add_argument("--anchor-renders", type=int, default=64, help="synthetic samples whose captions are anchored")
+    p.add_argument(
+        "--lambda-retrieval",
+        type=float,
+        default=0.0,
+        help="keep each anchor render's caption->image distribution over its batch (KL to the start)",
+    )
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -93,9 +99,13 @@ def main() -> None:
     # prompts, except the shape prompts this fine-tune is meant to move.
     renderer = SyntheticRenderer(SyntheticConfig())
     g = torch.Generator().manual_seed(args.seed)
-    attributes = [a for _ in range(0, args.anchor_renders, 64) for a in renderer.generate(64, g).attributes]
+    batches = [renderer.generate(64, g) for _ in range(0, args.anchor_renders, 64)]
+    attributes = [a for b in batches for a in b.attributes]
     rng = random.Random(args.seed)
     captions = [caption(a, rng)[0] for a in attributes for _ in range(2)]
+    with torch.no_grad():  # the frozen image tower's view of the anchor renders and their captions
+        batch_images = [model.encode_image(b.images) for b in batches]
+        batch_logits = [model.encode_text(b.captions) @ e.T for b, e in zip(batches, batch_images)]
     moved = ("muscular", "old")
     anchors = sorted({t for t in [*captions, *ANCHOR_PROMPTS] if not any(w in t.split() for w in moved)})
     template = stage.stage_cfg.template
@@ -121,6 +131,13 @@ def main() -> None:
         anchor_now = F.normalize(text([anchors[i] for i in chosen]), dim=-1)
         anchor = (1.0 - (anchor_now * anchor_before[chosen]).sum(-1)).mean()
         loss = grounding + args.lambda_anchor * anchor
+        if args.lambda_retrieval:
+            k = rng.randrange(len(batches))
+            scale = model.logit_scale.exp().detach()
+            now = model.encode_text(batches[k].captions) @ batch_images[k].T
+            before = (scale * batch_logits[k]).log_softmax(-1)
+            retrieval = F.kl_div((scale * now).log_softmax(-1), before, log_target=True, reduction="batchmean")
+            loss = loss + args.lambda_retrieval * retrieval
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -232,12 +232,20 @@ def resample(motion: CanonicalMotion, fps: float) -> CanonicalMotion:
     duration = (motion.num_frames - 1) / motion.fps
     n = int(np.floor(duration * fps + 1e-6)) + 1
     t = torch.arange(n, dtype=torch.float64) * (motion.fps / fps)
-    i0 = t.floor().long().clamp(max=motion.num_frames - 1)
-    i1 = (i0 + 1).clamp(max=motion.num_frames - 1)
-    w = (t - i0).float()
-    q = _slerp(roma.rotvec_to_unitquat(motion.rotations[i0]), roma.rotvec_to_unitquat(motion.rotations[i1]), w)
-    transl = motion.transl[i0] * (1 - w)[:, None] + motion.transl[i1] * w[:, None]
-    return CanonicalMotion(roma.unitquat_to_rotvec(q), transl, fps, motion.source)
+    rotations, transl = frames_at(motion.rotations, motion.transl, t)
+    return CanonicalMotion(rotations, transl, fps, motion.source)
+
+
+def frames_at(rotations: torch.Tensor, transl: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Poses of a clip (rotations (T, J, 3), transl (T, 3)) at fractional frame times ``t`` (N,)
+    (clamped to the last frame): slerp of every joint rotation, linear root translation."""
+    last = rotations.shape[0] - 1
+    i0 = t.floor().long().clamp(0, last)
+    i1 = (i0 + 1).clamp(max=last)
+    w = (t - i0).clamp(0.0, 1.0).float()
+    q = _slerp(roma.rotvec_to_unitquat(rotations[i0]), roma.rotvec_to_unitquat(rotations[i1]), w)
+    out_transl = transl[i0] * (1 - w)[:, None] + transl[i1] * w[:, None]
+    return roma.unitquat_to_rotvec(q).to(rotations.dtype), out_transl.to(transl.dtype)
 
 
 def _slerp(q0: torch.Tensor, q1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import roma
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from avatar.body.skeleton import CanonicalPose, forward_kinematics, mirror
-from avatar.mocap.retarget import CanonicalMotion, retarget
+from avatar.mocap.retarget import CanonicalMotion, frames_at, retarget
 from avatar.mocap.types import MocapFormatError
 from avatar.utils.files import InputFileError, load_npz
 from avatar.utils.io import atomic_path
@@ -250,7 +249,7 @@ class MotionWindows(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.starts[i]
-        if self.speed_range and self.speed_range != (1.0, 1.0):  # global RNG: seeded per run
+        if self.speed_range:  # global RNG: seeded per run
             lo, hi = self.speed_range
             speed = lo + (hi - lo) * float(torch.rand(()))
             rot, transl = self._resampled(i, speed)
@@ -268,17 +267,6 @@ class MotionWindows(Dataset):
         first, last = self.clips[i]
         span = (self.length - 1) * speed  # source frames covered
         start = max(first, min(self.starts[i], last - span))  # shifted back to stay inside the clip
-        t = (start + torch.arange(self.length, dtype=torch.float64) * (span / (self.length - 1))).clamp(max=last)
-        lo = t.floor().long()
-        hi = (lo + 1).clamp(max=last)
-        w = (t - lo).to(self.corpus.rotations.dtype)
-        rot = rotvec_slerp_pairs(self.corpus.rotations[lo], self.corpus.rotations[hi], w[:, None])
-        transl = torch.lerp(self.corpus.transl[lo], self.corpus.transl[hi], w[:, None])
+        t = start - first + torch.arange(self.length, dtype=torch.float64) * (span / (self.length - 1))
+        rot, transl = frames_at(self.corpus.rotations[first : last + 1], self.corpus.transl[first : last + 1], t)
         return rot, transl
-
-
-def rotvec_slerp_pairs(r0: torch.Tensor, r1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Elementwise slerp of axis-angle rotations (..., 3) by weights ``w`` (broadcast to (...))."""
-    q0, q1 = roma.rotvec_to_unitquat(r0), roma.rotvec_to_unitquat(r1)
-    relative = roma.unitquat_to_rotvec(roma.quat_product(roma.quat_conjugation(q0), q1))
-    return roma.unitquat_to_rotvec(roma.quat_product(q0, roma.rotvec_to_unitquat(relative * w[..., None])))

@@ -37,8 +37,9 @@ def median_ms(fn, repeats: int, warmup: int = 3, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-def load_body(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Anny at rest, Anny in a random canonical pose (vertices (V, 3) each) and the faces (F, 3)."""
+def load_body(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, AnnyBody]:
+    """Anny at rest, Anny in a random canonical pose (vertices (V, 3) each), the faces (F, 3) and
+    the body model."""
     body = AnnyBody(AnnyBodyConfig(device=str(device)))
     with torch.no_grad():
         rest = body().vertices[0]
@@ -46,7 +47,7 @@ def load_body(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.T
         gen = torch.Generator().manual_seed(0)
         pose.rotations[:, 1:] += 0.3 * torch.randn(pose.rotations[:, 1:].shape, generator=gen).to(device)
         posed = body(pose=pose).vertices[0]
-    return rest, posed, body.faces
+    return rest, posed, body.faces, body
 
 
 def main() -> None:
@@ -58,7 +59,7 @@ def main() -> None:
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
-    rest, posed, faces = load_body(device)
+    rest, posed, faces, body = load_body(device)
     height = rest[:, 2]
     colors = torch.stack(  # a colour ramp by height: feet blue, head red
         [
@@ -76,6 +77,24 @@ def main() -> None:
     print(
         f"Anny: {len(rest)} vertices, {len(faces)} triangles; device {device}; torch threads {torch.get_num_threads()}"
     )
+
+    # Anny posing two frames (the motion stage's guidance renders): the default shape's rest model
+    # and calibration kept between calls, or recomputed (a shape that carries a gradient).
+    two = CanonicalPose.rest(2, device=device)
+    with torch.no_grad():
+        rows.append(
+            (
+                "Anny forward, 2 poses, default shape (rest model kept)",
+                median_ms(lambda: body(None, two), args.repeats, sync=sync),
+            )
+        )
+        graded = body.default_shape(2).requires_grad_(True)
+        rows.append(
+            (
+                "Anny forward, 2 poses, shape with gradient (recomputed)",
+                median_ms(lambda: body(graded, two), args.repeats, sync=sync),
+            )
+        )
 
     # BVH maintenance: rebuild vs refit when the pose changes, and ray-cast cost afterwards.
     points = {"rest": rest.contiguous(), "posed": posed.contiguous()}

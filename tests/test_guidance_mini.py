@@ -17,6 +17,7 @@ from avatar.guidance.interpolate import interpolate
 from avatar.guidance.mini import MINI_CHECKPOINT, MiniGuidanceConfig
 from avatar.guidance.mini_model import MiniImageTextModel, MiniModelConfig
 from avatar.guidance.synthetic.poses import BODY_WORDS
+from avatar.guidance.training import hard_negative_loss
 from avatar.stages.base import STAGES
 
 from helpers import LOW_POLY, compose_cfg
@@ -210,14 +211,14 @@ def test_binding_swaps_all_puts_every_swap_in_one_softmax(tmp_path):
     scale = torch.tensor(10.0, requires_grad=True)
     # Image 0 against two negatives, image 1 none (skipped), image 2 one: the mean of the two
     # rows' cross-entropies over (caption, its negatives).
-    loss = stage.hard_negative_loss(image, text, [["a red shirt", "a blue shirt"], [], ["a green shirt"]], scale)
+    loss = hard_negative_loss(stage.model, image, text, [["a red shirt", "a blue shirt"], [], ["a green shirt"]], scale)
     row0 = torch.stack([image[0] @ text[0], image[0] @ emb["a red shirt"], image[0] @ emb["a blue shirt"]])
     row2 = torch.stack([image[2] @ text[2], image[2] @ emb["a green shirt"]])
     expected = 0.5 * (-(scale * row0).log_softmax(0)[0] - (scale * row2).log_softmax(0)[0])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()  # the padding of image 2's row must not reach the learnt scale's gradient
     assert torch.isfinite(scale.grad)
-    assert stage.hard_negative_loss(image, text, [[], [], []], scale) is None
+    assert hard_negative_loss(stage.model, image, text, [[], [], []], scale) is None
     with pytest.raises(ConfigCompositionException, match="stage.binding_swaps"):  # an Enum field: at composition
         STAGES.get("train_guidance")(compose_cfg(tmp_path / "bad", *SMALL_STAGE, "stage.binding_swaps=some"))
 

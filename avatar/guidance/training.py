@@ -127,7 +127,7 @@ def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.T
 
 def at_most_one(make_negative):
     """A negative maker (caption plan, attributes, rng) -> text or None, as one returning a list
-    of zero or one texts (``GuidanceTrainStage.hard_negative_loss`` takes lists)."""
+    of zero or one texts (``hard_negative_loss`` takes lists)."""
     return lambda plan, attrs, rng: [text] if (text := make_negative(plan, attrs, rng)) else []
 
 
@@ -143,6 +143,27 @@ def load_initial_model(path: str, expected: MiniModelConfig) -> tuple[MiniImageT
             "Set the stage's sizes to the checkpoint's (e.g. stage.embed_dim, stage.image_channels, stage.text_trainable_layers)"
         )
     return MiniImageTextModel.from_checkpoint(payload), dict(payload.get("meta", {}))
+
+
+def hard_negative_loss(
+    model: MiniImageTextModel, image: torch.Tensor, text: torch.Tensor, negatives: list[list[str]], scale
+) -> torch.Tensor | None:
+    """Cross-entropy of each image between its caption and its hard negatives (texts ``model``
+    encodes), one softmax per image (None: no image in the batch has one)."""
+    idx = [i for i, t in enumerate(negatives) if t]
+    if not idx:
+        return None
+    negative = model.encode_text([t for i in idx for t in negatives[i]])
+    rows = image[idx]
+    counts = torch.tensor([len(negatives[i]) for i in idx])
+    owner = torch.repeat_interleave(torch.arange(len(idx)), counts)  # image row of each negative
+    slot = torch.cat([torch.arange(1, c + 1) for c in counts.tolist()])  # its column (0: the caption)
+    logits = image.new_zeros((len(idx), 1 + int(counts.max())))
+    logits[:, 0] = (rows * text[idx]).sum(-1)
+    logits[owner, slot] = (rows[owner] * negative).sum(-1)
+    empty = torch.arange(logits.shape[1]) > counts[:, None]  # padding of images with fewer negatives
+    # Masked after scaling: -inf in the product would give the learnt scale a NaN gradient.
+    return F.cross_entropy((scale * logits).masked_fill(empty, float("-inf")), torch.zeros(len(idx), dtype=torch.long))
 
 
 @STAGES.register("train_guidance")
@@ -213,7 +234,7 @@ class GuidanceTrainStage(StageModule):
         for term, make_negatives in (("binding", swaps), ("pose", at_most_one(pose_negative)), ("change", change)):
             if self.active(term):
                 negatives = [make_negatives(p, a, rng) for p, a in zip(data.plans, data.attributes)]
-                loss = self.hard_negative_loss(image, text, negatives, scale)
+                loss = hard_negative_loss(self.model, image, text, negatives, scale)
                 if loss is not None:
                     losses[term] = loss
         if self.active("pose_words"):
@@ -257,26 +278,6 @@ class GuidanceTrainStage(StageModule):
             target = torch.tensor([classes.get(attributes[i]["pose"][group], len(words)) for i in idx])
             loss = loss + F.cross_entropy(self.pose_heads[group](image[idx]), target)
         return loss
-
-    def hard_negative_loss(self, image, text, negatives: list[list[str]], scale) -> torch.Tensor | None:
-        """Cross-entropy of each image between its caption and its hard negatives, one softmax
-        per image (None: no image in the batch has one)."""
-        idx = [i for i, t in enumerate(negatives) if t]
-        if not idx:
-            return None
-        negative = self.model.encode_text([t for i in idx for t in negatives[i]])
-        rows = image[idx]
-        counts = torch.tensor([len(negatives[i]) for i in idx])
-        owner = torch.repeat_interleave(torch.arange(len(idx)), counts)  # image row of each negative
-        slot = torch.cat([torch.arange(1, c + 1) for c in counts.tolist()])  # its column (0: the caption)
-        logits = image.new_zeros((len(idx), 1 + int(counts.max())))
-        logits[:, 0] = (rows * text[idx]).sum(-1)
-        logits[owner, slot] = (rows[owner] * negative).sum(-1)
-        empty = torch.arange(logits.shape[1]) > counts[:, None]  # padding of images with fewer negatives
-        # Masked after scaling: -inf in the product would give the learnt scale a NaN gradient.
-        return F.cross_entropy(
-            (scale * logits).masked_fill(empty, float("-inf")), torch.zeros(len(idx), dtype=torch.long)
-        )
 
     def configure_optimizers(self):
         text_params = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("text.bert.")]

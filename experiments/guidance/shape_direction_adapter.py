@@ -1,0 +1,130 @@
+"""Ground the shape words for the shape stage alone (issue #28; docs/experiments/guidance-model.md,
+2026-12-05 late): can a small map on the text embedding, used only where the shape stage scores
+its codebook, turn the shape directions right without moving what any other stage reads?
+
+Every fine-tune of the shared text tower that fixed "muscular" also moved the colour and pose
+words (the motion stage and the suite's colour check got worse). Here the mini model stays as
+shipped: a residual linear map t -> normalise(t + W t) (W starts at zero, an L2 penalty keeps it
+small) is fitted on the frozen model's text embeddings of the grammar's shape prompts, with the
+grounding loss of shape_text_grounding.py (each prompt's direction score over bodies correlating
+with the phenotype it names), on 1,024 bodies drawn with another seed than the stage's codebook.
+It is then judged exactly as ``avatar-eval paraphrase --kinds shape`` judges the model (the stage's
+own 512-body codebook, top-5 mean phenotype), on the tuned prompts and the held-out paraphrases,
+read as the stages read them (snapped). Nothing here is trained on the held-out set.
+
+    OMP_NUM_THREADS=2 .venv/bin/python experiments/guidance/shape_direction_adapter.py [--l2 1e-2] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from avatar.config import register_configs
+from avatar.evaluation.paraphrase import DIRECTIONS, SHAPE_PROMPTS, load_paraphrases
+from avatar.guidance import build_guidance
+from avatar.stages.shape import ShapeStage, direction_scores
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shape_text_grounding import GENDER, TARGETS, pearson  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def codebook(overrides: list[str]):
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["stage=shape", *overrides, f"run_dir={tmp}"])
+        stage = ShapeStage(cfg)
+        guidance = build_guidance(cfg.guidance)
+        shapes, embeddings, _, _ = stage.codebook(guidance)
+    return cfg, stage, guidance, shapes, embeddings
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--l2", type=float, default=1e-2, help="penalty on the map's weights (0: free)")
+    p.add_argument("--subject-gender", type=float, default=1.0, help="as in shape_text_grounding.py")
+    p.add_argument("--margin", type=float, default=0.1, help="avatar-eval paraphrase's --shape-margin")
+    args = p.parse_args()
+    start = time.perf_counter()
+    register_configs()
+    # Training bodies: another seed than the stage's codebook (the neutral body first).
+    _, stage, guidance, train_shapes, train_images = codebook(["stage.codebook_seed=1001", "stage.codebook_size=1025"])
+    cfg, stage, guidance, shapes, images = codebook([])
+    print(f"bodies embedded in {time.perf_counter() - start:.0f} s", flush=True)
+    names = list(stage.body.shape_names)
+    template, neutral_text = cfg.stage.template, cfg.stage.neutral_text
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return guidance.encode_text(texts).float().cpu()
+
+    prompts = [template.format(t) for t in TARGETS]
+    text = encode(prompts)
+    neutral = encode([neutral_text])[0]
+    z = (train_shapes[1:] - train_shapes[1:].mean(0)) / train_shapes[1:].std(0).clamp_min(1e-6)
+    targets = torch.stack([
+        sign * z[:, names.index(name)]
+        + (args.subject_gender * GENDER.get(t.split()[-1], 0.0) if name != "gender" else 0.0) * z[:, names.index("gender")]
+        for t, (name, sign) in TARGETS.items()
+    ])  # fmt: skip
+    dim = text.shape[1]
+    weight = torch.zeros(dim, dim, requires_grad=True)
+
+    def adapt(t: torch.Tensor) -> torch.Tensor:
+        return F.normalize(t + t @ weight.T, dim=-1)
+
+    optimiser = torch.optim.Adam([weight], lr=args.lr)
+    for step in range(1, args.steps + 1):
+        scores = torch.stack([
+            direction_scores(train_images[1:], train_images[0], t, n)
+            for t, n in zip(adapt(text), adapt(neutral[None]).expand(len(prompts), -1))
+        ], dim=1)  # fmt: skip
+        grounding = -torch.stack([pearson(scores[:, i], targets[i]) for i in range(len(prompts))]).mean()
+        loss = grounding + args.l2 * weight.pow(2).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step % 50 == 0 or step == 1:
+            print(f"step {step}: grounding {float(grounding):.3f} |W| {float(weight.norm()):.3f}", flush=True)
+
+    mean = shapes.mean(0)
+    k = min(int(cfg.stage.top_k), len(shapes))
+    entries = [(e["prompt"], e["moves"], "paraphrase") for e in load_paraphrases()["shape"]]
+    rows = [(p_, m, "tuned") for p_, m in SHAPE_PROMPTS.items()] + entries
+    with torch.no_grad():
+        n_adapted = adapt(neutral[None])[0]
+        result = {"tuned": [0, 0], "paraphrase": [0, 0]}
+        for prompt, moves, kind in rows:
+            t = encode([template.format(prompt)])
+            before = direction_scores(images, images[0], t[0], neutral)
+            after = direction_scores(images, images[0], adapt(t)[0], n_adapted)
+            cells = []
+            for label, scores in (("shipped", before), ("adapted", after)):
+                top = shapes[scores.topk(k).indices].mean(0)
+                marks = []
+                for name, way in moves.items():
+                    delta = float(top[names.index(name)] - mean[names.index(name)])
+                    right = DIRECTIONS[way] * delta >= args.margin
+                    marks.append(f"{name} {delta:+.2f}{'' if right else ' WRONG'}")
+                    if label == "adapted":
+                        result[kind][0] += right
+                        result[kind][1] += 1
+                cells.append(", ".join(marks))
+            print(f"| {prompt} | {kind} | {cells[0]} | {cells[1]} |")
+    for kind, (right, total) in result.items():
+        print(f"adapted, {kind}: {right}/{total} directions right")
+    print(f"{time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

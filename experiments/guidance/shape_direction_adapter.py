@@ -10,7 +10,8 @@ grounding loss of shape_text_grounding.py (each prompt's direction score over bo
 with the phenotype it names), on 1,024 bodies drawn with another seed than the stage's codebook.
 It is then judged exactly as ``avatar-eval paraphrase --kinds shape`` judges the model (the stage's
 own 512-body codebook, top-5 mean phenotype), on the tuned prompts and the held-out paraphrases,
-read as the stages read them (snapped). Nothing here is trained on the held-out set.
+read as the stages read them (snapped). Nothing here is trained on the held-out set; ``DEV`` is the
+set to choose options on.
 
     OMP_NUM_THREADS=2 .venv/bin/python experiments/guidance/shape_direction_adapter.py [--l2 1e-2] [--steps 300]
 """
@@ -36,6 +37,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shape_text_grounding import GENDER, TARGETS, pearson  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+# Dev sentences for choosing --l2, written for this script on 2026-12-05 (after the held-out set had
+# been read, so they avoid its words): each with the phenotype moves it should make.
+DEV = {
+    "a brawny man": {"muscle": "up", "gender": "down"},
+    "a very muscular woman": {"muscle": "up", "gender": "up"},
+    "a muscle-bound athlete": {"muscle": "up"},
+    "a frail old man": {"age": "up", "gender": "down"},
+    "a grandmother": {"age": "up", "gender": "up"},
+    "an aged person": {"age": "up"},
+    "a toddler": {"age": "down"},
+    "a stocky person": {"weight": "up"},
+    "a portly gentleman": {"weight": "up", "gender": "down"},
+    "a gaunt woman": {"weight": "down", "gender": "up"},
+    "a very tall woman": {"height": "up", "gender": "up"},
+    "a tiny man": {"height": "down", "gender": "down"},
+}
 
 
 def codebook(overrides: list[str]):
@@ -100,10 +117,10 @@ def main() -> None:
     mean = shapes.mean(0)
     k = min(int(cfg.stage.top_k), len(shapes))
     entries = [(e["prompt"], e["moves"], "paraphrase") for e in load_paraphrases()["shape"]]
-    rows = [(p_, m, "tuned") for p_, m in SHAPE_PROMPTS.items()] + entries
+    rows = [(p_, m, "tuned") for p_, m in SHAPE_PROMPTS.items()] + [(p_, m, "dev") for p_, m in DEV.items()] + entries
     with torch.no_grad():
         n_adapted = adapt(neutral[None])[0]
-        result = {"tuned": [0, 0], "paraphrase": [0, 0]}
+        result = {"tuned": [0, 0], "dev": [0, 0], "paraphrase": [0, 0]}
         for prompt, moves, kind in rows:
             t = encode([template.format(prompt)])
             before = direction_scores(images, images[0], t[0], neutral)

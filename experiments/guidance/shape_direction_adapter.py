@@ -13,7 +13,7 @@ own 512-body codebook, top-5 mean phenotype), on the tuned prompts and the held-
 read as the stages read them (snapped). Nothing here is trained on the held-out set; ``DEV`` is the
 set to choose options on.
 
-    OMP_NUM_THREADS=2 .venv/bin/python experiments/guidance/shape_direction_adapter.py [--l2 1e-2] [--steps 300]
+    OMP_NUM_THREADS=2 .venv/bin/python experiments/guidance/shape_direction_adapter.py [--l2 3e-3] [--steps 300] [--out map.pt]
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from avatar.config import register_configs
+from avatar.engine.run_info import git_revision
 from avatar.evaluation.paraphrase import DIRECTIONS, SHAPE_PROMPTS, load_paraphrases
 from avatar.guidance import build_guidance
 from avatar.stages.shape import ShapeStage, direction_scores
+from avatar.utils.io import atomic_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shape_text_grounding import GENDER, TARGETS, pearson  # noqa: E402
@@ -71,6 +73,7 @@ def main() -> None:
     p.add_argument("--l2", type=float, default=1e-2, help="penalty on the map's weights (0: free)")
     p.add_argument("--subject-gender", type=float, default=1.0, help="as in shape_text_grounding.py")
     p.add_argument("--margin", type=float, default=0.1, help="avatar-eval paraphrase's --shape-margin")
+    p.add_argument("--out", type=Path, default=None, help="write the map here ({'weight': (E, E), 'meta': ...})")
     args = p.parse_args()
     start = time.perf_counter()
     register_configs()
@@ -140,6 +143,13 @@ def main() -> None:
             print(f"| {prompt} | {kind} | {cells[0]} | {cells[1]} |")
     for kind, (right, total) in result.items():
         print(f"adapted, {kind}: {right}/{total} directions right")
+    if args.out is not None:
+        meta = {**{k: v for k, v in vars(args).items() if k != "out"}, "made_by": "experiments/guidance/shape_direction_adapter.py",
+                "checkpoint": str(cfg.guidance.checkpoint), "git": git_revision()["commit"],
+                "right": {kind: f"{r}/{n}" for kind, (r, n) in result.items()}}  # fmt: skip
+        with atomic_path(args.out) as tmp:
+            torch.save({"weight": weight.detach().clone(), "meta": meta}, tmp)
+        print(f"wrote {args.out}")
     print(f"{time.perf_counter() - start:.0f} s")
 
 

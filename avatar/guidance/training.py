@@ -125,6 +125,13 @@ def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.T
     return -(log_prob.masked_fill(~positives, float("-inf")).logsumexp(dim=1)).mean()
 
 
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, captions: list[str], scale) -> torch.Tensor:
+    """Symmetric image <-> caption InfoNCE over a batch; images sharing a caption are all positives."""
+    same = torch.tensor([[a == b for b in captions] for a in captions])
+    logits = scale * image @ text.T
+    return 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
+
+
 def at_most_one(make_negative):
     """A negative maker (caption plan, attributes, rng) -> text or None, as one returning a list
     of zero or one texts (``hard_negative_loss`` takes lists)."""
@@ -220,11 +227,9 @@ class GuidanceTrainStage(StageModule):
         image = self.model.encode_image(data.images)
         text = self.model.encode_text(data.captions)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
-        same = torch.tensor([[a == b for b in data.captions] for a in data.captions])
         losses = {}
         if self.active("contrastive"):
-            logits = scale * image @ text.T
-            losses["contrastive"] = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
+            losses["contrastive"] = contrastive_loss(image, text, data.captions, scale)
         change = at_most_one(partial(change_negative, copy_prob=self.stage_cfg.change_copy_prob))
         swaps = (
             at_most_one(swap_negative)

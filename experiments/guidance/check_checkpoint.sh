@@ -3,7 +3,8 @@
 # (README "Current results"; a candidate ships when no stage gets worse, docs/models/mini.md):
 # the guidance table, the colour check, the pose search, the held-out paraphrase set (pose, shape,
 # colour), the appearance stage on six prompts and the motion stage. Run it for the shipped
-# checkpoint too on the same machine to compare. ~50 min on a 2-core CPU (two jobs at a time).
+# checkpoint too on the same machine to compare. Its parts took ~50 min together on a 2-core CPU
+# (two jobs at a time); a failed check stops the script.
 #   bash experiments/guidance/check_checkpoint.sh <mini.pt> <out dir>
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
@@ -17,20 +18,32 @@ mkdir -p "$out"
 eval_=${PYTHON:-.venv/bin/python}
 eval_="$(dirname "$eval_")/avatar-eval"
 export OMP_NUM_THREADS=1
+pids=()
+wait_all() {  # a plain `wait` returns 0 even when a job failed (or was OOM-killed)
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    pids=()
+}
 
 # Alone: 2,048 samples peak at ~20 GB.
 "$eval_" guidance --checkpoint "$ckpt" --steps 0 --samples 2048 > "$out/guidance_table.txt" 2>&1
 "$eval_" pose "guidance.checkpoint=$ckpt" > "$out/pose.txt" 2>&1 &
+pids+=($!)
 "$eval_" paraphrase --kinds pose,shape "guidance.checkpoint=$ckpt" > "$out/paraphrase_pose_shape.txt" 2>&1 &
-wait
+pids+=($!)
+wait_all
 "$eval_" guidance --checkpoint "$ckpt" --samples 32 --steps 200 --color-seeds 5 --figure "$out/colour_check.png" \
     > "$out/colour_check.txt" 2>&1 &
+pids+=($!)
 "$eval_" paraphrase --kinds color "guidance.checkpoint=$ckpt" > "$out/paraphrase_colour.txt" 2>&1 &
-wait
-bash experiments/appearance/prompts.sh "$out/appearance" 200 "0 1 2" "guidance.checkpoint=$ckpt" > /dev/null 2>&1 &
-bash experiments/appearance/prompts.sh "$out/appearance" 200 "3 4 5" "guidance.checkpoint=$ckpt" > /dev/null 2>&1 &
-wait
-bash experiments/appearance/prompts.sh "$out/appearance" 200 "0 1 2 3 4 5" > /dev/null 2>&1  # all six: the sheet and table
+pids+=($!)
+wait_all
+for ids in "0 1 2" "3 4 5"; do
+    bash experiments/appearance/prompts.sh "$out/appearance" 200 "$ids" "guidance.checkpoint=$ckpt" > "$out/appearance_${ids// /}.log" 2>&1 &
+    pids+=($!)
+done
+wait_all
+# All six trained above (it skips runs with a result.json): the contact sheet and one table.
+bash experiments/appearance/prompts.sh "$out/appearance" 200 "0 1 2 3 4 5" "guidance.checkpoint=$ckpt" > /dev/null 2>&1
 "$eval_" motion body.topology=notoes_collapse5pc "guidance.checkpoint=$ckpt" > "$out/motion.txt" 2>&1
 tail -n 4 "$out"/*.txt "$out/appearance/avatar_eval.txt"
 # Once copied over avatar/guidance/weights/mini.pt, the suite's own colour check (low-poly, 3 seeds,

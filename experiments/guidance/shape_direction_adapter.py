@@ -36,7 +36,7 @@ from avatar.stages.shape import ShapeStage, direction_scores
 from avatar.utils.io import atomic_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shape_text_grounding import GENDER, TARGETS, pearson  # noqa: E402
+from shape_text_grounding import TARGETS, grounding_targets, pearson  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # Dev sentences for choosing --l2, written for this script on 2026-12-05 (after the held-out set had
@@ -57,11 +57,13 @@ DEV = {
 }
 
 
-def codebook(overrides: list[str]):
+def codebook(overrides: list[str], guidance=None):
+    """The shape stage's codebook (shapes, image embeddings; cached by the stage) under
+    ``overrides``, and the config, stage and guidance that made it (``guidance``: reuse one)."""
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["stage=shape", *overrides, f"run_dir={tmp}"])
         stage = ShapeStage(cfg)
-        guidance = build_guidance(cfg.guidance)
+        guidance = guidance if guidance is not None else build_guidance(cfg.guidance)
         shapes, embeddings, _, _ = stage.codebook(guidance)
     return cfg, stage, guidance, shapes, embeddings
 
@@ -78,8 +80,8 @@ def main() -> None:
     start = time.perf_counter()
     register_configs()
     # Training bodies: another seed than the stage's codebook (the neutral body first).
-    _, stage, guidance, train_shapes, train_images = codebook(["stage.codebook_seed=1001", "stage.codebook_size=1025"])
     cfg, stage, guidance, shapes, images = codebook([])
+    _, _, _, train_shapes, train_images = codebook(["stage.codebook_seed=1001", "stage.codebook_size=1025"], guidance)
     print(f"bodies embedded in {time.perf_counter() - start:.0f} s", flush=True)
     names = list(stage.body.shape_names)
     template, neutral_text = cfg.stage.template, cfg.stage.neutral_text
@@ -91,12 +93,7 @@ def main() -> None:
     prompts = [template.format(t) for t in TARGETS]
     text = encode(prompts)
     neutral = encode([neutral_text])[0]
-    z = (train_shapes[1:] - train_shapes[1:].mean(0)) / train_shapes[1:].std(0).clamp_min(1e-6)
-    targets = torch.stack([
-        sign * z[:, names.index(name)]
-        + (args.subject_gender * GENDER.get(t.split()[-1], 0.0) if name != "gender" else 0.0) * z[:, names.index("gender")]
-        for t, (name, sign) in TARGETS.items()
-    ])  # fmt: skip
+    targets = grounding_targets(train_shapes[1:], names, TARGETS, args.subject_gender)
     dim = text.shape[1]
     weight = torch.zeros(dim, dim, requires_grad=True)
 

@@ -40,7 +40,7 @@ from avatar.engine.run_info import git_revision
 from avatar.guidance import build_guidance
 from avatar.guidance.synthetic.captions import caption, pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
-from avatar.guidance.training import ANCHOR_PROMPTS, at_most_one, hard_negative_loss, multi_positive_nce
+from avatar.guidance.training import ANCHOR_PROMPTS, at_most_one, contrastive_loss, hard_negative_loss
 from avatar.stages.shape import ShapeStage
 from avatar.utils.io import atomic_path
 
@@ -81,6 +81,18 @@ GENDER = {"man": -1.0, "boy": -1.0, "woman": 1.0, "girl": 1.0}
 def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x, y = x - x.mean(), y - y.mean()
     return (x * y).sum() / (x.norm() * y.norm() + 1e-8)
+
+
+def grounding_targets(shapes: torch.Tensor, names: list[str], goals: dict, subject_gender: float) -> torch.Tensor:
+    """(P, N): per goal prompt, the signed z-score of the phenotype it names over the bodies
+    ``shapes`` (N, D), plus ``subject_gender`` times gender's where it names a man/woman/boy/girl."""
+    z = (shapes - shapes.mean(0)) / shapes.std(0).clamp_min(1e-6)
+    gender = z[:, names.index("gender")]
+    rows = []
+    for prompt, (name, sign) in goals.items():
+        weight = subject_gender * GENDER.get(prompt.split()[-1], 0.0) if name != "gender" else 0.0
+        rows.append(sign * z[:, names.index(name)] + weight * gender)
+    return torch.stack(rows)
 
 
 def main() -> None:
@@ -159,7 +171,7 @@ def main() -> None:
         pool_images = torch.cat([model.encode_image(b.images) for b in pool]) if pool else None
     pool_captions = [c for b in pool for c in b.captions]
     pool_plans = [(p_, a) for b in pool for p_, a in zip(b.plans, b.attributes)]
-    swaps = at_most_one(swap_negative)
+    swaps, poses = at_most_one(swap_negative), at_most_one(pose_negative)
     if pool:
         print(f"{len(pool_captions)} contrastive renders in {time.perf_counter() - start:.0f} s", flush=True)
     moved = ("muscular", "old")
@@ -168,12 +180,7 @@ def main() -> None:
     neutral_text = stage.stage_cfg.neutral_text
     goals = EVERY_SUBJECT if args.every_subject else TARGETS
     prompts = [template.format(t) for t in goals]
-    z = (shapes - shapes.mean(0)) / shapes.std(0).clamp_min(1e-6)
-    targets = []
-    for t, (name, sign) in goals.items():
-        gender = args.subject_gender * GENDER.get(t.split()[-1], 0.0) if name != "gender" else 0.0
-        targets.append(sign * z[:, names.index(name)] + gender * z[:, names.index("gender")])
-    targets = torch.stack(targets)
+    targets = grounding_targets(shapes, names, goals, args.subject_gender)
 
     text = model.text
     text.train()
@@ -199,19 +206,13 @@ def main() -> None:
             image_c = pool_images[pick_c]
             text_c = model.encode_text(caps)
             scale = model.logit_scale.exp().detach()
-            same = torch.tensor([[a == b for b in caps] for a in caps])
-            logits = scale * image_c @ text_c.T
-            contrastive = 0.5 * (multi_positive_nce(logits, same) + multi_positive_nce(logits.T, same))
-            negatives = [swaps(*pool_plans[i], rng) for i in pick_c]
-            binding = hard_negative_loss(model, image_c, text_c, negatives, scale)
-            loss = loss + args.lambda_contrastive * contrastive
-            if binding is not None:
-                loss = loss + args.lambda_binding * binding
-            if args.lambda_pose:
-                negatives = [at_most_one(pose_negative)(*pool_plans[i], rng) for i in pick_c]
-                pose = hard_negative_loss(model, image_c, text_c, negatives, scale)
-                if pose is not None:
-                    loss = loss + args.lambda_pose * pose
+            loss = loss + args.lambda_contrastive * contrastive_loss(image_c, text_c, caps, scale)
+            for weight, make_negative in ((args.lambda_binding, swaps), (args.lambda_pose, poses)):
+                if weight:
+                    negatives = [make_negative(*pool_plans[i], rng) for i in pick_c]
+                    term = hard_negative_loss(model, image_c, text_c, negatives, scale)
+                    if term is not None:
+                        loss = loss + weight * term
         if args.lambda_retrieval:
             k = rng.randrange(len(batches))
             scale = model.logit_scale.exp().detach()

@@ -160,9 +160,12 @@ def test_direction_scoring_picks_the_entry_along_the_text_direction():
     )
 
 
-def test_mini_guidance_orders_height_and_weight(tmp_path):
+def test_mini_guidance_orders_shapes_and_its_shape_map_turns_the_rest(tmp_path):
     """The shipped offline guidance: "tall" vs "short" and "heavy" vs "slim" pick codebook
-    entries (mean of the top 5) whose phenotypes differ in the right direction."""
+    entries (mean of the top 5) whose phenotypes differ in the right direction. Read through the
+    shipped shape map (``stage.text_map=auto``), "a muscular person" and "a man" also move muscle
+    up and gender down (on this 128-body codebook they did not without it: muscle -0.27,
+    gender +0.31)."""
     cfg = compose_cfg(
         tmp_path, "stage=shape", f"body.topology={LOW_POLY}", "render.height=64", "render.width=64",
         "stage.codebook_size=128", f"stage.cache_dir={tmp_path}",
@@ -173,16 +176,21 @@ def test_mini_guidance_orders_height_and_weight(tmp_path):
     guidance = build_guidance(cfg.guidance)
     shapes, emb, hit, _ = stage.codebook(guidance)
     assert not hit and stage.codebook_renders == 128
-    height, weight = stage.body.shape_names.index("height"), stage.body.shape_names.index("weight")
+    text_map = stage.text_map(guidance)
+    assert text_map is not None and text_map.file.endswith("mini_shape_map.pt")
+    names = stage.body.shape_names
 
-    def top5(prompt: str) -> torch.Tensor:
-        scores = score_codebook(
-            guidance, emb, emb[0], cfg.stage.template.format(prompt), cfg.stage.neutral_text, "direction"
-        )
-        return shapes[scores.topk(5).indices].mean(0)
+    def moved(prompt: str, phenotype: str, text_map=text_map) -> float:
+        """Top-5 mean minus codebook mean of one phenotype, as avatar-eval paraphrase reads it."""
+        text = cfg.stage.template.format(prompt)
+        scores = score_codebook(guidance, emb, emb[0], text, cfg.stage.neutral_text, "direction", text_map)
+        return float((shapes[scores.topk(5).indices].mean(0) - shapes.mean(0))[names.index(phenotype)])
 
-    assert top5("a tall man")[height] > top5("a short man")[height] + 0.3
-    assert top5("a heavy person")[weight] > top5("a slim person")[weight] + 0.2
+    assert moved("a tall man", "height") > moved("a short man", "height") + 0.3
+    assert moved("a heavy person", "weight") > moved("a slim person", "weight") + 0.2
+    assert moved("a muscular person", "muscle") > 0.1
+    assert moved("a muscular person", "muscle") > moved("a muscular person", "muscle", text_map=None) + 0.2
+    assert moved("a man", "gender") < -0.1
 
 
 def test_smpl_body_and_refinement_move_the_shape(tmp_path, smpl_dir):

@@ -190,13 +190,16 @@ def shape_check(entries: list[dict], overrides: list[str], margin: float, limit:
             raise SystemExit("avatar-eval paraphrase: the shape check reads Anny's phenotypes; use body=anny")
         guidance = build_guidance(cfg.guidance)
         shapes, embeddings, _, _ = stage.codebook(guidance)
+        text_map = stage.text_map(guidance)  # the stage reads the prompt through it (stage.text_map)
     names = list(stage.body.shape_names)
     mean = shapes.mean(0)
     k = min(int(cfg.stage.top_k), len(shapes))
 
     def judge(prompt: str, moves: dict[str, str]) -> list[dict]:
         text = cfg.stage.template.format(prompt)
-        scores = score_codebook(guidance, embeddings, embeddings[0], text, cfg.stage.neutral_text, cfg.stage.scoring)
+        scores = score_codebook(
+            guidance, embeddings, embeddings[0], text, cfg.stage.neutral_text, cfg.stage.scoring, text_map
+        )
         top = shapes[scores.topk(k).indices].mean(0)
         out = []
         for name, way in moves.items():

@@ -160,6 +160,7 @@ def garment_embeddings() -> torch.Tensor:
     return _embeddings(grammar().garments, "mini_snapping")
 
 
+@functools.lru_cache(maxsize=1)
 def noun_embeddings() -> torch.Tensor:
     return _embeddings(grammar().nouns, "mini_snapping")
 

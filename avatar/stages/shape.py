@@ -10,6 +10,9 @@ paper's template. Differences from the original, all configurable:
   [0, 1]^6 from a seeded generator; SMPL: betas ~ N(0, ``beta_std``)) instead of k-means
   centres of a shape VAE trained on SMPL meshes, and the neutral body is entry 0;
 * embeddings are the guidance's L2-normalised ones (AvatarCLIP subtracts raw CLIP features);
+* the prompt's (and the neutral text's) embedding is read through a map fitted for the guidance
+  weights when one is beside them (``text_map=auto``; shipped for ``mini``: the shape words then
+  point the way they say, avatar/guidance/text_map.py);
 * ``framing=fit`` (default) frames every body to fill the view, as the offline ``mini``
   guidance was trained; ``framing=fixed`` is AvatarCLIP's fixed camera, where size shows;
 * an optional gradient refinement (``refine_steps``) moves the chosen parameters to raise the
@@ -42,6 +45,7 @@ from avatar.body.base import build_body
 from avatar.body.skeleton import JOINT_NAMES, PARENTS, named_pose
 from avatar.engine.trainer import log_image
 from avatar.export.media import caption_tile, image_grid, save_image, save_mesh, to_uint8
+from avatar.guidance.text_map import TextDirectionMap, resolve_text_map
 from avatar.render import Cameras, MeshRenderer, framing_cameras, sized_renderer
 from avatar.render.silhouette import with_silhouette_gradient
 from avatar.stages.base import STAGES, StageModule
@@ -82,6 +86,12 @@ class ShapeStageConfig:
     # direction: AvatarCLIP's cos(image - neutral image, text - neutral text);
     # similarity: plain cos(image, text).
     scoring: Scoring = Scoring.direction
+    # How the stage reads the prompt's text embedding (and the neutral text's): through a map
+    # fitted for the guidance weights that makes the shape words point the way they should
+    # (avatar/guidance/text_map.py; docs/models/mini_shape_map.md). auto: the map beside the
+    # guidance weights (<weights stem>_shape_map.pt, shipped for mini.pt) when it was fitted
+    # for them, else none; none: the embedding as the guidance gives it; or a file.
+    text_map: str = "auto"
     top_k: int = at_least(1, 5)  # entries logged and shown in shape.png
     # ---- codebook (entry 0 is always the neutral body) --------------------------------------
     codebook_size: int = 512
@@ -136,7 +146,7 @@ def direction_scores(
     """
     offset = codebook_emb - neutral_image_emb.reshape(1, -1)
     text_offset = (text_emb - neutral_text_emb).reshape(-1)
-    if float(text_offset.norm()) < 1e-6:
+    if float(text_offset.detach().norm()) < 1e-6:
         # The prompt says nothing beyond the neutral text ("a person"): no direction to follow,
         # so the closer to the neutral body the better (the neutral entry itself scores 0).
         return -offset.norm(dim=-1)
@@ -148,12 +158,26 @@ def similarity_scores(codebook_emb: torch.Tensor, text_emb: torch.Tensor) -> tor
     return F.normalize(codebook_emb, dim=-1) @ F.normalize(text_emb.reshape(-1), dim=0)
 
 
-def score_codebook(guidance, codebook_emb, neutral_image_emb, prompt_text: str, neutral_text: str, scoring: str):
+def read_text(guidance, text: str, text_map: TextDirectionMap | None = None) -> torch.Tensor:
+    """The stage's text embedding (E,) of ``text``: the guidance's, through ``text_map`` if any."""
+    emb = guidance.encode_text([text])[0].float()
+    return emb if text_map is None else text_map(emb)
+
+
+def score_codebook(
+    guidance,
+    codebook_emb,
+    neutral_image_emb,
+    prompt_text: str,
+    neutral_text: str,
+    scoring: str,
+    text_map: TextDirectionMap | None = None,
+):
     """Scores (N,) of the codebook for one (templated) prompt; one text encoding per new string."""
-    text = guidance.encode_text([prompt_text])[0].float().cpu()
+    text = read_text(guidance, prompt_text, text_map).cpu()
     if scoring == "similarity":
         return similarity_scores(codebook_emb, text)
-    neutral = guidance.encode_text([neutral_text])[0].float().cpu()
+    neutral = read_text(guidance, neutral_text, text_map).cpu()
     return direction_scores(codebook_emb, neutral_image_emb, text, neutral)
 
 
@@ -343,6 +367,10 @@ class ShapeStage(StageModule):
         tensors, hit, path = cache.load_or_build(key, build, expect_rows=rows, names=["shapes", "embeddings"])
         return tensors["shapes"], tensors["embeddings"], hit, path
 
+    def text_map(self, guidance) -> TextDirectionMap | None:
+        """The map the stage reads the prompt through (``stage.text_map``) for ``guidance``."""
+        return resolve_text_map(self.stage_cfg.text_map, guidance, "shape", "stage.text_map")
+
     # ---- refinement --------------------------------------------------------------------------
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         """Optimised variables -> shape parameters (Anny: sigmoid to (0, 1); SMPL: z * beta_std)."""
@@ -421,8 +449,11 @@ class ShapeStage(StageModule):
         sc, run_dir = self.stage_cfg, Path(self.cfg.run_dir)
         guidance = build_guidance(self.cfg.guidance)
         shapes, embeddings, hit, cache_file = self.codebook(guidance)
+        text_map = self.text_map(guidance)
         neutral_emb = embeddings[0]
-        scores = score_codebook(guidance, embeddings, neutral_emb, self.prompt_text, sc.neutral_text, sc.scoring)
+        scores = score_codebook(
+            guidance, embeddings, neutral_emb, self.prompt_text, sc.neutral_text, sc.scoring, text_map
+        )
         k = min(int(sc.top_k), len(scores))
         top_scores, top_idx = scores.topk(k)
         names = list(self.body.shape_names)
@@ -435,8 +466,8 @@ class ShapeStage(StageModule):
         best = int(top_idx[0])
         chosen = shapes[best].clone()
 
-        text_emb = guidance.encode_text([self.prompt_text])[0]
-        neutral_text_emb = guidance.encode_text([sc.neutral_text])[0]
+        text_emb = read_text(guidance, self.prompt_text, text_map)
+        neutral_text_emb = read_text(guidance, sc.neutral_text, text_map)
         eval_azimuths = list(sc.refine_azimuths) or list(sc.azimuths)
         before = self.score_shape(guidance, chosen, text_emb, neutral_text_emb, eval_azimuths)
         history = []
@@ -473,6 +504,7 @@ class ShapeStage(StageModule):
             "codebook_cache_hit": hit,
             "codebook_renders": self.codebook_renders,
             "codebook_cache": str(cache_file),
+            "text_map": text_map.record() if text_map is not None else None,
             "refine_steps": len(history),
             "direction_codebook": before["direction"],
             "direction_final": after["direction"],

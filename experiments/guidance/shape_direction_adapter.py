@@ -19,24 +19,24 @@ set to choose options on.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from avatar.config import register_configs
 from avatar.engine.run_info import git_revision
 from avatar.evaluation.paraphrase import DIRECTIONS, SHAPE_PROMPTS, load_paraphrases
 from avatar.guidance import build_guidance
+from avatar.guidance.text_map import TextDirectionMap, apply_direction_map, fit_direction_map
 from avatar.stages.shape import ShapeStage, direction_scores
-from avatar.utils.io import atomic_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shape_text_grounding import TARGETS, grounding_targets, pearson  # noqa: E402
+from shape_text_grounding import TARGETS, grounding_targets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # Dev sentences for choosing --l2, written for this script on 2026-12-05 (after the held-out set had
@@ -72,11 +72,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--l2", type=float, default=1e-2, help="penalty on the map's weights (0: free)")
+    p.add_argument("--l2", type=float, default=3e-3, help="penalty on the map's weights (0: free); chosen on DEV")
     p.add_argument("--subject-gender", type=float, default=1.0, help="as in shape_text_grounding.py")
     p.add_argument("--margin", type=float, default=0.1, help="avatar-eval paraphrase's --shape-margin")
     p.add_argument("--out", type=Path, default=None, help="write the map here ({'weight': (E, E), 'meta': ...})")
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     register_configs()
     # Training bodies: another seed than the stage's codebook (the neutral body first).
@@ -94,25 +95,12 @@ def main() -> None:
     text = encode(prompts)
     neutral = encode([neutral_text])[0]
     targets = grounding_targets(train_shapes[1:], names, TARGETS, args.subject_gender)
-    dim = text.shape[1]
-    weight = torch.zeros(dim, dim, requires_grad=True)
+    weight, _ = fit_direction_map(
+        text, neutral, train_images[1:], train_images[0], targets, args.steps, args.lr, args.l2, log_every=50
+    )
 
     def adapt(t: torch.Tensor) -> torch.Tensor:
-        return F.normalize(t + t @ weight.T, dim=-1)
-
-    optimiser = torch.optim.Adam([weight], lr=args.lr)
-    for step in range(1, args.steps + 1):
-        scores = torch.stack([
-            direction_scores(train_images[1:], train_images[0], t, n)
-            for t, n in zip(adapt(text), adapt(neutral[None]).expand(len(prompts), -1))
-        ], dim=1)  # fmt: skip
-        grounding = -torch.stack([pearson(scores[:, i], targets[i]) for i in range(len(prompts))]).mean()
-        loss = grounding + args.l2 * weight.pow(2).sum()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % 50 == 0 or step == 1:
-            print(f"step {step}: grounding {float(grounding):.3f} |W| {float(weight.norm()):.3f}", flush=True)
+        return apply_direction_map(t, weight)
 
     mean = shapes.mean(0)
     k = min(int(cfg.stage.top_k), len(shapes))
@@ -141,11 +129,12 @@ def main() -> None:
     for kind, (right, total) in result.items():
         print(f"adapted, {kind}: {right}/{total} directions right")
     if args.out is not None:
+        weights = guidance.loaded_weights
         meta = {**{k: v for k, v in vars(args).items() if k != "out"}, "made_by": "experiments/guidance/shape_direction_adapter.py",
-                "checkpoint": str(cfg.guidance.checkpoint), "git": git_revision()["commit"],
+                "guidance_file": Path(weights["file"]).name, "guidance_sha256_12": weights["sha256_12"],
+                "text_reading": str(cfg.guidance.get("text_reading", "")), "git": git_revision()["commit"],
                 "right": {kind: f"{r}/{n}" for kind, (r, n) in result.items()}}  # fmt: skip
-        with atomic_path(args.out) as tmp:
-            torch.save({"weight": weight.detach().clone(), "meta": meta}, tmp)
+        TextDirectionMap(weight, meta).save(args.out)
         print(f"wrote {args.out}")
     print(f"{time.perf_counter() - start:.0f} s")
 

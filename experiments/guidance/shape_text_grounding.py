@@ -40,6 +40,7 @@ from avatar.engine.run_info import git_revision
 from avatar.guidance import build_guidance
 from avatar.guidance.synthetic.captions import caption, pose_negative, swap_negative
 from avatar.guidance.synthetic.generator import SyntheticConfig, SyntheticRenderer
+from avatar.guidance.text_map import pearson
 from avatar.guidance.training import ANCHOR_PROMPTS, at_most_one, contrastive_loss, hard_negative_loss
 from avatar.stages.shape import ShapeStage
 from avatar.utils.io import atomic_path
@@ -76,11 +77,6 @@ EVERY_SUBJECT = {
 }
 # With --subject-gender w, a prompt naming a man/boy or woman/girl also moves gender (Anny: 1 female).
 GENDER = {"man": -1.0, "boy": -1.0, "woman": 1.0, "girl": 1.0}
-
-
-def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    x, y = x - x.mean(), y - y.mean()
-    return (x * y).sum() / (x.norm() * y.norm() + 1e-8)
 
 
 def grounding_targets(shapes: torch.Tensor, names: list[str], goals: dict, subject_gender: float) -> torch.Tensor:

@@ -154,9 +154,9 @@ def fit_direction_map(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        history.append(float(grounding))
+        history.append(float(grounding.detach()))
         if log_every and (step == 1 or step % log_every == 0):
             log.info(
-                "text map step %d/%d: correlation %.3f |W| %.3f", step, steps, float(grounding), float(weight.norm())
+                "text map step %d/%d: correlation %.3f |W| %.3f", step, steps, history[-1], float(weight.detach().norm())
             )
     return weight.detach().clone(), history

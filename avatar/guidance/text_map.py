@@ -156,7 +156,6 @@ def fit_direction_map(
         optimiser.step()
         history.append(float(grounding.detach()))
         if log_every and (step == 1 or step % log_every == 0):
-            log.info(
-                "text map step %d/%d: correlation %.3f |W| %.3f", step, steps, history[-1], float(weight.detach().norm())
-            )
+            norm = float(weight.detach().norm())
+            log.info("text map step %d/%d: correlation %.3f |W| %.3f", step, steps, history[-1], norm)
     return weight.detach().clone(), history

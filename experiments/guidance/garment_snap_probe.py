@@ -62,8 +62,10 @@ def main() -> None:
         proto = torch.stack([sims[:, [REGION[x] == r for x in g.garments]].mean(-1) for r in regions], -1)
         right_proto = sum(regions[int(i)] == r for i, (_, r) in zip(proto.argmax(-1), words))
         wrong = [f"{w}->{n}" for n, (w, r) in zip(near, words) if REGION[n] != r]
-        print(f"{label:28s} nearest {right}/{len(words)}  prototype {right_proto}/{len(words)}  "
-              f"max sim median {float(sims.max(-1).values.median()):.2f}  wrong: {', '.join(wrong)}")
+        print(
+            f"{label:28s} nearest {right}/{len(words)}  prototype {right_proto}/{len(words)}  "
+            f"max sim median {float(sims.max(-1).values.median()):.2f}  wrong: {', '.join(wrong)}"
+        )
     for template in ("{}", "{}, a piece of clothing"):
         vec = enc.encode([template.format(w) for w, _ in words])
         for name, regions in DESCRIPTIONS.items():
@@ -71,7 +73,9 @@ def main() -> None:
             protos = torch.stack([enc.encode(regions[r]).mean(0) for r in names])
             pick = [names[int(i)] for i in (vec @ protos.T).argmax(-1)]
             wrong = [f"{w}->{n}" for n, (w, r) in zip(pick, words) if n != r]
-            print(f"{template!r} vs {name} descriptions: {len(words) - len(wrong)}/{len(words)}  wrong: {', '.join(wrong)}")
+            print(
+                f"{template!r} vs {name} descriptions: {len(words) - len(wrong)}/{len(words)}  wrong: {', '.join(wrong)}"
+            )
 
 
 if __name__ == "__main__":

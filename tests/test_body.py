@@ -91,9 +91,11 @@ def test_anny_keeps_a_fixed_shapes_rest_model_without_changing_any_result(anny_l
         results.append((out, rotations.grad))
     (kept, kept_grad), (computed, computed_grad) = results
     assert anny_low._fixed_shape_cache  # the default shape was kept
+    # Equal to float32 rounding: a shape that needs a gradient takes other CPU kernels, which on
+    # some CPUs round differently (2026-12-06: 8e-7 m apart on one machine, bit-equal on another).
     for field in ("vertices", "joints", "rest_vertices", "rest_joints"):
-        assert torch.equal(getattr(kept, field), getattr(computed, field)), field
-    assert torch.equal(kept_grad, computed_grad)
+        torch.testing.assert_close(getattr(kept, field), getattr(computed, field), rtol=0, atol=1e-5, msg=field)
+    torch.testing.assert_close(kept_grad, computed_grad, rtol=1e-5, atol=1e-3)  # gradients up to ~300
     # Another shape is not served the kept one.
     tall = anny_low.default_shape(3)
     tall[:, anny_low.shape_names.index("height")] = 1.0

@@ -20,10 +20,13 @@ How a prompt is snapped (:func:`snap_prompt`):
    "gray" as "grey", as avatar/metrics/appearance.py ``prompt_colors`` reads them) and kept as
    said, in the order said. Each colour is tied to the garment it names: the first garment word
    after it ("a red hoodie"), or before it after "is"/"are" ("whose shirt is red"); a garment word
-   is one of the grammar's garment names or hair, or a word whose nearest garment name in the
-   frozen space is at least ``GARMENT_THRESHOLD`` ("hoodie" -> "sweater", "slacks" -> "trousers");
-   pattern words ("striped") between them are kept.
-4. The rest of the prompt (the person and what they do) snaps, caption-level, to the nearest
+   is one of the grammar's garment names or hair, a clothing word of WordNet whose nearest grammar
+   garment it is a kind of (the shipped lexicon, below: "jumper" -> sweater, "chinos" ->
+   trousers), or a word whose nearest garment name in the frozen space is at least
+   ``GARMENT_THRESHOLD`` ("hoodie" -> "sweater"); pattern words ("striped") between them are kept.
+4. In the rest of the prompt, an adjective the lexicon knows becomes its grammar shape word
+   ("a chubby guy" -> "a heavy guy", "an elderly woman" -> "an old woman"). The rest (the person
+   and what they do) then snaps, caption-level, to the nearest
    grammar caption "<subject> <pose>" (:func:`snap_person`): the pose among none, every phrasing
    of every pose word and body-with-arms pairs; the subject among "a <shape words> <noun>" (the
    grammar's nouns and shape-word combinations). The pose is then written as its word's first
@@ -33,7 +36,10 @@ How a prompt is snapped (:func:`snap_prompt`):
 5. The snapped prompt is written as the grammar writes a caption: "<subject> [with <colour> hair]
    [wearing <garments>][, <pose>]".
 
-The candidate captions' embeddings are cached (``<project cache>/mini_snapping``); the encoder
+The lexicon (avatar/guidance/wordnet_lexicon.json) is read from WordNet 3.0 by
+experiments/guidance/wordnet_lexicon.py: the frozen space does not know what many words mean
+("chubby" and "fat" were nearest "slim", "jumper" pants; 33 of 47 dev garment words reached the
+right body region). The candidate captions' embeddings are cached (``<project cache>/mini_snapping``); the encoder
 is loaded only for a prompt with a word the grammar does not use. Measured on the held-out
 paraphrases in docs/experiments/guidance-model.md (2026-12-05).
 """
@@ -41,10 +47,12 @@ paraphrases in docs/experiments/guidance-model.md (2026-12-05).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 import torch
 
@@ -72,6 +80,7 @@ PERSON_MARGIN = 0.04
 CONNECTORS = frozenset("wearing in with and a an the over on dressed clad sporting".split())
 COPULAS = frozenset("is are was were".split())
 GARMENT_WINDOW = 4  # how many words after (or before) a colour its garment may be
+LEXICON = Path(__file__).resolve().parent / "wordnet_lexicon.json"
 TOKEN = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*|,")
 
 
@@ -163,6 +172,20 @@ def garment_embeddings() -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def noun_embeddings() -> torch.Tensor:
     return _embeddings(grammar().nouns, "mini_snapping")
+
+
+@functools.lru_cache(maxsize=1)
+def lexicon() -> dict[str, dict[str, str]]:
+    """{"shape": adjective -> grammar shape word, "garment": noun -> grammar garment} from WordNet."""
+    data = json.loads(LEXICON.read_text())
+    return {"shape": data["shape"], "garment": data["garment"]}
+
+
+def look_up(kind: str, word: str) -> str | None:
+    """The grammar word the lexicon gives for ``word`` (or the singular it may be the plural of)."""
+    table = lexicon()[kind]
+    forms = [word, word[:-2] if word.endswith("es") else "", word[:-1] if word.endswith("s") else ""]
+    return next((table[f] for f in forms if f and f in table), None)
 
 
 def tokens(text: str) -> list[str]:
@@ -280,11 +303,16 @@ def _snap_inside(inside: str) -> Snap:
     garment_of: dict[str, str] = {t: t for t in g.garment_heads}  # garment words -> garment names
     nearest_garment: dict[str, str] = {}  # every unfamiliar word -> its nearest garment name
     person_like: set[str] = set()  # unfamiliar words nearer a person noun than any garment ("guy")
-    if unknown:
-        vectors = encoder.encode(unknown)
+    for word in unknown:
+        garment = look_up("garment", word)
+        if garment is not None:
+            garment_of[word] = nearest_garment[word] = garment
+    unread = [w for w in unknown if w not in garment_of]
+    if unread:
+        vectors = encoder.encode(unread)
         sims = vectors @ garment_embeddings().T
         to_noun = (vectors @ noun_embeddings().T).max(-1).values
-        for word, row, noun in zip(unknown, sims, to_noun):
+        for word, row, noun in zip(unread, sims, to_noun):
             nearest_garment[word] = g.garments[int(row.argmax())]
             if float(row.max()) >= GARMENT_THRESHOLD:
                 garment_of[word] = nearest_garment[word]
@@ -348,7 +376,7 @@ def _snap_inside(inside: str) -> Snap:
     while before and before[-1] in CONNECTORS:
         before.pop()
     rest = before + [t for i, t in enumerate(toks) if i > last and i not in used and t != ","]
-    rest_text = " ".join(rest).strip() or "a person"
+    rest_text = _shape_words_read(rest) or "a person"
     subject, pose = snap_person(rest_text)
     pose = g.written[pose]  # the pose word as the grammar says it by default: "with arms raised"
     if hair:
@@ -380,6 +408,19 @@ def snap_person(text: str) -> tuple[str, str]:
         captions = [f"{s} {pose}" for s in g.subjects]
         subject = g.subjects[_nearest(query, sentence_encoder().encode(captions))[0]]
     return subject, pose
+
+
+def _shape_words_read(words: list[str]) -> str:
+    """``words`` joined, each adjective the lexicon knows replaced by its grammar shape word, with
+    "a"/"an" fixed before it ("an elderly woman" -> "an old woman", "an obese man" -> "a heavy man")."""
+    g = grammar()
+    out: list[str] = []
+    for word in words:
+        shape = None if word in g.words else lexicon()["shape"].get(word)
+        if shape is not None and out and out[-1] in ("a", "an"):
+            out[-1] = with_article(shape).split()[0]
+        out.append(shape or word)
+    return " ".join(out).strip()
 
 
 def with_article(phrase: str) -> str:

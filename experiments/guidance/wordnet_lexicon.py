@@ -134,6 +134,7 @@ def shape_lexicon(wn, grammar_words: set[str]) -> dict[str, str]:
 def garment_lexicon(wn, grammar_words: set[str]) -> dict[str, str]:
     targets = {wn.synset(s): g for g, s in GARMENT_SYNSETS.items()}
     targets |= {wn.synset(s): g for s, g in GARMENT_FALLBACK.items()}
+    order = list(targets)
     out = {}
     for lemma in sorted({name.lower() for name in wn.all_lemma_names("n")}):
         if "_" in lemma or lemma in grammar_words:
@@ -144,13 +145,12 @@ def garment_lexicon(wn, grammar_words: set[str]) -> dict[str, str]:
             paths = synset.hypernym_paths()
             if not any(CLOTHING_ROOTS & {s.name() for s in path} for path in paths):
                 continue  # not a clothing sense: try the next
-            best = None  # the nearest grammar garment among the hypernyms
-            for path in paths:
-                for depth, s in enumerate(reversed(path)):
-                    if s in targets and (best is None or depth < best[0]):
-                        best = (depth, targets[s])
-            if best is not None:
-                out[lemma] = best[1]
+            # The nearest grammar garment among the hypernyms; a tie ("turtleneck": a sweater and a
+            # jersey) goes to the garment listed first (nltk's path order varies between runs).
+            found = [(depth, order.index(s), targets[s]) for path in paths
+                     for depth, s in enumerate(reversed(path)) if s in targets]  # fmt: skip
+            if found:
+                out[lemma] = min(found)[2]
             break  # only the most frequent clothing sense counts
     return out
 
@@ -196,6 +196,7 @@ def main() -> None:
     check(garment, DEV_GARMENT, "garment")
     table = {
         "source": f"WordNet {wn.get_version()} (Princeton University; see NOTICE), read with nltk",
+        "copyright": "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. Licence: NOTICE.",
         "made_by": "experiments/guidance/wordnet_lexicon.py",
         "shape": shape,
         "garment": garment,

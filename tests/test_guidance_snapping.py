@@ -18,7 +18,15 @@ from avatar.evaluation.paraphrase import SHAPE_PROMPTS, load_paraphrases
 from avatar.evaluation.pose_search import PROMPTS as POSE_PROMPTS
 from avatar.guidance import build_guidance
 from avatar.guidance.mini import MiniGuidanceConfig
-from avatar.guidance.snapping import TextReading, is_grammar_text, snap_prompt, split_template
+from avatar.guidance.snapping import (
+    TextReading,
+    grammar,
+    is_grammar_text,
+    lexicon,
+    look_up,
+    snap_prompt,
+    split_template,
+)
 from avatar.guidance.synthetic.captions import named_pose_words
 from avatar.metrics.appearance import prompt_colors
 
@@ -153,8 +161,44 @@ def test_text_reading_is_a_checked_config_choice(tmp_path):
     assert "text_reading" in str(err.value) + str(err.value.__cause__)
 
 
+# Own sentences -> the grammar words their snap must say, read through the WordNet lexicon
+# (the frozen space alone, 2026-12-06: "plump" and "obese" -> slim, "scrawny" -> heavy,
+# "moccasins" -> shorts, "breeches" -> a skirt).
+LEXICON_SENTENCES = {
+    "a plump woman": "a heavy woman",
+    "an obese man": "a heavy man",
+    "a scrawny boy": "a slim boy",
+    "a burly man": "a muscular man",
+    "an aged woman": "an old woman",
+    "someone in a maroon pullover and brown moccasins": "wearing a maroon sweater and brown shoes",
+    "a girl in a yellow blouse and red breeches": "wearing a yellow top and red trousers",
+}
+
+
+def test_the_wordnet_lexicon_reads_shape_adjectives_and_garment_nouns():
+    for sentence, said in LEXICON_SENTENCES.items():
+        assert said in snap_prompt(sentence).snapped, snap_prompt(sentence).snapped
+    assert look_up("garment", "moccasins") == "shoes" and look_up("garment", "breeches") == "trousers"
+    assert look_up("shape", "happy") is None and look_up("garment", "table") is None
+
+
+def test_the_lexicon_maps_onto_grammar_words_only():
+    """Every entry maps a word the grammar does not use onto one it does (a shape word of the
+    captions, a garment name): the snap stays inside what the model was trained on."""
+    from avatar.guidance.synthetic.captions import shape_words
+
+    g = grammar()
+    extreme = [{"gender": 0.5, "age": 0.9, "muscle": v, "weight": v, "height": v} for v in (0.0, 1.0)]
+    shapes = {w for p in extreme for w in shape_words(p)} | {"old"}
+    table = lexicon()
+    assert set(table["shape"].values()) <= shapes and set(table["garment"].values()) <= set(g.garments)
+    assert not (set(table["shape"]) | set(table["garment"])) & g.words
+    assert len(table["shape"]) > 100 and len(table["garment"]) > 100
+
+
 def test_no_test_sentence_is_from_the_held_out_set():
     held_out = {e["prompt"].lower() for kind in load_paraphrases().values() for e in kind}
     assert not held_out & {
-        s.lower() for s in (*POSE_SENTENCES, *NOUN_SENTENCES, *PERSON_WORDS, "a woman in a teal kimono")
+        s.lower()
+        for s in (*POSE_SENTENCES, *NOUN_SENTENCES, *PERSON_WORDS, *LEXICON_SENTENCES, "a woman in a teal kimono")
     }

@@ -39,9 +39,10 @@ How a prompt is snapped (:func:`snap_prompt`):
 The lexicon (avatar/guidance/wordnet_lexicon.json) is read from WordNet 3.0 by
 experiments/guidance/wordnet_lexicon.py: the frozen space does not know what many words mean
 ("chubby" and "fat" were nearest "slim", "jumper" pants; 33 of 47 dev garment words reached the
-right body region). The candidate captions' embeddings are cached (``<project cache>/mini_snapping``); the encoder
-is loaded only for a prompt with a word the grammar does not use. Measured on the held-out
-paraphrases in docs/experiments/guidance-model.md (2026-12-05).
+right body region). The candidate captions' embeddings are cached
+(``<project cache>/mini_snapping``); the encoder is loaded only for a prompt with a word the
+grammar does not use. Measured on the held-out paraphrases in
+docs/experiments/guidance-model.md (2026-12-05; the lexicon 2026-12-06).
 """
 
 from __future__ import annotations

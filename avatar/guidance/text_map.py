@@ -108,7 +108,8 @@ def resolve_text_map(setting: str, guidance, kind: str, config_key: str) -> Text
     if problem is None:
         log.info("Reading the prompt's text embedding through %s (%s)", path, config_key)
         return text_map
-    advice = f"Refit it for these weights (experiments/guidance/shape_direction_adapter.py --out {path}) or set {config_key}=none."
+    refit = f"experiments/guidance/shape_direction_adapter.py guidance.checkpoint={weights.get('file')} --out {path}"
+    advice = f"Refit it for these weights ({refit}) or set {config_key}=none."
     if explicit:
         raise InputFileError(f"`{config_key}={path}` does not fit the guidance: {problem}. {advice}")
     log.warning("%s=auto: not using %s: %s. %s", config_key, path, problem, advice)

@@ -121,6 +121,13 @@ def test_vertex_normals_and_areas_of_a_cube():
         ),  # fmt: skip
         ("a man in grey dresses and leggings", {"torso": "named", "hips": "named", "legs": "named"}),
         ("a programmer with a laptop", {}),  # whole words only: no "top"
+        # Garment words of the WordNet lexicon whose main sense is clothing (pullover: a sweater,
+        # corduroys: trousers, moccasins: shoes); "walker" (a person first, a shoe second) names nothing.
+        (
+            "a woman in a maroon pullover and brown corduroys",
+            {"torso": "named", "arms": "named", "hips": "named", "legs": "named"},
+        ),
+        ("a walker in red moccasins", {"feet": "named"}),
     ],
 )
 def test_named_regions(prompt, expected):

@@ -17,16 +17,9 @@ from hydra.errors import ConfigCompositionException
 from avatar.evaluation.paraphrase import SHAPE_PROMPTS, load_paraphrases
 from avatar.evaluation.pose_search import PROMPTS as POSE_PROMPTS
 from avatar.guidance import build_guidance
+from avatar.guidance.lexicon import lexicon, look_up
 from avatar.guidance.mini import MiniGuidanceConfig
-from avatar.guidance.snapping import (
-    TextReading,
-    grammar,
-    is_grammar_text,
-    lexicon,
-    look_up,
-    snap_prompt,
-    split_template,
-)
+from avatar.guidance.snapping import TextReading, grammar, is_grammar_text, snap_prompt, split_template
 from avatar.guidance.synthetic.captions import named_pose_words
 from avatar.metrics.appearance import prompt_colors
 

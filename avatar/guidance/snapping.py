@@ -48,15 +48,14 @@ docs/experiments/guidance-model.md (2026-12-05; the lexicon 2026-12-06).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 
 import torch
 
+from avatar.guidance.lexicon import lexicon, look_up
 from avatar.guidance.vocabulary import FUNCTION_WORDS
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,6 @@ PERSON_MARGIN = 0.04
 CONNECTORS = frozenset("wearing in with and a an the over on dressed clad sporting".split())
 COPULAS = frozenset("is are was were".split())
 GARMENT_WINDOW = 4  # how many words after (or before) a colour its garment may be
-LEXICON = Path(__file__).resolve().parent / "wordnet_lexicon.json"
 TOKEN = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*|,")
 
 
@@ -173,20 +171,6 @@ def garment_embeddings() -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def noun_embeddings() -> torch.Tensor:
     return _embeddings(grammar().nouns, "mini_snapping")
-
-
-@functools.lru_cache(maxsize=1)
-def lexicon() -> dict[str, dict[str, str]]:
-    """{"shape": adjective -> grammar shape word, "garment": noun -> grammar garment} from WordNet."""
-    data = json.loads(LEXICON.read_text())
-    return {"shape": data["shape"], "garment": data["garment"]}
-
-
-def look_up(kind: str, word: str) -> str | None:
-    """The grammar word the lexicon gives for ``word`` (or the singular it may be the plural of)."""
-    table = lexicon()[kind]
-    forms = [word, word[:-2] if word.endswith("es") else "", word[:-1] if word.endswith("s") else ""]
-    return next((table[f] for f in forms if f and f in table), None)
 
 
 def tokens(text: str) -> list[str]:

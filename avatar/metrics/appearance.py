@@ -241,9 +241,30 @@ _GARMENT_PATTERNS = {word: _word_pattern(word) for word in GARMENT_REGIONS}
 
 
 def garment_words(prompt: str) -> list[str]:
-    """The :data:`GARMENT_REGIONS` words the prompt says."""
+    """The :data:`GARMENT_REGIONS` words the prompt says, in that table's order, then those that
+    other garment words of the prompt stand for: a word whose most frequent sense is a garment in
+    the WordNet lexicon (avatar/guidance/lexicon.py: "pullover" -> sweater, "corduroys" ->
+    trousers, "moccasins" -> shoe)."""
+    from avatar.guidance.lexicon import look_up
+
     text = _normalised_text(prompt)
-    return [word for word, pattern in _GARMENT_PATTERNS.items() if pattern.search(text)]
+    found = [word for word, pattern in _GARMENT_PATTERNS.items() if pattern.search(text)]
+    for token in re.findall(r"[a-z']+", text):
+        garment = look_up("garment", token, primary_only=True)
+        word = _garment_key(garment) if garment is not None else None
+        if word is not None and word not in found:
+            found.append(word)
+    return found
+
+
+def _garment_key(garment: str) -> str | None:
+    """The :data:`GARMENT_REGIONS` word of a grammar garment name ("t-shirt" -> "t shirt",
+    "shoes" -> "shoe")."""
+    name = _normalised_text(garment)
+    for key in (name, name[:-1] if name.endswith("s") else name):
+        if key in GARMENT_REGIONS:
+            return key
+    return None
 
 
 def named_regions(prompt: str) -> dict[str, str]:

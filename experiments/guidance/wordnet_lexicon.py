@@ -131,17 +131,18 @@ def shape_lexicon(wn, grammar_words: set[str]) -> dict[str, str]:
     return out
 
 
-def garment_lexicon(wn, grammar_words: set[str]) -> dict[str, str]:
+def garment_lexicon(wn, grammar_words: set[str]) -> tuple[dict[str, str], list[str]]:
+    """(noun -> grammar garment, the nouns whose most frequent sense is that clothing sense)."""
     targets = {wn.synset(s): g for g, s in GARMENT_SYNSETS.items()}
     targets |= {wn.synset(s): g for s, g in GARMENT_FALLBACK.items()}
     order = list(targets)
-    out = {}
+    out, primary = {}, []
     for lemma in sorted({name.lower() for name in wn.all_lemma_names("n")}):
         if "_" in lemma or lemma in grammar_words:
             continue
         # Any sense may be the clothing one ("jumper": a person who jumps, ..., a sweater): the
         # snapper reads a garment word only next to a colour, where clothing is what it means.
-        for synset in wn.synsets(lemma, "n"):
+        for rank, synset in enumerate(wn.synsets(lemma, "n")):
             paths = synset.hypernym_paths()
             if not any(CLOTHING_ROOTS & {s.name() for s in path} for path in paths):
                 continue  # not a clothing sense: try the next
@@ -151,8 +152,10 @@ def garment_lexicon(wn, grammar_words: set[str]) -> dict[str, str]:
                      for depth, s in enumerate(reversed(path)) if s in targets]  # fmt: skip
             if found:
                 out[lemma] = min(found)[2]
+                if rank == 0:
+                    primary.append(lemma)
             break  # only the most frequent clothing sense counts
-    return out
+    return out, primary
 
 
 def singular_forms(word: str) -> list[str]:
@@ -191,7 +194,7 @@ def main() -> None:
     missing = sorted(set(GARMENT_SYNSETS) - set(grammar["garments"]))
     if missing:
         sys.exit(f"GARMENT_SYNSETS names garments the grammar does not have: {missing}")
-    shape, garment = shape_lexicon(wn, words), garment_lexicon(wn, words)
+    shape, (garment, primary) = shape_lexicon(wn, words), garment_lexicon(wn, words)
     check(shape, DEV_SHAPE, "shape")
     check(garment, DEV_GARMENT, "garment")
     table = {
@@ -200,6 +203,9 @@ def main() -> None:
         "made_by": "experiments/guidance/wordnet_lexicon.py",
         "shape": shape,
         "garment": garment,
+        # Garment words whose most frequent sense is the clothing one ("pullover", not "walker"):
+        # what a reader without the snapper's colour context may take as a garment on its own.
+        "garment_primary": primary,
     }
     args.out.write_text(json.dumps(table, indent=0, sort_keys=True) + "\n")
     print(f"wrote {args.out}")

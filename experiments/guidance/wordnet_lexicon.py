@@ -13,7 +13,8 @@ before the frozen space:
   senses of a grammar word that describe a person count (SHAPE_SENSES).
 * garment: a noun whose most frequent clothing sense (under clothing or footwear) has a grammar
   garment's synset among its hypernyms maps to the nearest such garment: "cardigan" -> sweater,
-  "slacks" -> trousers, "moccasin" -> shoes.
+  "slacks" -> trousers, "moccasin" -> shoes. ``garment_primary`` lists those whose most frequent
+  sense of all is that one (the appearance metrics' garment regions read only these).
 
 Rules were written on the dev words below (none from the held-out paraphrase set), not tuned on
 held-out sentences. WordNet's files are not a dependency: this script reads them with nltk once, and

@@ -73,3 +73,19 @@ def test_the_stage_warns_at_its_start_and_still_runs(tmp_path, caplog):
     assert result["prompt"] == "Harry Potter" and (tmp_path / "run" / "shape.npz").is_file()
     assert any("prompt.shape='Harry Potter'" in r.getMessage() and "guidance=clip" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+
+
+def test_words_the_wordnet_lexicon_reads_are_known(monkeypatch):
+    """Words of the lexicon (avatar/guidance/lexicon.py) are read as their grammar words, not
+    compared in the frozen space: "brogues" and "breeches" were far from every concept there, and
+    the prompt warned (meaning kept 0.41, 2026-12-06). No encoder is loaded for them."""
+    from avatar.priors import motion_descriptions
+
+    def no_encoder():
+        raise AssertionError("the encoder was loaded")
+
+    monkeypatch.setattr(motion_descriptions, "sentence_encoder", no_encoder)
+    reading = read_prompt("someone in brogues and breeches")
+    assert reading.lexicon == {"breeches": "trousers", "brogues": "shoes"}
+    assert reading.far == [] and not reading.far_from_vocabulary
+    assert read_prompt("a portly man").lexicon == {"portly": "heavy"}

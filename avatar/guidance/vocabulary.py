@@ -14,7 +14,9 @@ start of the mini model's text tower; avatar/priors/motion_descriptions.py ``sen
 1. Words the grammar uses, colour names (multi-word ones as a whole: "hunter green", not
    "hunter") and English function words are *known*; no encoder is loaded when every word is
    (the tuned prompts, the defaults).
-2. Every other word is compared with the grammar's concepts (shape words, nouns, garments,
+2. A word the WordNet lexicon reads as a grammar word (avatar/guidance/lexicon.py: "portly" ->
+   heavy, "breeches" -> trousers; garments only where clothing is the word's main sense) is
+   known too. Every other word is compared with the grammar's concepts (shape words, nouns, garments,
    patterns, pose words and phrasings, everyday colours); one whose nearest concept is below
    ``WORD_THRESHOLD`` cosine is *far* ("hoodie" is near "sweater", "firefighter" near nothing).
 3. The prompt's meaning left without its far words: the cosine between the prompt's sentence
@@ -150,6 +152,9 @@ class PromptReading:
     far: list[str] = field(default_factory=list)  # of those, the ones near no concept
     nearest: dict[str, list[str]] = field(default_factory=dict)  # unfamiliar word -> its 3 nearest concepts
     similarity: dict[str, float] = field(default_factory=dict)  # unfamiliar word -> cosine to the nearest
+    # unfamiliar words the WordNet lexicon reads as a grammar word (avatar/guidance/lexicon.py):
+    # known, not far ("portly" -> heavy, "breeches" -> trousers)
+    lexicon: dict[str, str] = field(default_factory=dict)
     meaning_kept: float = 1.0  # cosine(prompt, prompt without its far words)
     meaning_threshold: float = MEANING_THRESHOLD
 
@@ -169,16 +174,25 @@ def read_prompt(
     prompt: str, word_threshold: float = WORD_THRESHOLD, meaning_threshold: float = MEANING_THRESHOLD
 ) -> PromptReading:
     """The reading of one prompt; loads the sentence encoder only if a word is unfamiliar."""
+    from avatar.guidance.lexicon import look_up
+
     reading = PromptReading(prompt, unfamiliar_words(prompt), meaning_threshold=meaning_threshold)
-    if not reading.unfamiliar:
+    for word in reading.unfamiliar:
+        # A garment word only where clothing is its main sense ("pullover", not "walker").
+        known = look_up("shape", word) or look_up("garment", word, primary_only=True)
+        if known is not None:
+            reading.lexicon[word] = known
+            reading.nearest[word] = [known]
+    rest = [w for w in reading.unfamiliar if w not in reading.lexicon]
+    if not rest:
         return reading
     from avatar.priors.motion_descriptions import sentence_encoder
 
     concepts = vocabulary().concepts
     encoder = sentence_encoder()
-    sims = encoder.encode(reading.unfamiliar) @ concept_embeddings().T
+    sims = encoder.encode(rest) @ concept_embeddings().T
     top = sims.topk(min(3, len(concepts)), dim=1)
-    for word, values, index in zip(reading.unfamiliar, top.values.tolist(), top.indices.tolist()):
+    for word, values, index in zip(rest, top.values.tolist(), top.indices.tolist()):
         reading.nearest[word] = [concepts[i] for i in index]
         reading.similarity[word] = round(values[0], 3)
         if values[0] < word_threshold:

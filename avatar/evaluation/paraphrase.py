@@ -174,6 +174,19 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 # ---- shape -------------------------------------------------------------------------------------
+def shape_moves(shapes, names: list[str], scores, moves: dict[str, str], k: int, margin: float) -> list[dict]:
+    """How the top ``k`` codebook entries under ``scores`` move each phenotype of ``moves``
+    ({phenotype: up | down}) from the codebook mean (``shapes`` (N, D), phenotype ``names``): one
+    dict per phenotype with its ``delta`` and whether it is ``right`` (at least ``margin`` the way
+    said)."""
+    top, mean = shapes[scores.topk(k).indices].mean(0), shapes.mean(0)
+    out = []
+    for name, way in moves.items():
+        delta = float(top[names.index(name)] - mean[names.index(name)])
+        out.append({"phenotype": name, "way": way, "delta": delta, "right": DIRECTIONS[way] * delta >= margin})
+    return out
+
+
 def shape_check(entries: list[dict], overrides: list[str], margin: float, limit: int | None) -> dict:
     from hydra import compose, initialize_config_dir
 
@@ -192,7 +205,6 @@ def shape_check(entries: list[dict], overrides: list[str], margin: float, limit:
         shapes, embeddings, _, _ = stage.codebook(guidance)
         text_map = stage.text_map(guidance)  # the stage reads the prompt through it (stage.text_map)
     names = list(stage.body.shape_names)
-    mean = shapes.mean(0)
     k = min(int(cfg.stage.top_k), len(shapes))
 
     def judge(prompt: str, moves: dict[str, str]) -> list[dict]:
@@ -200,12 +212,7 @@ def shape_check(entries: list[dict], overrides: list[str], margin: float, limit:
         scores = score_codebook(
             guidance, embeddings, embeddings[0], text, cfg.stage.neutral_text, cfg.stage.scoring, text_map
         )
-        top = shapes[scores.topk(k).indices].mean(0)
-        out = []
-        for name, way in moves.items():
-            delta = float(top[names.index(name)] - mean[names.index(name)])
-            out.append({"phenotype": name, "way": way, "delta": delta, "right": DIRECTIONS[way] * delta >= margin})
-        return out
+        return shape_moves(shapes, names, scores, moves, k, margin)
 
     tuned = {p: judge(p, m) for p, m in list(SHAPE_PROMPTS.items())[:limit]}
     ours = {e["prompt"]: judge(e["prompt"], e["moves"]) for e in entries}

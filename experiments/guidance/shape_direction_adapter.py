@@ -38,7 +38,7 @@ from hydra import compose, initialize_config_dir
 
 from avatar.config import register_configs
 from avatar.engine.run_info import git_revision
-from avatar.evaluation.paraphrase import DIRECTIONS, SHAPE_PROMPTS, load_paraphrases
+from avatar.evaluation.paraphrase import SHAPE_PROMPTS, load_paraphrases, shape_moves
 from avatar.guidance import build_guidance
 from avatar.guidance.text_map import TextDirectionMap, apply_direction_map, fit_direction_map
 from avatar.stages.shape import ShapeStage, direction_scores
@@ -112,7 +112,6 @@ def main() -> None:
     def adapt(t: torch.Tensor) -> torch.Tensor:
         return apply_direction_map(t, weight)
 
-    mean = shapes.mean(0)
     k = min(int(cfg.stage.top_k), len(shapes))
     entries = [(e["prompt"], e["moves"], "paraphrase") for e in load_paraphrases()["shape"]]
     rows = [(p_, m, "tuned") for p_, m in SHAPE_PROMPTS.items()] + [(p_, m, "dev") for p_, m in DEV.items()] + entries
@@ -124,17 +123,13 @@ def main() -> None:
             before = direction_scores(images, images[0], t[0], neutral)
             after = direction_scores(images, images[0], adapt(t)[0], n_adapted)
             cells = []
-            for label, scores in (("shipped", before), ("adapted", after)):
-                top = shapes[scores.topk(k).indices].mean(0)
-                marks = []
-                for name, way in moves.items():
-                    delta = float(top[names.index(name)] - mean[names.index(name)])
-                    right = DIRECTIONS[way] * delta >= args.margin
-                    marks.append(f"{name} {delta:+.2f}{'' if right else ' WRONG'}")
-                    if label == "adapted":
-                        result[kind][0] += right
-                        result[kind][1] += 1
-                cells.append(", ".join(marks))
+            for scores in (before, after):
+                checks = shape_moves(shapes, names, scores, moves, k, args.margin)
+                cells.append(
+                    ", ".join(f"{c['phenotype']} {c['delta']:+.2f}{'' if c['right'] else ' WRONG'}" for c in checks)
+                )
+            result[kind][0] += sum(c["right"] for c in checks)  # the adapted scores'
+            result[kind][1] += len(checks)
             print(f"| {prompt} | {kind} | {cells[0]} | {cells[1]} |")
     for kind, (right, total) in result.items():
         print(f"adapted, {kind}: {right}/{total} directions right")

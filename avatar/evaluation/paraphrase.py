@@ -187,12 +187,14 @@ def shape_moves(shapes, names: list[str], scores, moves: dict[str, str], k: int,
     return out
 
 
-def shape_check(entries: list[dict], overrides: list[str], margin: float, limit: int | None) -> dict:
+def shape_codebook(overrides: list[str], guidance=None):
+    """(config, stage, guidance, shapes (N, D), image embeddings (N, E)): the shape stage's
+    codebook under ``overrides`` (cached by the stage; ``guidance``: reuse one already built)."""
     from hydra import compose, initialize_config_dir
 
     from avatar.config import register_configs
     from avatar.guidance import build_guidance
-    from avatar.stages.shape import ShapeStage, score_codebook
+    from avatar.stages.shape import ShapeStage
     from avatar.utils.paths import PROJECT_ROOT
 
     register_configs()
@@ -200,10 +202,17 @@ def shape_check(entries: list[dict], overrides: list[str], margin: float, limit:
         cfg = compose("config", overrides=["stage=shape", *overrides, f"run_dir={tmp}"])
         stage = ShapeStage(cfg)
         if not stage.is_anny():
-            raise SystemExit("avatar-eval paraphrase: the shape check reads Anny's phenotypes; use body=anny")
-        guidance = build_guidance(cfg.guidance)
+            raise SystemExit("the shape check reads Anny's phenotypes; use body=anny")
+        guidance = guidance if guidance is not None else build_guidance(cfg.guidance)
         shapes, embeddings, _, _ = stage.codebook(guidance)
-        text_map = stage.text_map(guidance)  # the stage reads the prompt through it (stage.text_map)
+    return cfg, stage, guidance, shapes, embeddings
+
+
+def shape_check(entries: list[dict], overrides: list[str], margin: float, limit: int | None) -> dict:
+    from avatar.stages.shape import score_codebook
+
+    cfg, stage, guidance, shapes, embeddings = shape_codebook(overrides)
+    text_map = stage.text_map(guidance)  # the stage reads the prompt through it (stage.text_map)
     names = list(stage.body.shape_names)
     k = min(int(cfg.stage.top_k), len(shapes))
 

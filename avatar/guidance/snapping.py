@@ -55,7 +55,7 @@ from enum import StrEnum
 
 import torch
 
-from avatar.guidance.lexicon import lexicon, look_up
+from avatar.guidance.lexicon import look_up
 from avatar.guidance.vocabulary import FUNCTION_WORDS
 
 log = logging.getLogger(__name__)
@@ -398,10 +398,9 @@ def snap_person(text: str) -> tuple[str, str]:
 def _shape_words_read(words: list[str]) -> str:
     """``words`` joined, each adjective the lexicon knows replaced by its grammar shape word, with
     "a"/"an" fixed before it ("an elderly woman" -> "an old woman", "an obese man" -> "a heavy man")."""
-    g = grammar()
     out: list[str] = []
     for word in words:
-        shape = None if word in g.words else lexicon()["shape"].get(word)
+        shape = look_up("shape", word)  # never a grammar word: the lexicon has none
         if shape is not None and out and out[-1] in ("a", "an"):
             out[-1] = with_article(shape).split()[0]
         out.append(shape or word)

@@ -29,24 +29,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from avatar.config import register_configs
 from avatar.engine.run_info import git_revision
-from avatar.evaluation.paraphrase import SHAPE_PROMPTS, load_paraphrases, shape_moves
-from avatar.guidance import build_guidance
+from avatar.evaluation.paraphrase import SHAPE_PROMPTS, load_paraphrases, shape_codebook, shape_moves
 from avatar.guidance.text_map import TextDirectionMap, apply_direction_map, fit_direction_map
-from avatar.stages.shape import ShapeStage, direction_scores
+from avatar.stages.shape import direction_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shape_text_grounding import TARGETS, grounding_targets  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 # Dev sentences for choosing --l2, written for this script on 2026-12-05 (after the held-out set had
 # been read, so they avoid its words): each with the phenotype moves it should make.
 DEV = {
@@ -65,17 +61,6 @@ DEV = {
 }
 
 
-def codebook(overrides: list[str], guidance=None):
-    """The shape stage's codebook (shapes, image embeddings; cached by the stage) under
-    ``overrides``, and the config, stage and guidance that made it (``guidance``: reuse one)."""
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["stage=shape", *overrides, f"run_dir={tmp}"])
-        stage = ShapeStage(cfg)
-        guidance = guidance if guidance is not None else build_guidance(cfg.guidance)
-        shapes, embeddings, _, _ = stage.codebook(guidance)
-    return cfg, stage, guidance, shapes, embeddings
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", help="config overrides (key=value), e.g. guidance.checkpoint=<mini.pt>")
@@ -90,9 +75,9 @@ def main() -> None:
     start = time.perf_counter()
     register_configs()
     # Training bodies: another seed than the stage's codebook (the neutral body first).
-    cfg, stage, guidance, shapes, images = codebook(args.overrides)
+    cfg, stage, guidance, shapes, images = shape_codebook(args.overrides)
     train = [*args.overrides, "stage.codebook_seed=1001", "stage.codebook_size=1025"]
-    _, _, _, train_shapes, train_images = codebook(train, guidance)
+    _, _, _, train_shapes, train_images = shape_codebook(train, guidance)
     print(f"bodies embedded in {time.perf_counter() - start:.0f} s", flush=True)
     names = list(stage.body.shape_names)
     template, neutral_text = cfg.stage.template, cfg.stage.neutral_text

@@ -317,6 +317,28 @@ def test_convolutional_backbone_keeps_the_interface_and_a_code_per_time_step():
         MotionVAE(MotionVAEConfig(backbone="lstm"))
 
 
+def test_convolutional_backbone_time_grid_and_width_are_settings():
+    """conv_levels sets the code's time grid (2 halvings: a 60-frame clip is 15 steps) and
+    conv_channels the width apart from the code size; the code still keeps time."""
+    config = MotionVAEConfig(num_joints=22, latent_dim=60, num_layers=1, variational=True, normalise=True,
+                             logvar_init=-6.0, backbone="conv", conv_levels=2, conv_channels=32)  # fmt: skip
+    vae = perturbed(MotionVAE(config), 7).eval()
+    assert vae.encoder.embed.out_channels == 32 and vae.encoder.length == 15 and vae.encoder.per_step == 4
+    features = canonical_to_features(random_rotvecs(3, 60, 22), 22)
+    vae.set_feature_statistics(features)
+    with torch.no_grad():
+        mu, _ = vae.encode(features)
+        assert mu.shape == (3, 60) and vae.decode(mu).shape == (3, 60, 132)
+        late = features.clone()
+        late[:, 56:] = canonical_to_features(random_rotvecs(3, 4, 22, seed=1), 22)
+        moved = (vae.encode(late)[0] - mu).abs().reshape(3, 15, 4).mean(dim=(0, 2))  # (step,)
+    assert moved[-1] > 5 * moved[:10].max()
+    with pytest.raises(ValueError, match="at most 60 frames"):
+        vae.decode(mu, 61)
+    with pytest.raises(ValueError, match="multiple of 15"):
+        MotionVAE(MotionVAEConfig(latent_dim=64, backbone="conv", conv_levels=2))
+
+
 def test_load_motion_vae_release_layouts(tmp_path):
     vae = perturbed(MotionVAE(), 5)
     # AvatarCLIP reads torch.load(motion_vae.pth)['state_dict']; the rest is training metadata.

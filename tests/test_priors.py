@@ -136,11 +136,13 @@ def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monk
     assert vae.config.num_joints == 22 and vae.decode(torch.zeros(1, 32)).shape == (1, 60, 22 * 6)
     # The free model's convolutional backbone (the default) trains and loads through the same format.
     conv = run(compose_cfg(tmp_path / "conv", "stage=train_motion_vae", *common, "trainer.max_steps=4",
-                           "stage.batch_size=4", "stage.latent_dim=32", "stage.num_layers=1",
-                           "stage.eval_windows=8", "stage.window_stride=30"))  # fmt: skip
+                           "stage.batch_size=4", "stage.latent_dim=30", "stage.conv_channels=16",
+                           "stage.num_layers=1", "stage.eval_windows=8", "stage.window_stride=30"))  # fmt: skip
     assert conv["steps"] == 4
     vae = load_motion_prior(PriorConfig(motion_prior=str(tmp_path / "conv" / "motion_vae.pt")))
-    assert vae.config.backbone == "conv" and vae.decode(torch.zeros(1, 32)).shape == (1, 60, 22 * 6)
+    # The stage's time grid (conv_levels) and width travel with the weights.
+    assert (vae.config.backbone, vae.config.conv_levels, vae.config.conv_channels) == ("conv", 2, 16)
+    assert vae.decode(torch.zeros(1, 30)).shape == (1, 60, 22 * 6)
 
     book = run(compose_cfg(tmp_path / "book", "stage=build_pose_codebook", *common, "stage.size=16"))
     assert book["size"] == 16 and book["heldout_quantisation_mm"] > 0

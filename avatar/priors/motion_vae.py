@@ -106,6 +106,10 @@ class MotionVAEConfig:
     # each window's mean pose at corpus scale within a CPU's budget); num_layers is then the
     # residual blocks per time resolution, num_heads and ff_size are unused.
     backbone: str = "transformer"
+    # conv only: halvings of time before the code (3: a 60-frame clip is coded as 8 steps; 2: as
+    # 15 steps, a finer time grid for the strides) and the channel width (0: latent_dim).
+    conv_levels: int = 3
+    conv_channels: int = 0
 
     @property
     def feature_dim(self) -> int:
@@ -177,10 +181,9 @@ class _MotionDecoder(nn.Module):
 
 
 # ---- The free model's convolutional backbone -------------------------------------------------
-# Three halvings of time: a 60-frame clip is 8 steps at the bottleneck, and the code is those 8
-# steps' values (latent_dim / 8 numbers each). A single-vector code read out by fully connected
-# layers learnt gait more slowly at corpus scale (docs/experiments/motion-priors.md, 2026-12-05).
-CONV_LEVELS = 3
+# ``conv_levels`` halvings of time: with 3, a 60-frame clip is 8 steps at the bottleneck, and the
+# code is those 8 steps' values (latent_dim / 8 numbers each). A single-vector code read out by
+# fully connected layers learnt gait more slowly at corpus scale (docs/experiments/motion-priors.md).
 
 
 class _ResidualConv(nn.Module):
@@ -194,28 +197,28 @@ class _ResidualConv(nn.Module):
         return x + self.conv2(self.dropout(F.gelu(self.conv1(F.gelu(x)))))
 
 
-def _bottleneck_length(num_frames: int) -> int:
-    return math.ceil(num_frames / 2**CONV_LEVELS)
+def _bottleneck_length(cfg: MotionVAEConfig) -> int:
+    return math.ceil(cfg.num_frames / 2**cfg.conv_levels)
 
 
 class _ConvMotionEncoder(nn.Module):
     """Clips (B, T, F) -> (B, d) or (B, 2d): residual temporal convolutions, time halved
-    ``CONV_LEVELS`` times; each bottleneck step gives d / steps numbers of the code (a code
+    ``conv_levels`` times; each bottleneck step gives d / steps numbers of the code (a code
     that keeps time: a gait's phase is where in the code the strides sit, not something the
     decoder must learn to read out of one vector)."""
 
     def __init__(self, cfg: MotionVAEConfig) -> None:
         super().__init__()
-        d = c = cfg.latent_dim  # code size and channel width
+        d, c = cfg.latent_dim, cfg.conv_channels or cfg.latent_dim  # code size, channel width
         self.num_frames = cfg.num_frames
         self.embed = nn.Conv1d(cfg.feature_dim, c, 3, padding=1)
         self.levels = nn.ModuleList(
             nn.Sequential(
                 *[_ResidualConv(c, cfg.dropout) for _ in range(cfg.num_layers)], nn.Conv1d(c, c, 3, stride=2, padding=1)
             )
-            for _ in range(CONV_LEVELS)
+            for _ in range(cfg.conv_levels)
         )
-        self.length = _bottleneck_length(cfg.num_frames)
+        self.length = _bottleneck_length(cfg)
         if d % self.length:
             raise ValueError(f"the convolutional motion VAE's latent_dim ({d}) must be a multiple of {self.length} "
                              f"(its bottleneck steps for {cfg.num_frames} frames)")  # fmt: skip
@@ -244,12 +247,12 @@ class _ConvMotionEncoder(nn.Module):
 
 
 class _ConvMotionDecoder(nn.Module):
-    """Codes (B, d) -> clips (B, T, F) for T up to the bottleneck length x 2^CONV_LEVELS."""
+    """Codes (B, d) -> clips (B, T, F) for T up to the bottleneck length x 2^conv_levels."""
 
     def __init__(self, cfg: MotionVAEConfig) -> None:
         super().__init__()
-        c = cfg.latent_dim
-        self.length = _bottleneck_length(cfg.num_frames)
+        c = cfg.conv_channels or cfg.latent_dim
+        self.length = _bottleneck_length(cfg)
         self.per_step = cfg.latent_dim // self.length
         self.start = nn.Conv1d(self.per_step, c, 3, padding=1)
         self.levels = nn.ModuleList(
@@ -258,12 +261,12 @@ class _ConvMotionDecoder(nn.Module):
                 nn.Conv1d(c, c, 3, padding=1),
                 *[_ResidualConv(c, cfg.dropout) for _ in range(cfg.num_layers)],
             )
-            for _ in range(CONV_LEVELS)
+            for _ in range(cfg.conv_levels)
         )
         self.final = nn.Conv1d(c, cfg.feature_dim, 1)
 
     def forward(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
-        most = self.length * 2**CONV_LEVELS
+        most = self.length * 2 ** len(self.levels)
         if num_frames > most:
             raise ValueError(f"this convolutional motion VAE decodes at most {most} frames, asked for {num_frames}")
         x = self.start(z.reshape(z.shape[0], self.length, self.per_step).transpose(1, 2))

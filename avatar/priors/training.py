@@ -87,8 +87,13 @@ class MotionVAEStageConfig(PriorDataConfig):
     # lr=2e-4 warmup_steps=200) learnt only each window's mean pose at corpus scale within a CPU's
     # budget (docs/experiments/motion-priors.md, 2026-12-05).
     backbone: str = "conv"
-    latent_dim: int = 128  # code size; for conv also the channel width (a multiple of 8)
+    # conv: a code of 32 numbers for each of 15 time steps (2 halvings of 60 frames) and 128
+    # channels; a finer, wider code than the first conv model's 8 x 16 (held-out MPJPE at 1,000
+    # probe steps 61 mm against 82; docs/experiments/motion-priors.md, 2026-12-06).
+    latent_dim: int = 480  # code size (conv: a multiple of its bottleneck steps)
     num_layers: int = 2  # conv: residual blocks per time resolution; transformer: layers
+    conv_levels: int = 2  # conv: halvings of time before the code (60 frames: 3 -> 8 steps, 2 -> 15)
+    conv_channels: int = 128  # conv: channel width (0: latent_dim)
     num_heads: int = 4  # transformer only
     dropout: float = 0.0
     window_stride: int = 5
@@ -342,7 +347,7 @@ class MotionVAEStage(_PriorStage):
             num_frames=sc.num_frames, num_joints=sc.num_joints, latent_dim=sc.latent_dim,
             num_layers=sc.num_layers, num_heads=sc.num_heads, ff_size=4 * sc.latent_dim, variational=True,
             normalise=sc.normalise, norm_first=sc.norm_first, logvar_init=sc.logvar_init,
-            backbone=sc.backbone, dropout=sc.dropout,
+            backbone=sc.backbone, dropout=sc.dropout, conv_levels=sc.conv_levels, conv_channels=sc.conv_channels,
         ))  # fmt: skip
         if sc.normalise:
             stats = feature_statistics_windows(self.train_corpus, sc.num_frames)

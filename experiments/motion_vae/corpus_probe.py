@@ -41,6 +41,8 @@ def main() -> None:
     p.add_argument("--backbone", default="conv")
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--conv-levels", type=int, default=3, help="conv: halvings of time before the code")
+    p.add_argument("--conv-channels", type=int, default=0, help="conv: channel width (0: latent dim)")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -65,7 +67,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     train, test = load_corpus().split()
     config = replace(OVERFIT_VAE, backbone=args.backbone, latent_dim=args.latent_dim, num_layers=args.layers,
-                     ff_size=4 * args.latent_dim, dropout=args.dropout)  # fmt: skip
+                     ff_size=4 * args.latent_dim, dropout=args.dropout, conv_levels=args.conv_levels,
+                     conv_channels=args.conv_channels)  # fmt: skip
     model = MotionVAE(config).train()
     model.set_feature_statistics(canonical_to_features(feature_statistics_windows(train, 60), 22))
     seen, held = sample_windows(train, 256, 1), sample_windows(test, 256, 0)

@@ -1,9 +1,9 @@
 """Side-view stick figures (every 6 frames) of the first held-out window that travels >= 0.8 m:
-captured, and encoded/decoded by an older motion VAE file and by the shipped one, each with its
-foot-contact travel (docs/models/motion_vae.md, "Looked at").
+captured, and encoded/decoded by each motion VAE file given, each with its foot-contact travel
+(docs/models/motion_vae.md, "Looked at").
 
     git show 52b6703:avatar/priors/weights/motion_vae.pt > /tmp/old_motion_vae.pt
-    .venv/bin/python experiments/motion_vae/walk_strip.py /tmp/old_motion_vae.pt /tmp/walk_strip.png
+    .venv/bin/python experiments/motion_vae/walk_strip.py /tmp/walk_strip.png /tmp/old_motion_vae.pt avatar/priors/weights/motion_vae.pt
 """
 
 import sys
@@ -27,8 +27,11 @@ w = HeadingNormalisedWindows(test, 60, stride=60, mirror_prob=0.0)
 walks = [w[i][0] for i in range(len(w)) if contact_travel_distance(w[i][0]) >= 0.8][:1]
 clip = walks[0][None]
 rows = [("held-out walk", clip)]
-for name, f in (("old (transformer)", sys.argv[1]), ("new (conv)", "avatar/priors/weights/motion_vae.pt")):
+out, files = sys.argv[1], sys.argv[2:]
+for f in files:
     m = load_motion_prior(PriorConfig(motion_prior=f))
+    c = m.config
+    name = f"{c.backbone} d={c.latent_dim}" + (f" ({c.conv_levels} halvings)" if c.backbone == "conv" else "")
     with torch.no_grad():
         mu, _ = m.encode(canonical_to_features(clip, m.config.num_joints))
         dec = features_to_canonical(m.decode(mu, 60))
@@ -53,4 +56,4 @@ for r, (name, rot) in enumerate(rows):
         else:
             ax.set_title(f"frame {t}", fontsize=8)
 plt.tight_layout()
-plt.savefig(sys.argv[2], dpi=60)
+plt.savefig(out, dpi=60)

@@ -339,6 +339,44 @@ def test_convolutional_backbone_time_grid_and_width_are_settings():
         MotionVAE(MotionVAEConfig(latent_dim=64, backbone="conv", conv_levels=2))
 
 
+def test_fitted_code_prior_whitens_the_code_and_keeps_reconstructions():
+    """code_prior: after fit_code_prior, the fitting clips' codes are ~N(0, I) in the public code
+    space, encode -> decode reconstructs exactly as before the fit, decode(0) is the decoded
+    training mean, and draws from N(0, I) reproduce the codes' correlations."""
+    config = MotionVAEConfig(num_joints=22, latent_dim=30, num_layers=1, variational=True, normalise=True,
+                             logvar_init=-2.0, backbone="conv", conv_levels=2, conv_channels=16, code_prior=True)  # fmt: skip
+    vae = perturbed(MotionVAE(config), 8).eval()
+    vae.code_mean.zero_()  # perturbed() also moved the prior's buffers: back to N(0, I), as trained
+    vae.code_scale_tril.copy_(torch.eye(30))
+    # Smooth clips with correlated joints: their codes are correlated too.
+    t = torch.linspace(0, 1, 60)[None, :, None, None]
+    phase, amp = torch.rand(400, 1, 22, 3), torch.rand(400, 1, 1, 1)
+    features = canonical_to_features(0.6 * amp * torch.sin(6.28 * (t + phase)), 22)
+    vae.set_feature_statistics(features)
+    with torch.no_grad():
+        before = vae.decode(vae.encode(features[:8])[0])
+        raw_mu, _ = vae.encode(features)
+        vae.fit_code_prior(features)
+        mu, logvar = vae.encode(features)
+        after = vae.decode(mu[:8])
+    assert torch.allclose(after, before, atol=1e-4)
+    assert not torch.allclose(vae.code_scale_tril, torch.eye(30))
+    assert torch.allclose(vae.code_mean, raw_mu.mean(0), atol=1e-5)
+    assert mu.mean(0).abs().max() < 1e-3 and logvar.shape == (400, 30)
+    # Whitened: covariance of means + mean posterior variance is the identity.
+    total = torch.cov(mu.T) + torch.diag(logvar.exp().mean(0))
+    assert (total.diag() - 1).abs().max() < 0.05 and (total - torch.diag(total.diag())).abs().max() < 0.05
+    # N(0, I) draws decode the fitted Gaussian: their raw codes have the training codes' covariance.
+    eps = torch.randn(4000, 30, generator=torch.Generator().manual_seed(0))
+    raw = vae.code_mean + eps @ vae.code_scale_tril.T
+    assert torch.allclose(torch.cov(raw.T), vae.code_scale_tril @ vae.code_scale_tril.T, atol=0.1 * raw.var(0).max())
+    # Training is untouched: forward works in the encoder's own space.
+    out = vae(features[:4])
+    assert torch.allclose(out["mu"], raw_mu[:4], atol=1e-6)
+    with pytest.raises(ValueError, match="code_prior=True"):
+        MotionVAE(MotionVAEConfig(latent_dim=64, backbone="conv", variational=True)).fit_code_prior(features)
+
+
 def test_load_motion_vae_release_layouts(tmp_path):
     vae = perturbed(MotionVAE(), 5)
     # AvatarCLIP reads torch.load(motion_vae.pth)['state_dict']; the rest is training metadata.

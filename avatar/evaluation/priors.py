@@ -5,7 +5,8 @@ time and sample diversity, with the held-out data's own diversity as the yardsti
 
 Held-out = the subjects the training stages never saw (MotionCorpus.split, ~10% of frames). Errors are
 mean per-joint position errors (MPJPE, mm) on the canonical template skeleton, root upright.
-Diversity is the average pairwise distance (APD, mm) between samples' joints. Locomotion: on
+Diversity is the average pairwise distance (APD, mm) between samples' joints; smoothness, the
+median over clips of their mean jerk (m/s^3, pelvis-fixed joints at 30 fps). Locomotion: on
 held-out windows whose feet carry the body >= 0.5 m (walks, runs), the ground the motion VAE's
 reconstructions cover over the ground the data covers (avatar.mocap.contact), and the share of
 the VAE's random samples that travel that far next to the held-out windows' share.
@@ -19,6 +20,7 @@ import argparse
 
 import torch
 
+from avatar.metrics.motion import jerk
 from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import body_joints, load_corpus, sequence_joints
 from avatar.priors.loading import PriorConfig, load_codebook, load_motion_prior, load_pose_prior
@@ -41,6 +43,11 @@ def apd_mm(joints: torch.Tensor) -> float:
     for i in range(n):
         total += (flat[i + 1 :] - flat[i]).norm(dim=-1).mean(-1).sum().item()
     return total / (n * (n - 1) / 2) * 1000.0
+
+
+def median_jerk(clips_joints: torch.Tensor, fps: float = 30.0) -> float:
+    """Median over clips (N, T, 22, 3) of each clip's mean jerk magnitude (m/s^3)."""
+    return float(torch.tensor([jerk(c, fps) for c in clips_joints]).median())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +112,9 @@ def run(args: argparse.Namespace) -> None:
                  f"{len(clips)} held-out 60-frame windows, {meta['steps']} steps; locomotion travel ratio "
                  f"{locomotion.get('heldout_locomotion_travel_ratio', float('nan')):.2f} "
                  f"({locomotion.get('heldout_locomotion_windows', 0)} windows); samples travelling >= "
-                 f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(sampled):.0%} (data {locomotion_share(clips):.0%})"))  # fmt: skip
+                 f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(sampled):.0%} (data {locomotion_share(clips):.0%}); "
+                 f"sample jerk {median_jerk(sequence_joints(sampled)):.0f} m/s^3 "
+                 f"(data {median_jerk(sequence_joints(clips[:n_motion])):.0f})"))  # fmt: skip
 
     header = ("model", "held-out MPJPE (mm)", "train time (s)", "sample APD (mm)", "notes")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

@@ -42,9 +42,18 @@ Without them a VAE of this code cannot memorise eight walks: it decodes them as 
 (docs/experiments/motion-priors.md, 2026-12-05; ``avatar/priors/motion_overfit.py``).
 
 ``MotionVAEConfig.backbone="conv"`` swaps both halves for temporal convolutions whose code holds
-a few numbers per quarter second (the shipped free model; same interface and file format, see
+a few numbers per time step (the shipped free model; same interface and file format, see
 ``_ConvMotionEncoder``): the transformer, even with those switches, learnt only each window's
 mean pose from the whole corpus within a CPU's budget.
+
+``MotionVAEConfig.code_prior`` adds a Gaussian fitted to the training clips' codes after training
+(buffers ``code_mean``, ``code_scale_tril``; :meth:`MotionVAE.fit_code_prior`), and ``encode`` /
+``decode`` speak the whitened code ``(z - mean) L^-1``: a draw from N(0, I) then decodes like the
+training clips. A code per time step is correlated from step to step (motion is smooth), and N(0, I)
+drawn step by step decoded to jittery clips half the data's diversity (ex-post density estimation,
+as in Ghosh et al. 2020, "From Variational to Deterministic Autoencoders"). Everything that draws,
+starts or regularises codes (the motion stage's ``latent_init``, ``lambda_latent``) keeps
+treating them as N(0, I).
 """
 
 from __future__ import annotations
@@ -110,6 +119,8 @@ class MotionVAEConfig:
     # 15 steps, a finer time grid for the strides) and the channel width (0: latent_dim).
     conv_levels: int = 3
     conv_channels: int = 0
+    # A Gaussian fitted to the training codes, whitening the public code (fit_code_prior).
+    code_prior: bool = False
 
     @property
     def feature_dim(self) -> int:
@@ -294,6 +305,10 @@ class MotionVAE(nn.Module):
         if self.config.normalise:  # set from the training data: set_feature_statistics
             self.register_buffer("feature_mean", torch.zeros(self.config.feature_dim))
             self.register_buffer("feature_std", torch.ones(self.config.feature_dim))
+        if self.config.code_prior:  # N(0, I) until fit_code_prior (training runs in that space)
+            d = self.config.latent_dim
+            self.register_buffer("code_mean", torch.zeros(d))
+            self.register_buffer("code_scale_tril", torch.eye(d))
 
     @torch.no_grad()
     def set_feature_statistics(self, features: torch.Tensor, min_std: float = FEATURE_STD_FLOOR) -> None:
@@ -319,14 +334,10 @@ class MotionVAE(nn.Module):
             return features
         return features * self.feature_std + self.feature_mean
 
-    def encode(
+    def _encode_raw(
         self, features: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(mu, logvar)`` for clips (B, T, F) or (B, T, joints, 6).
-
-        ``mask`` (B, T) bool marks real frames (True) of padded clips. ``logvar`` is None for
-        AvatarCLIP's single-head encoder (``config.variational=False``).
-        """
+        """``(mu, logvar)`` in the encoder's own code space (the one training regularises)."""
         if self.config.normalise:
             features = self.normalise(features.reshape(*features.shape[:2], -1))
         out = self.encoder(features, mask)
@@ -335,20 +346,67 @@ class MotionVAE(nn.Module):
         mu, logvar = out.chunk(2, dim=-1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
-        """Features (B, T, F) of the clips for codes (B, latent_dim); T defaults to 60."""
+    def _decode_raw(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         return self.denormalise(self.decoder(z, num_frames or self.config.num_frames))
 
+    def encode(
+        self, features: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mu, logvar)`` for clips (B, T, F) or (B, T, joints, 6).
+
+        ``mask`` (B, T) bool marks real frames (True) of padded clips. ``logvar`` is None for
+        AvatarCLIP's single-head encoder (``config.variational=False``). With a fitted
+        ``code_prior`` both are whitened (``logvar``: the diagonal of the whitened posterior).
+        """
+        mu, logvar = self._encode_raw(features, mask)
+        if not self.config.code_prior:
+            return mu, logvar
+        # Triangular solves: L^-1 (mu - mean) and the diagonal of L^-1 diag(sigma^2) L^-T.
+        inv = torch.linalg.solve_triangular(self.code_scale_tril, torch.eye(mu.shape[-1]).to(mu), upper=False)
+        mu = (mu - self.code_mean) @ inv.T
+        if logvar is not None:
+            logvar = torch.log(logvar.exp() @ (inv**2).T)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Features (B, T, F) of the clips for codes (B, latent_dim); T defaults to 60."""
+        if self.config.code_prior:
+            z = self.code_mean + z @ self.code_scale_tril.T
+        return self._decode_raw(z, num_frames)
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
-        """Encode, draw z (reparameterised, when variational and training; else z = mu), decode.
+        """Encode, draw z (reparameterised, when variational and training; else z = mu), decode:
+        the training pass, in the encoder's own code space (its KL term is to N(0, I) there).
 
         Returns ``mu``, ``logvar``, ``z`` and the reconstructed ``features`` (same T as input).
         """
-        mu, logvar = self.encode(features, mask)
+        mu, logvar = self._encode_raw(features, mask)
         z = mu
         if logvar is not None and self.training:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return {"mu": mu, "logvar": logvar, "z": z, "features": self.decode(z, features.shape[1])}
+        return {"mu": mu, "logvar": logvar, "z": z, "features": self._decode_raw(z, features.shape[1])}
+
+    @torch.no_grad()
+    def fit_code_prior(self, features: torch.Tensor, batch: int = 256, jitter: float = 1e-5) -> None:
+        """Fit ``code_mean`` / ``code_scale_tril`` to clips (N, T, F) of the training data: the mean
+        and Cholesky factor of the aggregate posterior's covariance, Cov[mu] + E[diag sigma^2]
+        (+ ``jitter`` I). Deterministic (posterior means, no sampling)."""
+        if not (self.config.code_prior and self.config.variational):
+            raise ValueError("fit_code_prior needs MotionVAEConfig(code_prior=True, variational=True)")
+        if features.shape[0] < 2:
+            raise ValueError(f"fit_code_prior needs at least 2 clips, got {features.shape[0]}")
+        was_training = self.training
+        self.eval()
+        mus, variances = [], []
+        for chunk in features.split(batch):
+            mu, logvar = self._encode_raw(chunk.to(self.code_mean))
+            mus.append(mu.double())
+            variances.append(logvar.double().exp())
+        self.train(was_training)
+        mu, var = torch.cat(mus), torch.cat(variances)
+        cov = torch.cov(mu.T) + torch.diag(var.mean(0) + jitter)
+        self.code_mean.copy_(mu.mean(0))
+        self.code_scale_tril.copy_(torch.linalg.cholesky(cov))
 
 
 # ---- Canonical rotations <-> AvatarCLIP's features ---------------------------------------------

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from avatar.body.skeleton import CanonicalPose, mirror
+from avatar.engine.checkpoints import TrainClock
 from avatar.engine.run_info import git_revision
 from avatar.mocap.contact import contact_travel_distance
 from avatar.mocap.manifest import MANIFEST_NAME
@@ -114,6 +115,9 @@ class MotionVAEStageConfig(PriorDataConfig):
     normalise: bool = True  # features standardised per channel (statistics of the training windows)
     norm_first: bool = True  # pre-LN transformer layers
     logvar_init: float = -6.0  # start with a narrow posterior: the decoder sees the code, not noise
+    # After training, fit a Gaussian to the training clips' codes so that N(0, I) draws decode like
+    # them (MotionVAEConfig.code_prior; docs/experiments/motion-priors.md, 2026-12-06).
+    code_prior: bool = True
 
 
 @dataclass
@@ -156,6 +160,14 @@ class _PriorStage(StageModule):
             raise ValueError("The held-out split is empty: raise stage.holdout_fraction or add subjects")
         self._start = time.perf_counter()
 
+    def train_seconds(self) -> float:
+        """Optimisation time over every segment of the run (the runner's clock, kept in the
+        checkpoints), so a resumed or re-exported run reports the whole training, not its last
+        segment; time since this module was built when no trainer drove it."""
+        trainer = self._trainer
+        clock = next((c for c in trainer.callbacks if isinstance(c, TrainClock)), None) if trainer else None
+        return clock.seconds() if clock else time.perf_counter() - self._start
+
     def should_validate(self, step: int) -> bool:  # and always after the last step
         every = self.cfg.trainer.val_every_n_steps
         return every > 0 and (step % every == 0 or step == self.cfg.trainer.max_steps)
@@ -181,7 +193,7 @@ class _PriorStage(StageModule):
         to avatar/priors/weights/ with ``stage.publish=true``."""
         metrics = {
             **self.once_per_step("heldout", self.heldout_metrics),
-            "train_seconds": round(time.perf_counter() - self._start, 1),
+            "train_seconds": round(self.train_seconds(), 1),
             "steps": int(self.global_step),
             "train_frames": self.train_corpus.num_frames,
             "heldout_frames": self.test_corpus.num_frames,
@@ -348,6 +360,7 @@ class MotionVAEStage(_PriorStage):
             num_layers=sc.num_layers, num_heads=sc.num_heads, ff_size=4 * sc.latent_dim, variational=True,
             normalise=sc.normalise, norm_first=sc.norm_first, logvar_init=sc.logvar_init,
             backbone=sc.backbone, dropout=sc.dropout, conv_levels=sc.conv_levels, conv_channels=sc.conv_channels,
+            code_prior=sc.code_prior,
         ))  # fmt: skip
         if sc.normalise:
             stats = feature_statistics_windows(self.train_corpus, sc.num_frames)
@@ -359,6 +372,20 @@ class MotionVAEStage(_PriorStage):
 
     def model_config(self) -> dict:
         return asdict(self.model.config)
+
+    def export(self) -> dict:
+        if self.model.config.code_prior:  # the training clips as the feature statistics see them
+            clips = feature_statistics_windows(self.train_corpus, self.stage_cfg.num_frames)
+            self.model.fit_code_prior(canonical_to_features(clips, self.stage_cfg.num_joints))
+        return super().export()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before code_prior existed: the code is N(0, I) while training anyway
+        # (the prior is fitted at export), so they restore with the identity.
+        state = checkpoint["state_dict"]
+        if self.model.config.code_prior:
+            for name in ("code_mean", "code_scale_tril"):
+                state.setdefault(f"model.{name}", getattr(self.model, name))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if gradient_clip_val is None and self.stage_cfg.clip_grad_norm:

@@ -4,8 +4,8 @@ iterate on than the stage (issue #26; docs/experiments/motion-priors.md).
 Trains on every training window (heading-normalised, random mirror, the stage's data and its
 ``motion_vae_losses``) and prints, every ``--every`` steps, the normalised rotation loss and the
 locomotion travel ratio / MPJPE of 256 training and 256 held-out windows, encoded (mean) and
-decoded. The stage (``train.py stage=train_motion_vae``) is what ships weights; this is for
-choosing its settings.
+decoded, and what 200 samples of the prior do (share travelling >= 0.5 m, APD, median jerk). The
+stage (``train.py stage=train_motion_vae``) is what ships weights; this is for choosing its settings.
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/motion_vae/corpus_probe.py --backbone conv --steps 1500
 """
@@ -19,12 +19,14 @@ from dataclasses import replace
 import torch
 from torch.utils.data import DataLoader
 
-from avatar.priors.data import load_corpus
+from avatar.evaluation.priors import apd_mm, median_jerk
+from avatar.priors.data import load_corpus, sequence_joints
 from avatar.priors.motion_overfit import OVERFIT_VAE, reconstruction_scores
-from avatar.priors.motion_vae import MotionVAE, canonical_to_features
+from avatar.priors.motion_vae import MotionVAE, canonical_to_features, features_to_canonical
 from avatar.priors.training import (
     HeadingNormalisedWindows,
     feature_statistics_windows,
+    locomotion_share,
     motion_vae_losses,
 )
 from avatar.stages.base import warmup_cosine
@@ -34,6 +36,18 @@ def sample_windows(corpus, count: int, seed: int) -> torch.Tensor:
     windows = HeadingNormalisedWindows(corpus, 60, stride=60, mirror_prob=0.0)
     idx = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     return torch.stack([windows[i][0] for i in idx])
+
+
+@torch.no_grad()
+def sample_scores(model: MotionVAE, count: int = 200, seed: int = 0) -> tuple[float, float, float]:
+    """(share travelling >= 0.5 m, APD in mm, median jerk in m/s^3) of ``count`` clips decoded
+    from codes drawn from the prior N(0, I), as ``avatar-eval priors`` measures them."""
+    was_training = model.training
+    z = torch.randn(count, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+    clips = features_to_canonical(model.eval().decode(z))
+    model.train(was_training)
+    joints = sequence_joints(clips)
+    return locomotion_share(clips), apd_mm(joints), median_jerk(joints)
 
 
 def main() -> None:
@@ -96,8 +110,10 @@ def main() -> None:
             step += 1
             if step % args.every == 0 or step == args.steps:
                 (tr, tm), (hr, hm) = reconstruction_scores(model, seen), reconstruction_scores(model, held)
+                walking, apd, jerk = sample_scores(model)
                 print(f"step {step}: rotation {sum(running) / len(running):.3f} kl {float(losses['kl']):.0f} | "
                       f"train ratio {tr:.3f} MPJPE {tm:.1f} | held-out ratio {hr:.3f} MPJPE {hm:.1f} | "
+                      f"samples: travelling {walking:.0%} APD {apd:.0f} jerk {jerk:.0f} | "
                       f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
                 running = []
             if step == args.steps:

@@ -165,6 +165,11 @@ class TrainClock(Callback):
         self.started = time.perf_counter()
 
 
+def train_clock(trainer) -> TrainClock | None:
+    """The trainer's :class:`TrainClock` (None for a trainer built without one, or no trainer)."""
+    return next((c for c in trainer.callbacks if isinstance(c, TrainClock)), None) if trainer else None
+
+
 class StopOnSigint(Callback):
     """A first Ctrl-C asks Lightning to stop at the end of the current step, as SIGTERM does (it
     saves a checkpoint there); a second one interrupts at once."""

@@ -31,10 +31,10 @@ from avatar.engine.checkpoints import (
     CHECKPOINT_DIR,
     INTERRUPT_EXIT_CODE,
     StopOnSigint,
-    TrainClock,
     is_preemption,
     newest_checkpoint,
     remove_temp_files,
+    train_clock,
 )
 from avatar.engine.reporting import report_result
 from avatar.engine.run_info import previous_config, update_segment, write_run_info
@@ -129,7 +129,7 @@ def _run_stage(cfg: DictConfig, run_dir: Path, overrides: list[str], resume, inf
             trainer.fit(module, ckpt_path=str(resume[0]) if resume else None)
             # Lightning hands the module back on the CPU after fit; export where it trained.
             module.to(trainer.strategy.root_device)
-            clock = next(c for c in trainer.callbacks if isinstance(c, TrainClock))
+            clock = train_clock(trainer)
             result["steps"] = int(trainer.global_step)
             result["train_seconds"] = round(clock.seconds(), 1)  # every segment's optimisation
         module.eval()

@@ -19,14 +19,13 @@ from dataclasses import replace
 import torch
 from torch.utils.data import DataLoader
 
-from avatar.evaluation.priors import apd_mm, median_jerk
-from avatar.priors.data import load_corpus, sequence_joints
+from avatar.evaluation.priors import clip_statistics
+from avatar.priors.data import load_corpus
 from avatar.priors.motion_overfit import OVERFIT_VAE, reconstruction_scores
 from avatar.priors.motion_vae import MotionVAE, canonical_to_features, features_to_canonical
 from avatar.priors.training import (
     HeadingNormalisedWindows,
     feature_statistics_windows,
-    locomotion_share,
     motion_vae_losses,
 )
 from avatar.stages.base import warmup_cosine
@@ -39,15 +38,14 @@ def sample_windows(corpus, count: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_scores(model: MotionVAE, count: int = 200, seed: int = 0) -> tuple[float, float, float]:
-    """(share travelling >= 0.5 m, APD in mm, median jerk in m/s^3) of ``count`` clips decoded
-    from codes drawn from the prior N(0, I), as ``avatar-eval priors`` measures them."""
+def sample_scores(model: MotionVAE, count: int = 200, seed: int = 0) -> dict[str, float]:
+    """What ``count`` clips decoded from codes drawn from N(0, I) do, as ``avatar-eval priors``
+    measures them (share travelling, APD, median jerk)."""
     was_training = model.training
     z = torch.randn(count, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
     clips = features_to_canonical(model.eval().decode(z))
     model.train(was_training)
-    joints = sequence_joints(clips)
-    return locomotion_share(clips), apd_mm(joints), median_jerk(joints)
+    return clip_statistics(clips)
 
 
 def main() -> None:
@@ -110,10 +108,11 @@ def main() -> None:
             step += 1
             if step % args.every == 0 or step == args.steps:
                 (tr, tm), (hr, hm) = reconstruction_scores(model, seen), reconstruction_scores(model, held)
-                walking, apd, jerk = sample_scores(model)
+                samples = sample_scores(model)
                 print(f"step {step}: rotation {sum(running) / len(running):.3f} kl {float(losses['kl']):.0f} | "
                       f"train ratio {tr:.3f} MPJPE {tm:.1f} | held-out ratio {hr:.3f} MPJPE {hm:.1f} | "
-                      f"samples: travelling {walking:.0%} APD {apd:.0f} jerk {jerk:.0f} | "
+                      f"samples: travelling {samples['travelling']:.0%} APD {samples['apd_mm']:.0f} "
+                      f"jerk {samples['jerk']:.0f} | "
                       f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
                 running = []
             if step == args.steps:

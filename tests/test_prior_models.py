@@ -1,6 +1,7 @@
 """VPoser v2 and AvatarCLIP's motion VAE: the originals' state-dict layouts, loading from files
 wrapped as the releases wrap them, the 6D conventions, and the canonical-pose conversions."""
 
+import dataclasses
 import os
 import sys
 import types
@@ -375,6 +376,58 @@ def test_fitted_code_prior_whitens_the_code_and_keeps_reconstructions():
     assert torch.allclose(out["mu"], raw_mu[:4], atol=1e-6)
     with pytest.raises(ValueError, match="code_prior=True"):
         MotionVAE(MotionVAEConfig(latent_dim=64, backbone="conv", variational=True)).fit_code_prior(features)
+
+
+def test_code_prior_components_sample_the_training_posteriors(tmp_path):
+    """code_prior_components: fit_code_prior keeps each fitting clip's posterior, sample_codes draws from their mixture in the public (whitened) code, the buffers travel with
+    the weights, and the wrong number of clips is a clear error. Without components sample_codes is
+    N(0, I)."""
+    config = MotionVAEConfig(num_joints=22, latent_dim=30, num_layers=1, variational=True, normalise=True,
+                             logvar_init=-4.0, backbone="conv", conv_levels=2, conv_channels=16, code_prior=True,
+                             code_prior_components=50)  # fmt: skip
+    vae = perturbed(MotionVAE(config), 9).eval()
+    with torch.no_grad():  # narrow posteriors (as trained ones are), so the clips' codes stand apart
+        vae.encoder.final.bias[vae.encoder.per_step :] = -8.0
+    t = torch.linspace(0, 1, 60)[None, :, None, None]
+    features = canonical_to_features(
+        0.6 * torch.rand(50, 1, 1, 1) * torch.sin(6.28 * (t + torch.rand(50, 1, 22, 3))), 22
+    )
+    vae.set_feature_statistics(features)
+    with torch.no_grad():
+        raw_mu, raw_logvar = vae._encode_raw(features)
+        vae.fit_code_prior(features)
+    assert torch.allclose(vae.code_components_mean, raw_mu, atol=1e-6)
+    assert torch.allclose(vae.code_components_std, (0.5 * raw_logvar).exp(), rtol=1e-5)
+    # Draws, taken back to the raw code, sit within a few posterior sigmas of one of the clips' codes.
+    z = vae.sample_codes(400, torch.Generator().manual_seed(0))
+    raw = vae.code_mean + z @ vae.code_scale_tril.T
+    scaled = (raw[:, None] - raw_mu[None]) / (0.5 * raw_logvar).exp()[None]  # (400, 50, 30)
+    nearest = scaled.pow(2).mean(-1).min(1).values
+    assert nearest.max() < 3.0 and nearest.median() < 1.5, nearest.max()
+    # ... while the Gaussian's draws (the same moments) do not.
+    gaussian = vae.code_mean + torch.randn(400, 30, generator=torch.Generator().manual_seed(0)) @ vae.code_scale_tril.T
+    far = ((gaussian[:, None] - raw_mu[None]) / (0.5 * raw_logvar).exp()[None]).pow(2).mean(-1).min(1).values
+    assert far.median() > 5 * nearest.median()
+    # Draws from the mixture have (about) the whitened code's unit covariance.
+    z = vae.sample_codes(4000, torch.Generator().manual_seed(1))
+    assert z.mean(0).abs().max() < 0.2 and (z.var(0) - 1).abs().max() < 0.3
+    # The buffers are in the file format: a rebuilt model samples the same codes.
+    torch.save({"config": dataclasses.asdict(config), "state_dict": vae.state_dict()}, tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    rebuilt = MotionVAE(MotionVAEConfig(**payload["config"]))
+    rebuilt.load_state_dict(payload["state_dict"])
+    g = torch.Generator().manual_seed(2)
+    assert torch.equal(rebuilt.sample_codes(5, g), vae.sample_codes(5, torch.Generator().manual_seed(2)))
+    with pytest.raises(ValueError, match="code_prior_components=50 keeps one posterior per fitting clip, but "
+                       "fit_code_prior got 49 clips"):  # fmt: skip
+        vae.fit_code_prior(features[:49])
+    with pytest.raises(ValueError, match="code_prior_components needs code_prior=True"):
+        MotionVAE(
+            MotionVAEConfig(latent_dim=30, backbone="conv", conv_levels=2, variational=True, code_prior_components=4)
+        )
+    plain = MotionVAE(MotionVAEConfig(latent_dim=30, backbone="conv", conv_levels=2, variational=True))
+    assert torch.equal(plain.sample_codes(3, torch.Generator().manual_seed(3)),
+                       torch.randn(3, 30, generator=torch.Generator().manual_seed(3)))  # fmt: skip
 
 
 def test_load_motion_vae_release_layouts(tmp_path):

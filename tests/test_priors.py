@@ -1,6 +1,7 @@
 """The motion corpus and the prior-training stages (on a small synthetic mocap folder), and the
 shipped prior weights (loaded as the default configs load them)."""
 
+import numpy as np
 import pytest
 import roma
 import torch
@@ -145,6 +146,10 @@ def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monk
     assert (vae.config.backbone, vae.config.conv_levels, vae.config.conv_channels) == ("conv", 2, 16)
     # The export fitted the code prior to the training clips (training itself ran under N(0, I)).
     assert vae.config.code_prior and not torch.allclose(vae.code_scale_tril.float(), torch.eye(30), atol=1e-3)
+    # ... and kept every training clip's posterior, the mixture its samples are drawn from.
+    assert vae.config.code_prior_components == vae.code_components_mean.shape[0] > 1
+    assert vae.code_components_mean.float().std(0).min() > 0 and (vae.code_components_std != 1).all()
+    assert vae.sample_codes(3).shape == (3, 30)
     assert vae.decode(torch.zeros(1, 30)).shape == (1, 60, 22 * 6)
 
     book = run(compose_cfg(tmp_path / "book", "stage=build_pose_codebook", *common, "stage.size=16"))
@@ -235,3 +240,14 @@ def test_shipped_motion_prior():
     assert median_jerk(sequence_joints(samples)) < 0.7 * median_jerk(sequence_joints(unwhitened))
     travel = torch.tensor([contact_travel_distance(c) for c in samples])
     assert (travel >= 0.5).float().mean() >= 0.05, travel
+    # Its sampler draws from the training clips' posteriors (code_prior_components): those draws
+    # walk about twice as often as the Gaussian's and jerk less (1,000 draws: 20 vs 8 %, 251 vs
+    # 322 m/s^3; the training windows 24 %).
+    assert vae.config.code_prior_components == 2704
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        mixture = features_to_canonical(vae.decode(vae.sample_codes(400, g)))
+        gaussian = features_to_canonical(vae.decode(torch.randn(400, vae.config.latent_dim, generator=g)))
+    walks = [float(np.mean([contact_travel_distance(c) >= 0.5 for c in clips])) for clips in (mixture, gaussian)]
+    assert walks[0] >= 0.15 and walks[0] > 1.5 * walks[1], walks
+    assert median_jerk(sequence_joints(mixture)) < 0.85 * median_jerk(sequence_joints(gaussian))

@@ -9,7 +9,11 @@ Diversity is the average pairwise distance (APD, mm) between samples' joints; sm
 median over clips of their mean jerk (m/s^3, pelvis-fixed joints at 30 fps). Locomotion: on
 held-out windows whose feet carry the body >= 0.5 m (walks, runs), the ground the motion VAE's
 reconstructions cover over the ground the data covers (avatar.mocap.contact), and the share of
-the VAE's random samples that travel that far next to the held-out windows' share.
+the VAE's random samples that travel that far next to the held-out windows' share. Novelty: the
+median distance from a sample to its nearest training window (root-mean-square joint distance over
+every 2nd frame, mm, pelvis at the origin; windows every ``--novelty-stride`` frames, with mirror
+images), next to the held-out windows' (unseen subjects) and the training windows'
+reconstructions' (near-copies).
 
     avatar-eval priors --motion-prior outputs/<run>/motion_vae.pt   # before publishing
 """
@@ -28,6 +32,7 @@ from avatar.priors.motion_vae import canonical_to_features, features_to_canonica
 from avatar.priors.training import (
     LOCOMOTION_MIN_TRAVEL,
     HeadingNormalisedWindows,
+    feature_statistics_windows,
     locomotion_share,
     locomotion_travel_ratio,
     mpjpe_mm,
@@ -58,18 +63,43 @@ def clip_statistics(clips: torch.Tensor) -> dict[str, float]:
     return {"travelling": locomotion_share(clips), "apd_mm": apd_mm(joints), "jerk": median_jerk(joints)}
 
 
+def nearest_window_mm(clips: torch.Tensor, reference: torch.Tensor) -> float:
+    """Median over clips (N, T, 22, 3) of the root-mean-square joint distance (mm, pelvis at the
+    origin, every 2nd frame) to the nearest of the ``reference`` joints (M, T // 2 * 22 * 3),
+    from :func:`reference_joints`."""
+    joints = sequence_joints(clips)[:, ::2].reshape(len(clips), -1)
+    best = torch.cat([torch.cdist(c, reference).min(1).values for c in joints.split(100)])
+    return float((best / (reference.shape[1] / 3) ** 0.5).median() * 1000)
+
+
+def reference_joints(clips: torch.Tensor) -> torch.Tensor:
+    """Clips (M, T, 22, 3) as :func:`nearest_window_mm` compares them."""
+    return torch.cat([sequence_joints(c)[:, ::2].reshape(len(c), -1) for c in clips.split(1024)])
+
+
+@torch.no_grad()
+def reconstructed_training_windows(motion, train, count: int = 200) -> torch.Tensor:
+    """``count`` training windows (one every clip length, not mirrored) encoded and decoded:
+    near-copies, the floor of :func:`nearest_window_mm`."""
+    windows = feature_statistics_windows(train, motion.config.num_frames)[::2][:count]
+    codes = motion.encode(canonical_to_features(windows, motion.config.num_joints))[0]
+    return features_to_canonical(motion.decode(codes))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mocap-root", default=None)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--motion-prior", default="", help="motion VAE weights to report (default: the shipped ones)")
+    parser.add_argument("--novelty-stride", type=int, default=10,
+                        help="frames between the training windows samples are compared with (0: skip)")  # fmt: skip
 
 
 @torch.no_grad()
 def run(args: argparse.Namespace) -> None:
     """``avatar-eval priors``."""
     gen = torch.Generator().manual_seed(args.seed)
-    _, test = load_corpus(args.mocap_root).split()
+    train, test = load_corpus(args.mocap_root).split()
     frames = test.rotations[torch.randperm(test.num_frames, generator=gen)[: args.samples]]
     data_apd = apd_mm(body_joints(frames))
     rows = [
@@ -108,20 +138,34 @@ def run(args: argparse.Namespace) -> None:
         decoded.append(features_to_canonical(motion.decode(mu, chunk.shape[1])))
         errs.append((sequence_joints(decoded[-1]) - sequence_joints(chunk)).norm(dim=-1).mean(dim=(1, 2)))
     motion_err = float(torch.cat(errs).mean() * 1000)
-    n_motion = min(args.samples, 200)
-    z = torch.randn(n_motion, motion.config.latent_dim, generator=gen)
-    sampled = clip_statistics(features_to_canonical(motion.decode(z)))
-    data = clip_statistics(clips[:n_motion])
+    data = clip_statistics(clips)
     meta = torch.load(motion_file, weights_only=True)["meta"]
     locomotion = locomotion_travel_ratio(clips, torch.cat(decoded))
     c = motion.config
+    stride = args.novelty_stride
+    reference = reference_joints(feature_statistics_windows(train, c.num_frames, stride)) if stride else None
+
+    def novelty(clips_: torch.Tensor) -> str:
+        return "" if reference is None else f"; nearest training window {nearest_window_mm(clips_, reference):.0f} mm"
+
     rows.append((f"motion VAE ({c.backbone}, d={c.latent_dim}, {c.num_layers}+{c.num_layers} layers)", f"{motion_err:.1f}",
-                 f"{meta['train_seconds']:.0f}", f"{sampled['apd_mm']:.0f} (data {data['apd_mm']:.0f})",
-                 f"{len(clips)} held-out 60-frame windows, {meta['steps']} steps; locomotion travel ratio "
+                 f"{meta['train_seconds']:.0f}", "-",
+                 f"{meta['steps']} steps; {len(clips)} held-out 60-frame windows: travelling {data['travelling']:.0%}, "
+                 f"APD {data['apd_mm']:.0f} mm, jerk {data['jerk']:.0f} m/s^3{novelty(clips)}; locomotion travel ratio "
                  f"{locomotion.get('heldout_locomotion_travel_ratio', float('nan')):.2f} "
-                 f"({locomotion.get('heldout_locomotion_windows', 0)} windows); samples travelling >= "
-                 f"{LOCOMOTION_MIN_TRAVEL} m: {sampled['travelling']:.0%} (data {data['travelling']:.0%}); "
-                 f"sample jerk {sampled['jerk']:.0f} m/s^3 (data {data['jerk']:.0f})"))  # fmt: skip
+                 f"({locomotion.get('heldout_locomotion_windows', 0)} windows)"))  # fmt: skip
+    if reference is not None:
+        rows.append(("motion VAE reconstructions of training windows", "-", "-", "-",
+                     f"200 windows (the near-copy floor){novelty(reconstructed_training_windows(motion, train))}"))  # fmt: skip
+    samplers = [("prior", motion.sample_codes(args.samples, gen))]
+    if c.code_prior_components:  # the Gaussian the mixture's moments define, for comparison
+        samplers.append(("N(0, I) of the whitened code", torch.randn(args.samples, c.latent_dim, generator=gen)))
+    for name, z in samplers:
+        sampled = torch.cat([features_to_canonical(motion.decode(part)) for part in z.split(256)])
+        s = clip_statistics(sampled)
+        rows.append((f"motion VAE samples: {name}", "-", "-", f"{s['apd_mm']:.0f}",
+                     f"{args.samples} draws: travelling >= {LOCOMOTION_MIN_TRAVEL} m {s['travelling']:.0%}, "
+                     f"jerk {s['jerk']:.0f} m/s^3{novelty(sampled)}"))  # fmt: skip
 
     header = ("model", "held-out MPJPE (mm)", "train time (s)", "sample APD (mm)", "notes")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

@@ -54,6 +54,19 @@ drawn step by step decoded to jittery clips half the data's diversity (ex-post d
 as in Ghosh et al. 2020, "From Variational to Deterministic Autoencoders"). Everything that draws,
 starts or regularises codes (the motion stage's ``latent_init``, ``lambda_latent``) keeps
 treating them as N(0, I).
+
+That Gaussian has the right diversity, but its draws rarely walk: one gait's codes trace a loop
+over its phase, and codes between two phases decode to standing, so a Gaussian (or a few broad
+mixtures, a flow, an autoregressive prior) puts its mass where the strides cancel
+(docs/experiments/motion-priors.md, 2026-12-06). ``MotionVAEConfig.code_prior_components``
+keeps the posteriors of the K training clips the Gaussian was fitted to (buffers
+``code_components_mean`` / ``code_components_std``) and :meth:`MotionVAE.
+sample_codes` draws from their mixture: the aggregate posterior, whose first two moments are the
+Gaussian's and which is the prior that maximises the training objective for a given encoder
+(Hoffman & Johnson 2016, "ELBO surgery"; a VampPrior whose pseudo-inputs are the training clips,
+Tomczak & Welling 2018). Its draws walk as often as the decoded training clips do, and they are
+variations of training clips, not new motions: ``avatar-eval priors`` reports how far they lie
+from the nearest one.
 """
 
 from __future__ import annotations
@@ -121,6 +134,9 @@ class MotionVAEConfig:
     conv_channels: int = 0
     # A Gaussian fitted to the training codes, whitening the public code (fit_code_prior).
     code_prior: bool = False
+    # With code_prior: how many training clips' posteriors sample_codes draws from (their mixture,
+    # kept by fit_code_prior); 0: sample_codes draws N(0, I) of the whitened code.
+    code_prior_components: int = 0
 
     @property
     def feature_dim(self) -> int:
@@ -309,6 +325,12 @@ class MotionVAE(nn.Module):
             d = self.config.latent_dim
             self.register_buffer("code_mean", torch.zeros(d))
             self.register_buffer("code_scale_tril", torch.eye(d))
+            k = self.config.code_prior_components
+            if k:  # 5.2 MB of the shipped (float16) file for 2,704 clips of a 480-number code
+                self.register_buffer("code_components_mean", torch.zeros(k, d))
+                self.register_buffer("code_components_std", torch.ones(k, d))
+        elif self.config.code_prior_components:
+            raise ValueError("MotionVAEConfig.code_prior_components needs code_prior=True")
 
     @torch.no_grad()
     def set_feature_statistics(self, features: torch.Tensor, min_std: float = FEATURE_STD_FLOOR) -> None:
@@ -374,6 +396,19 @@ class MotionVAE(nn.Module):
             z = self.code_mean + z @ self.code_scale_tril.T
         return self._decode_raw(z, num_frames)
 
+    @torch.no_grad()
+    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` codes (n, latent_dim) drawn from the prior, in the public code ``decode`` takes:
+        with ``code_prior_components``, a training clip's posterior picked uniformly and a draw
+        from it; else N(0, I). On the CPU (``generator``'s device); move them where needed."""
+        d = self.config.latent_dim
+        if not self.config.code_prior_components:
+            return torch.randn(n, d, generator=generator)
+        pick = torch.randint(self.config.code_prior_components, (n,), generator=generator)
+        mean, std = self.code_components_mean.cpu()[pick], self.code_components_std.cpu()[pick]
+        raw = mean + std * torch.randn(n, d, generator=generator, dtype=mean.dtype)
+        return torch.linalg.solve_triangular(self.code_scale_tril.cpu(), (raw - self.code_mean.cpu()).T, upper=False).T
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         """Encode, draw z (reparameterised, when variational and training; else z = mu), decode:
         the training pass, in the encoder's own code space (its KL term is to N(0, I) there).
@@ -390,11 +425,19 @@ class MotionVAE(nn.Module):
     def fit_code_prior(self, features: torch.Tensor, batch: int = 256, jitter: float = 1e-5) -> None:
         """Fit ``code_mean`` / ``code_scale_tril`` to clips (N, T, F) of the training data: the mean
         and Cholesky factor of the aggregate posterior's covariance, Cov[mu] + E[diag sigma^2]
-        (+ ``jitter`` I). Deterministic (posterior means, no sampling)."""
+        (+ ``jitter`` I); with ``code_prior_components`` (which must be N) also keep each clip's
+        posterior, the mixture :meth:`sample_codes` draws from. Deterministic (no sampling)."""
         if not (self.config.code_prior and self.config.variational):
             raise ValueError("fit_code_prior needs MotionVAEConfig(code_prior=True, variational=True)")
         if features.shape[0] < 2:
             raise ValueError(f"fit_code_prior needs at least 2 clips, got {features.shape[0]}")
+        k = self.config.code_prior_components
+        if k and features.shape[0] != k:
+            raise ValueError(
+                f"MotionVAEConfig.code_prior_components={k} keeps one posterior per fitting clip, but "
+                f"fit_code_prior got {features.shape[0]} clips: build the model with code_prior_components="
+                f"{features.shape[0]} (or 0 to sample the Gaussian)"
+            )
         was_training = self.training
         self.eval()
         mus, variances = [], []
@@ -407,6 +450,9 @@ class MotionVAE(nn.Module):
         cov = torch.cov(mu.T) + torch.diag(var.mean(0) + jitter)
         self.code_mean.copy_(mu.mean(0))
         self.code_scale_tril.copy_(torch.linalg.cholesky(cov))
+        if k:
+            self.code_components_mean.copy_(mu)
+            self.code_components_std.copy_(var.sqrt())
 
 
 # ---- Canonical rotations <-> AvatarCLIP's features ---------------------------------------------

@@ -119,6 +119,9 @@ class MotionVAEStageConfig(PriorDataConfig):
     # After training, fit a Gaussian to the training clips' codes so that N(0, I) draws decode like
     # them (MotionVAEConfig.code_prior; docs/experiments/motion-priors.md, 2026-12-06).
     code_prior: bool = True
+    # With code_prior: also keep those clips' posteriors, and draw prior samples from their mixture
+    # (MotionVAEConfig.code_prior_components; motion-priors.md 2026-12-06): the Gaussian's draws rarely walk.
+    code_prior_posteriors: bool = True
 
 
 @dataclass
@@ -307,11 +310,11 @@ class HeadingNormalisedWindows(MotionWindows):
         return normalise_heading(rotations, transl)
 
 
-def feature_statistics_windows(corpus: MotionCorpus, num_frames: int) -> torch.Tensor:
+def feature_statistics_windows(corpus: MotionCorpus, num_frames: int, stride: int | None = None) -> torch.Tensor:
     """Windows (N, T, 22, 3) as the motion VAE trains on them (heading-normalised), one every
-    ``num_frames`` frames, each with its mirror image (training mirrors half of them): the data
-    a normalised VAE's feature statistics are taken from."""
-    windows = MotionWindows(corpus, num_frames, stride=num_frames, mirror_prob=0.0)
+    ``stride`` frames (default ``num_frames``), each with its mirror image (training mirrors half
+    of them): the data a normalised VAE's feature statistics are taken from."""
+    windows = MotionWindows(corpus, num_frames, stride=stride or num_frames, mirror_prob=0.0)
     clips = []
     for i in range(len(windows)):
         rotations, transl = windows[i]
@@ -361,6 +364,7 @@ class MotionVAEStage(_PriorStage):
             normalise=sc.normalise, norm_first=sc.norm_first, logvar_init=sc.logvar_init,
             backbone=sc.backbone, dropout=sc.dropout, conv_levels=sc.conv_levels, conv_channels=sc.conv_channels,
             code_prior=sc.code_prior,
+            code_prior_components=len(self.statistics_features) if sc.code_prior and sc.code_prior_posteriors else 0,
         ))  # fmt: skip
         if sc.normalise:
             self.model.set_feature_statistics(self.statistics_features)
@@ -389,7 +393,9 @@ class MotionVAEStage(_PriorStage):
         # (the prior is fitted at export), so they restore with the identity.
         state = checkpoint["state_dict"]
         if self.model.config.code_prior:
-            for name in ("code_mean", "code_scale_tril"):
+            names = ["code_mean", "code_scale_tril"]
+            names += ["code_components_mean", "code_components_std"] if self.model.config.code_prior_components else []
+            for name in names:
                 state.setdefault(f"model.{name}", getattr(self.model, name))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -39,10 +39,11 @@ def sample_windows(corpus, count: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_scores(model: MotionVAE, count: int = 200, seed: int = 0) -> dict[str, float]:
-    """What ``count`` clips decoded from codes drawn from N(0, I) do, as ``avatar-eval priors``
-    measures them (share travelling, APD, median jerk)."""
+    """What ``count`` clips decoded from the model's prior draws (``sample_codes``: N(0, I) until a
+    code prior is fitted) do, as ``avatar-eval priors`` measures them (share travelling, APD,
+    median jerk)."""
     was_training = model.training
-    z = torch.randn(count, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+    z = model.sample_codes(count, torch.Generator().manual_seed(seed))
     clips = features_to_canonical(model.eval().decode(z))
     model.train(was_training)
     return clip_statistics(clips)

@@ -153,13 +153,21 @@ def test_priors_evaluation_on_a_small_corpus(tmp_path, monkeypatch, capsys):
     corpus = write_corpus(tmp_path / "mocap", subjects=5, clips_per_subject=1, seconds=4.0)  # 1 held out: 2 windows
     cli.main(["priors", "--mocap-root", str(corpus), "--samples", "20"])
     out = capsys.readouterr().out
-    names = ["held-out data", "pose prior", "pose codebook", "motion VAE"]
+    names = ["held-out data", "pose prior", "pose codebook", "motion VAE (", "motion VAE reconstructions",
+             "motion VAE samples: prior", "motion VAE samples: N(0, I)"]  # fmt: skip
     rows = {name: table_rows(out, name) for name in names}
     assert all(len(r) == 1 for r in rows.values()), out
     assert float(rows["held-out data"][0][3]) > 0  # the data's own diversity, the yardstick
-    for name in names[1:]:
-        error, apd = float(rows[name][0][1]), float(rows[name][0][3].split()[0])
+    for name in names[1:3]:
+        error, apd = float(rows[name][0][1]), float(rows[name][0][3])
         assert 0.0 < error < 1000.0 and apd > 0.0, rows[name]
+    assert 0.0 < float(rows["motion VAE ("][0][1]) < 1000.0
+    # The shipped motion VAE's samples (20 draws, from the posteriors and from the Gaussian), with
+    # their distance to the nearest training window of this corpus.
+    for name in names[-2:]:
+        share, nearest = re.search(r"20 draws: travelling >= 0.5 m (\d+)%.* nearest training window (\d+) mm",
+                                   rows[name][0][4]).groups()  # fmt: skip
+        assert float(rows[name][0][3]) > 0 and 0 <= int(share) <= 100 and int(nearest) > 0, rows[name]
 
 
 def test_the_paraphrase_set_is_held_out_and_names_known_expectations(tmp_path):

@@ -10,7 +10,7 @@ Probe for issue #26 (docs/experiments/motion-priors.md, 2026-12-06, "sampling th
 posterior"); the numbers in that log came from this. Codes are in the encoder's own (raw) space.
 
     OMP_NUM_THREADS=2 .venv/bin/python experiments/motion_vae/code_priors/posterior_mixture.py FILE \
-        [--samples 400] [--noise 1 0.7] [--gmm 64 256 1024]
+        [--samples 400] [--noise 1 0.7] [--gmm 64 256 1024] [--knn 1 5 20]
 """
 
 import argparse
@@ -30,6 +30,7 @@ parser.add_argument("file")
 parser.add_argument("--samples", type=int, default=400)
 parser.add_argument("--noise", type=float, nargs="*", default=[1.0, 0.7], help="posterior noise scales")
 parser.add_argument("--gmm", type=int, nargs="*", default=[64, 256, 1024], help="diagonal GMM sizes")
+parser.add_argument("--knn", type=int, nargs="*", default=[], help="interpolate each drawn code towards one of its K nearest")
 args = parser.parse_args()
 torch.set_num_threads(2)
 N = args.samples
@@ -86,6 +87,13 @@ for temp in args.noise:
 shared = sigma.pow(2).mean(0).sqrt()
 z = mu[pick] + shared * torch.randn(mu[pick].shape, generator=gen)
 report("mixture of posterior means, shared sigma", decode(z))
+whitened = (mu - m.code_mean) @ torch.linalg.inv(m.code_scale_tril).T
+for k in args.knn:  # latent mixup between neighbours (in the whitened code)
+    d = torch.cdist(whitened[pick], whitened)
+    d[torch.arange(N), pick] = float("inf")
+    near = d.topk(k, largest=False).indices[torch.arange(N), torch.randint(k, (N,), generator=gen)]
+    u = torch.rand(N, 1, generator=gen)
+    report(f"interpolation towards one of the {k} nearest codes", decode(mu[pick] + u * (mu[near] - mu[pick])))
 z = m.code_mean + torch.randn(N, mu.shape[1], generator=gen) @ m.code_scale_tril.T
 report("full Gaussian (shipped)", decode(z))
 

@@ -56,7 +56,7 @@ print(f"training codes (whitened means): median norm {((raw_mu - m.code_mean) @ 
 T = 1000
 s_ = 0.008
 t_grid = torch.arange(T + 1, dtype=torch.float64) / T
-alpha_bar = (torch.cos((t_grid + s_) / (1 + s_) * math.pi / 2) ** 2)
+alpha_bar = torch.cos((t_grid + s_) / (1 + s_) * math.pi / 2) ** 2
 alpha_bar = (alpha_bar / alpha_bar[0]).clamp(1e-5, 1).float()[1:]  # (T,): t = 1..T
 
 

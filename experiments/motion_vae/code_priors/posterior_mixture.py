@@ -30,7 +30,9 @@ parser.add_argument("file")
 parser.add_argument("--samples", type=int, default=400)
 parser.add_argument("--noise", type=float, nargs="*", default=[1.0, 0.7], help="posterior noise scales")
 parser.add_argument("--gmm", type=int, nargs="*", default=[64, 256, 1024], help="diagonal GMM sizes")
-parser.add_argument("--knn", type=int, nargs="*", default=[], help="interpolate each drawn code towards one of its K nearest")
+parser.add_argument(
+    "--knn", type=int, nargs="*", default=[], help="interpolate each drawn code towards one of its K nearest"
+)
 args = parser.parse_args()
 torch.set_num_threads(2)
 N = args.samples

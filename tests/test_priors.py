@@ -16,7 +16,7 @@ from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import MotionWindows, PoseFrames, body_joints, load_corpus, sequence_joints, subject_of
 from avatar.priors.loading import PriorConfig, load_codebook, load_motion_codebook, load_motion_prior, load_pose_prior
 from avatar.priors.motion_vae import features_to_canonical
-from avatar.priors.training import normalise_heading
+from avatar.priors.training import MotionVAEStage, normalise_heading
 
 from helpers import compose_cfg
 from synthetic_mocap import oscillating_motion, write_corpus
@@ -137,9 +137,10 @@ def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monk
     vae = load_motion_prior(PriorConfig(motion_prior=str(tmp_path / "motion" / "motion_vae.pt")))
     assert vae.config.num_joints == 22 and vae.decode(torch.zeros(1, 32)).shape == (1, 60, 22 * 6)
     # The free model's convolutional backbone (the default) trains and loads through the same format.
-    conv = run(compose_cfg(tmp_path / "conv", "stage=train_motion_vae", *common, "trainer.max_steps=4",
-                           "stage.batch_size=4", "stage.latent_dim=30", "stage.conv_channels=16",
-                           "stage.num_layers=1", "stage.eval_windows=8", "stage.window_stride=30"))  # fmt: skip
+    conv_overrides = ["stage=train_motion_vae", *common, "trainer.max_steps=4", "stage.batch_size=4",
+                      "stage.latent_dim=30", "stage.conv_channels=16", "stage.num_layers=1", "stage.eval_windows=8",
+                      "stage.window_stride=30"]  # fmt: skip
+    conv = run(compose_cfg(tmp_path / "conv", *conv_overrides))
     assert conv["steps"] == 4
     vae = load_motion_prior(PriorConfig(motion_prior=str(tmp_path / "conv" / "motion_vae.pt")))
     # The stage's time grid (conv_levels) and width travel with the weights.
@@ -150,6 +151,16 @@ def test_training_stages_run_and_their_weights_load(mocap_folder, tmp_path, monk
     assert vae.config.code_prior_components == vae.code_components_mean.shape[0] > 1
     assert vae.code_components_mean.float().std(0).min() > 0 and (vae.code_components_std != 1).all()
     assert vae.sample_codes(3).shape == (3, 30)
+    # Training checkpoints leave out those placeholders (filled by the export only); a stage
+    # restored from one (as avatar-export restores it) fits the same posteriors again.
+    checkpoint = torch.load(max((tmp_path / "conv").rglob("*.ckpt")), weights_only=False)
+    assert "model.code_scale_tril" in checkpoint["state_dict"]
+    assert not any("code_components" in k for k in checkpoint["state_dict"])
+    stage = MotionVAEStage(compose_cfg(tmp_path / "restored", *conv_overrides))
+    stage.on_load_checkpoint(checkpoint)
+    stage.load_state_dict(checkpoint["state_dict"])
+    stage.model.fit_code_prior(stage.statistics_features)
+    assert torch.equal(stage.model.code_components_mean.half().float(), vae.code_components_mean)
     assert vae.decode(torch.zeros(1, 30)).shape == (1, 60, 22 * 6)
 
     book = run(compose_cfg(tmp_path / "book", "stage=build_pose_codebook", *common, "stage.size=16"))

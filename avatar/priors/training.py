@@ -388,9 +388,16 @@ class MotionVAEStage(_PriorStage):
             self.model.fit_code_prior(self.statistics_features)
         return super().export()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The posteriors the sampler draws from are filled by the export only: 10 MB of
+        # placeholders per training checkpoint otherwise (on_load_checkpoint puts them back).
+        for name in ("code_components_mean", "code_components_std"):
+            checkpoint["state_dict"].pop(f"model.{name}", None)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Checkpoints written before code_prior existed: the code is N(0, I) while training anyway
-        # (the prior is fitted at export), so they restore with the identity.
+        # Checkpoints written before code_prior existed, or without the sampler's placeholders:
+        # the code is N(0, I) while training anyway (the prior is fitted at export), so they
+        # restore with the identity.
         state = checkpoint["state_dict"]
         if self.model.config.code_prior:
             names = ["code_mean", "code_scale_tril"]

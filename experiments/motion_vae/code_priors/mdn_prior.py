@@ -4,35 +4,52 @@ walk); the numbers in that log came from these. Codes are in the encoder's own
 (raw) space, so the shipped file gives the numbers of the file before its prior was fitted.
 
     OMP_NUM_THREADS=2 .venv/bin/python experiments/motion_vae/code_priors/mdn_prior.py FILE K
+
+The longer run of 2026-12-06 (later), with the samples' distance to the nearest training window:
+
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/motion_vae/code_priors/mdn_prior.py FILE 16 \
+        --steps 12000 --hidden 512 --stride 5 --batch 256 --samples 400 --threads 1 --novelty
 """
 
+import argparse
 import math
-import sys
 import time
 
 import torch
 from torch import nn
 
 from avatar.body.skeleton import CanonicalPose, mirror
-from avatar.evaluation.priors import apd_mm, median_jerk
+from avatar.evaluation.priors import apd_mm, median_jerk, nearest_window_mm, reference_joints
 from avatar.priors.data import MotionWindows, load_corpus, sequence_joints
 from avatar.priors.loading import PriorConfig, load_motion_prior
 from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
-from avatar.priors.training import locomotion_share, normalise_heading
+from avatar.priors.training import feature_statistics_windows, locomotion_share, normalise_heading
 
-torch.set_num_threads(2)
+parser = argparse.ArgumentParser()
+parser.add_argument("file")
+parser.add_argument("K", type=int)
+parser.add_argument("--steps", type=int, default=3000)
+parser.add_argument("--hidden", type=int, default=256)
+parser.add_argument("--stride", type=int, default=15)
+parser.add_argument("--batch", type=int, default=128)
+parser.add_argument("--samples", type=int, default=200)
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--novelty", action="store_true", help="also the distance to the nearest training window")
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 train, test = load_corpus().split()
-w = MotionWindows(train, 60, stride=15, mirror_prob=0.0)
+w = MotionWindows(train, 60, stride=args.stride, mirror_prob=0.0)
 clips = []
 for i in range(len(w)):
     r, t = w[i]
     m_ = mirror(CanonicalPose(r, t))
     clips += [normalise_heading(r, t)[0], normalise_heading(m_.rotations, m_.transl)[0]]
 clips = torch.stack(clips)
-m = load_motion_prior(PriorConfig(motion_prior=sys.argv[1]))
+m = load_motion_prior(PriorConfig(motion_prior=args.file))
 S, P = m.encoder.length, m.encoder.per_step
-K = int(sys.argv[2])
+K = args.K
+reference = reference_joints(feature_statistics_windows(train, 60, 10)) if args.novelty else None
 with torch.no_grad():
     out = [m._encode_raw(canonical_to_features(c, 22)) for c in clips.split(256)]
 mu = torch.cat([o[0] for o in out])
@@ -40,7 +57,7 @@ sig = torch.cat([o[1] for o in out]).mul(0.5).exp()
 
 
 class MDN(nn.Module):
-    def __init__(s, h=256):
+    def __init__(s, h=args.hidden):
         super().__init__()
         s.gru = nn.GRU(P, h, batch_first=True)
         s.start = nn.Parameter(torch.zeros(1, 1, P))
@@ -75,12 +92,12 @@ class MDN(nn.Module):
 
 ar = MDN()
 opt = torch.optim.Adam(ar.parameters(), 1e-3)
-steps = 3000
+steps = args.steps
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
 t0 = time.time()
 for step in range(1, steps + 1):
-    idx = torch.randint(len(mu), (128,))
-    z = (mu[idx] + sig[idx] * torch.randn(128, mu.shape[1])).reshape(128, S, P)
+    idx = torch.randint(len(mu), (args.batch,))
+    z = (mu[idx] + sig[idx] * torch.randn(args.batch, mu.shape[1])).reshape(args.batch, S, P)
     loss = ar.nll(z)
     opt.zero_grad()
     loss.backward()
@@ -88,9 +105,10 @@ for step in range(1, steps + 1):
     sched.step()
     if step % 1500 == 0:
         with torch.no_grad():
-            s = features_to_canonical(m._decode_raw(ar.sample(200, torch.Generator().manual_seed(0))))
+            s = features_to_canonical(m._decode_raw(ar.sample(args.samples, torch.Generator().manual_seed(0))))
             j = sequence_joints(s)
+        novelty = f" nearest training window {nearest_window_mm(s, reference):.0f} mm" if reference is not None else ""
         print(
-            f"K={K} step {step} nll {loss.item():.1f}: travelling {locomotion_share(s):.0%} APD {apd_mm(j):.0f} jerk {median_jerk(j):.0f} ({time.time() - t0:.0f} s)",
+            f"K={K} step {step} nll {loss.item():.1f}: travelling {locomotion_share(s):.0%} APD {apd_mm(j):.0f} jerk {median_jerk(j):.0f}{novelty} ({time.time() - t0:.0f} s)",
             flush=True,
         )

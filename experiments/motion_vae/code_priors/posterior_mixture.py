@@ -19,8 +19,8 @@ import time
 import torch
 from sklearn.mixture import GaussianMixture
 
-from avatar.evaluation.priors import clip_statistics
-from avatar.priors.data import load_corpus, sequence_joints
+from avatar.evaluation.priors import clip_statistics, nearest_window_mm, reference_joints
+from avatar.priors.data import load_corpus
 from avatar.priors.loading import PriorConfig, load_motion_prior
 from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
 from avatar.priors.training import HeadingNormalisedWindows, feature_statistics_windows
@@ -57,21 +57,14 @@ def decode(z):
     return torch.cat([features_to_canonical(m._decode_raw(c)) for c in z.split(256)])
 
 
-reference = sequence_joints(windows(train, 5))[:, ::2].reshape(-1, 30 * 22 * 3)  # every 2nd frame
-
-
-def novelty(clips):
-    """Median over clips of the RMS joint distance (mm) to the nearest reference window."""
-    j = sequence_joints(clips)[:, ::2].reshape(len(clips), -1)
-    best = torch.cat([torch.cdist(c, reference).min(1).values for c in j.split(100)])
-    return float((best / (reference.shape[1] / 3) ** 0.5).median() * 1000)
+reference = reference_joints(windows(train, 5))
 
 
 def report(name, clips, t0=None):
     s = clip_statistics(clips)
     extra = f"  ({time.time() - t0:.0f} s)" if t0 else ""
     print(f"{name}: travelling {s['travelling']:.0%} APD {s['apd_mm']:.0f} jerk {s['jerk']:.0f} "
-          f"nearest-training {novelty(clips):.0f} mm{extra}", flush=True)  # fmt: skip
+          f"nearest-training {nearest_window_mm(clips, reference):.0f} mm{extra}", flush=True)  # fmt: skip
 
 
 stat = feature_statistics_windows(train, 60)

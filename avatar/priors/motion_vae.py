@@ -60,11 +60,11 @@ over its phase, and codes between two phases decode to standing, so a Gaussian (
 mixtures, a flow, an autoregressive prior) puts its mass where the strides cancel
 (docs/experiments/motion-priors.md, 2026-12-06). ``MotionVAEConfig.code_prior_components``
 keeps the posteriors of the K training clips the Gaussian was fitted to (buffers
-``code_components_mean`` / ``code_components_std``) and :meth:`MotionVAE.
-sample_codes` draws from their mixture: the aggregate posterior, whose first two moments are the
-Gaussian's and which is the prior that maximises the training objective for a given encoder
-(Hoffman & Johnson 2016, "ELBO surgery"; a VampPrior whose pseudo-inputs are the training clips,
-Tomczak & Welling 2018). Its draws walk as often as the decoded training clips do, and they are
+``code_components_mean`` / ``code_components_std``) and :meth:`MotionVAE.sample_codes` draws
+from their mixture: the aggregate posterior, whose first two moments are the Gaussian's and
+which is the prior that maximises the training objective for a given encoder (Hoffman & Johnson
+2016, "ELBO surgery"; a VampPrior whose pseudo-inputs are the training clips, Tomczak & Welling
+2018). Its draws walk as often as the decoded training clips do, and they are
 variations of training clips, not new motions: ``avatar-eval priors`` reports how far they lie
 from the nearest one.
 """

@@ -78,12 +78,16 @@ def reference_joints(clips: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstructed_training_windows(motion, train, count: int = 200) -> torch.Tensor:
-    """``count`` training windows (one every clip length, not mirrored) encoded and decoded:
-    near-copies, the floor of :func:`nearest_window_mm`."""
-    windows = feature_statistics_windows(train, motion.config.num_frames)[::2][:count]
-    codes = motion.encode(canonical_to_features(windows, motion.config.num_joints))[0]
-    return features_to_canonical(motion.decode(codes))
+def training_windows_and_reconstructions(motion, train) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training windows the code prior is fitted to (:func:`feature_statistics_windows`:
+    one every clip length, with mirror images) and their reconstructions: the sample share's
+    yardstick, and near-copies (the floor of :func:`nearest_window_mm`)."""
+    windows = feature_statistics_windows(train, motion.config.num_frames)
+    decoded = []
+    for part in windows.split(256):
+        codes = motion.encode(canonical_to_features(part, motion.config.num_joints))[0]
+        decoded.append(features_to_canonical(motion.decode(codes)))
+    return windows, torch.cat(decoded)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,9 +158,11 @@ def run(args: argparse.Namespace) -> None:
                  f"APD {data['apd_mm']:.0f} mm, jerk {data['jerk']:.0f} m/s^3{novelty(clips)}; locomotion travel ratio "
                  f"{locomotion.get('heldout_locomotion_travel_ratio', float('nan')):.2f} "
                  f"({locomotion.get('heldout_locomotion_windows', 0)} windows)"))  # fmt: skip
-    if reference is not None:
-        rows.append(("motion VAE reconstructions of training windows", "-", "-", "-",
-                     f"200 windows (the near-copy floor){novelty(reconstructed_training_windows(motion, train))}"))  # fmt: skip
+    windows, decoded_windows = training_windows_and_reconstructions(motion, train)
+    rows.append(("motion VAE reconstructions of training windows", "-", "-", "-",
+                 f"{len(windows)} training windows (every {c.num_frames} frames, with mirror images) travelling >= "
+                 f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(windows):.0%}, decoded "
+                 f"{locomotion_share(decoded_windows):.0%}{novelty(decoded_windows[::2][:200])} (200 of them: near-copies)"))  # fmt: skip
     samplers = [("prior", motion.sample_codes(args.samples, gen))]
     if c.code_prior_components:  # the Gaussian the mixture's moments define, for comparison
         samplers.append(("N(0, I) of the whitened code", torch.randn(args.samples, c.latent_dim, generator=gen)))

@@ -1,14 +1,16 @@
 """A diffusion model over the motion VAE's code (as MLD, Chen et al. 2023, "Executing your
 Commands via Motion Diffusion in Latent Space", puts one in a motion VAE's latent space): an MLP
 denoiser with residual blocks, trained on posterior draws of the 29,990 training items (every 5
-frames, with mirror images) in the whitened code, cosine noise schedule, epsilon prediction,
-sampled with DDIM (predicted clean code clamped) and with ancestral DDPM. Every ``--eval-every`` steps: the share of samples travelling >= 0.5 m, APD,
-median jerk and the distance to the nearest training window (as posterior_mixture.py).
+frames, with mirror images) in the whitened code; cosine noise schedule; the denoiser predicts
+the noise or the clean code (``--predict``). Every ``--eval-every`` steps it is sampled with DDIM
+(predicted clean code clamped) and with ancestral DDPM, and reports the share of samples
+travelling >= 0.5 m, APD, median jerk and the distance to the nearest training window.
 Probe for issue #26 (docs/experiments/motion-priors.md, 2026-12-06, "sampling the aggregate
-posterior"); the numbers in that log came from this.
+posterior"); the numbers in that log came from these runs:
 
-    OMP_NUM_THREADS=2 .venv/bin/python experiments/motion_vae/code_priors/diffusion_prior.py FILE \
-        [--steps 6000] [--width 768] [--blocks 4] [--predict eps|x0] [--threads 2] [--samples 400] [--save OUT.pt] [--load OUT.pt]
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/motion_vae/code_priors/diffusion_prior.py FILE \
+        --steps 16000 --eval-every 4000 --ddim-steps 100 --predict eps --threads 1 [--save OUT.pt]
+    (the same with --predict x0; and --steps 6000 --threads 2, evaluated with --load OUT.pt)
 """
 
 import argparse

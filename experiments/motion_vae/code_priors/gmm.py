@@ -14,22 +14,15 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
-from avatar.body.skeleton import CanonicalPose, mirror
 from avatar.evaluation.priors import apd_mm, median_jerk
-from avatar.priors.data import MotionWindows, load_corpus, sequence_joints
+from avatar.priors.data import load_corpus, sequence_joints
 from avatar.priors.loading import PriorConfig, load_motion_prior
 from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
-from avatar.priors.training import locomotion_share, normalise_heading
+from avatar.priors.training import feature_statistics_windows, locomotion_share
 
 torch.set_num_threads(1)
 train, test = load_corpus().split()
-w = MotionWindows(train, 60, stride=15, mirror_prob=0.0)
-clips = []
-for i in range(len(w)):
-    r, t = w[i]
-    m_ = mirror(CanonicalPose(r, t))
-    clips += [normalise_heading(r, t)[0], normalise_heading(m_.rotations, m_.transl)[0]]
-clips = torch.stack(clips)
+clips = feature_statistics_windows(train, 60, 15)  # with mirror images
 print("windows", clips.shape, "travelling share", locomotion_share(clips[::7]))
 m = load_motion_prior(PriorConfig(motion_prior=sys.argv[1]))
 with torch.no_grad():

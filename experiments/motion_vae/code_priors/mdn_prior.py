@@ -18,12 +18,11 @@ import time
 import torch
 from torch import nn
 
-from avatar.body.skeleton import CanonicalPose, mirror
 from avatar.evaluation.priors import apd_mm, median_jerk, nearest_window_mm, reference_joints
-from avatar.priors.data import MotionWindows, load_corpus, sequence_joints
+from avatar.priors.data import load_corpus, sequence_joints
 from avatar.priors.loading import PriorConfig, load_motion_prior
 from avatar.priors.motion_vae import canonical_to_features, features_to_canonical
-from avatar.priors.training import feature_statistics_windows, locomotion_share, normalise_heading
+from avatar.priors.training import feature_statistics_windows, locomotion_share
 
 parser = argparse.ArgumentParser()
 parser.add_argument("file")
@@ -39,13 +38,7 @@ args = parser.parse_args()
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 train, test = load_corpus().split()
-w = MotionWindows(train, 60, stride=args.stride, mirror_prob=0.0)
-clips = []
-for i in range(len(w)):
-    r, t = w[i]
-    m_ = mirror(CanonicalPose(r, t))
-    clips += [normalise_heading(r, t)[0], normalise_heading(m_.rotations, m_.transl)[0]]
-clips = torch.stack(clips)
+clips = feature_statistics_windows(train, 60, args.stride)  # with mirror images
 m = load_motion_prior(PriorConfig(motion_prior=args.file))
 S, P = m.encoder.length, m.encoder.per_step
 K = args.K

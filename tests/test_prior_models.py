@@ -421,6 +421,19 @@ def test_code_prior_components_sample_the_training_posteriors(tmp_path):
     with pytest.raises(ValueError, match="code_prior_components=50 keeps one posterior per fitting clip, but "
                        "fit_code_prior got 49 clips"):  # fmt: skip
         vae.fit_code_prior(features[:49])
+    # Mixture weights: clip 7 holding half the weight gets about half the draws (the Gaussian is
+    # still every clip's equally); they are kept relative to the largest, as the file stores them.
+    weights = torch.ones(50)
+    weights[7] = 49.0
+    gaussian_before = vae.code_scale_tril.clone()
+    vae.fit_code_prior(features, weights)
+    assert torch.equal(vae.code_scale_tril, gaussian_before) and vae.code_components_weight.max() == 1.0
+    raw = vae.code_mean + vae.sample_codes(1000, torch.Generator().manual_seed(4)) @ vae.code_scale_tril.T
+    scaled = ((raw[:, None] - raw_mu[None]) / (0.5 * raw_logvar).exp()[None]).pow(2).mean(-1)
+    assert 0.4 < (scaled.argmin(1) == 7).float().mean() < 0.6
+    with pytest.raises(ValueError, match=r"mixture weights of the 50 clips' posteriors: give a positive tensor of "
+                       r"shape \(50,\).*1 not positive"):  # fmt: skip
+        vae.fit_code_prior(features, torch.cat([torch.zeros(1), torch.ones(49)]))
     with pytest.raises(ValueError, match="code_prior_components needs code_prior=True"):
         MotionVAE(
             MotionVAEConfig(latent_dim=30, backbone="conv", conv_levels=2, variational=True, code_prior_components=4)

@@ -159,9 +159,14 @@ def run(args: argparse.Namespace) -> None:
                  f"{locomotion.get('heldout_locomotion_travel_ratio', float('nan')):.2f} "
                  f"({locomotion.get('heldout_locomotion_windows', 0)} windows)"))  # fmt: skip
     windows, decoded_windows = training_windows_and_reconstructions(motion, train)
+    weighted = ""
+    if c.code_prior_components == len(windows):  # the windows' share as the sampler weighs them
+        moving = torch.tensor([locomotion_share(w[None]) for w in windows])
+        weight = motion.code_components_weight.double().cpu()
+        weighted = f" (weighted as the sampler draws them: {float((weight * moving).sum() / weight.sum()):.0%})"
     rows.append(("motion VAE reconstructions of training windows", "-", "-", "-",
                  f"{len(windows)} training windows (every {c.num_frames} frames, with mirror images) travelling >= "
-                 f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(windows):.0%}, decoded "
+                 f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(windows):.0%}{weighted}, decoded "
                  f"{locomotion_share(decoded_windows):.0%}{novelty(decoded_windows[::2][:200])} (200 of them: near-copies)"))  # fmt: skip
     samplers = [("prior", motion.sample_codes(args.samples, gen))]
     if c.code_prior_components:  # the Gaussian the mixture's moments define, for comparison

@@ -61,12 +61,14 @@ mixtures, a flow, an autoregressive prior) puts its mass where the strides cance
 (docs/experiments/motion-priors.md, 2026-12-06). ``MotionVAEConfig.code_prior_components``
 keeps the posteriors of the K training clips the Gaussian was fitted to (buffers
 ``code_components_mean`` / ``code_components_std``) and :meth:`MotionVAE.sample_codes` draws
-from their mixture: the aggregate posterior, whose first two moments are the Gaussian's and
-which is the prior that maximises the training objective for a given encoder (Hoffman & Johnson
-2016, "ELBO surgery"; a VampPrior whose pseudo-inputs are the training clips, Tomczak & Welling
-2018). Its draws walk as often as the decoded training clips do, and they are
-variations of training clips, not new motions: ``avatar-eval priors`` reports how far they lie
-from the nearest one.
+from their mixture: the aggregate posterior, which is the prior that maximises the training
+objective for a given encoder (Hoffman & Johnson 2016, "ELBO surgery"; a VampPrior whose
+pseudo-inputs are the training clips, Tomczak & Welling 2018). Each clip has a mixture weight
+(``code_components_weight``): the free model's stage gives each recording an equal share, so a
+few long recordings do not fill the samples (the Gaussian stays the clips' moments, every clip
+equal, as the VAE trains on them). Its draws walk as often as the decoded training clips do, and
+they are variations of training clips, not new motions: ``avatar-eval priors`` reports how far
+they lie from the nearest one.
 """
 
 from __future__ import annotations
@@ -329,6 +331,7 @@ class MotionVAE(nn.Module):
             if k:  # 5.2 MB of the shipped (float16) file for 2,704 clips of a 480-number code
                 self.register_buffer("code_components_mean", torch.zeros(k, d))
                 self.register_buffer("code_components_std", torch.ones(k, d))
+                self.register_buffer("code_components_weight", torch.ones(k))  # relative, max 1
         elif self.config.code_prior_components:
             raise ValueError("MotionVAEConfig.code_prior_components needs code_prior=True")
 
@@ -399,12 +402,13 @@ class MotionVAE(nn.Module):
     @torch.no_grad()
     def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` codes (n, latent_dim) drawn from the prior, in the public code ``decode`` takes:
-        with ``code_prior_components``, a training clip's posterior picked uniformly and a draw
-        from it; else N(0, I). On the CPU (``generator``'s device); move them where needed."""
+        with ``code_prior_components``, a training clip's posterior picked by its mixture weight
+        and a draw from it; else N(0, I). On the CPU (``generator``'s device); move them where
+        needed."""
         d = self.config.latent_dim
         if not self.config.code_prior_components:
             return torch.randn(n, d, generator=generator)
-        pick = torch.randint(self.config.code_prior_components, (n,), generator=generator)
+        pick = torch.multinomial(self.code_components_weight.cpu().float(), n, replacement=True, generator=generator)
         mean, std = self.code_components_mean.cpu()[pick], self.code_components_std.cpu()[pick]
         raw = mean + std * torch.randn(n, d, generator=generator, dtype=mean.dtype)
         return torch.linalg.solve_triangular(self.code_scale_tril.cpu(), (raw - self.code_mean.cpu()).T, upper=False).T
@@ -422,11 +426,14 @@ class MotionVAE(nn.Module):
         return {"mu": mu, "logvar": logvar, "z": z, "features": self._decode_raw(z, features.shape[1])}
 
     @torch.no_grad()
-    def fit_code_prior(self, features: torch.Tensor, batch: int = 256, jitter: float = 1e-5) -> None:
+    def fit_code_prior(
+        self, features: torch.Tensor, weights: torch.Tensor | None = None, batch: int = 256, jitter: float = 1e-5
+    ) -> None:
         """Fit ``code_mean`` / ``code_scale_tril`` to clips (N, T, F) of the training data: the mean
         and Cholesky factor of the aggregate posterior's covariance, Cov[mu] + E[diag sigma^2]
-        (+ ``jitter`` I); with ``code_prior_components`` (which must be N) also keep each clip's
-        posterior, the mixture :meth:`sample_codes` draws from. Deterministic (no sampling)."""
+        (+ ``jitter`` I), every clip equal; with ``code_prior_components`` (which must be N) also
+        keep each clip's posterior, the mixture :meth:`sample_codes` draws from, with mixture
+        weights ``weights`` (N,) (positive, any scale; default equal). Deterministic."""
         if not (self.config.code_prior and self.config.variational):
             raise ValueError("fit_code_prior needs MotionVAEConfig(code_prior=True, variational=True)")
         if features.shape[0] < 2:
@@ -437,6 +444,13 @@ class MotionVAE(nn.Module):
                 f"MotionVAEConfig.code_prior_components={k} keeps one posterior per fitting clip, but "
                 f"fit_code_prior got {features.shape[0]} clips: build the model with code_prior_components="
                 f"{features.shape[0]} (or 0 to sample the Gaussian)"
+            )
+        if weights is not None and (not k or weights.shape != (features.shape[0],) or not (weights > 0).all()):
+            raise ValueError(
+                f"fit_code_prior's weights are the mixture weights of the {features.shape[0]} clips' posteriors: "
+                f"give a positive tensor of shape ({features.shape[0]},) and a model with code_prior_components, "
+                f"got shape {tuple(weights.shape)} with {int((weights <= 0).sum())} not positive, "
+                f"code_prior_components={k}"
             )
         was_training = self.training
         self.eval()
@@ -453,6 +467,8 @@ class MotionVAE(nn.Module):
         if k:
             self.code_components_mean.copy_(mu)
             self.code_components_std.copy_(var.sqrt())
+            w = torch.ones(k) if weights is None else weights.double()
+            self.code_components_weight.copy_(w / w.max())  # relative: float16 in the shipped file
 
 
 # ---- Canonical rotations <-> AvatarCLIP's features ---------------------------------------------

@@ -122,6 +122,10 @@ class MotionVAEStageConfig(PriorDataConfig):
     # With code_prior: also keep those clips' posteriors, and draw prior samples from their mixture
     # (MotionVAEConfig.code_prior_components; motion-priors.md 2026-12-06): the Gaussian's draws rarely walk.
     code_prior_posteriors: bool = True
+    # How the sampler weighs those clips (feature_statistics_weights): "clip" gives each recording an
+    # equal share (a few long recordings hold most training windows: motion-priors.md 2026-12-06
+    # (fourth)); "subject", each subject; "window", each clip (the windows as training sees them).
+    code_prior_balance: str = "clip"
 
 
 @dataclass
@@ -325,6 +329,23 @@ def feature_statistics_windows(corpus: MotionCorpus, num_frames: int, stride: in
     return torch.stack(clips)
 
 
+SAMPLE_BALANCES = ("window", "clip", "subject")
+
+
+def feature_statistics_weights(corpus: MotionCorpus, num_frames: int, balance: str = "clip") -> torch.Tensor:
+    """A weight per window of :func:`feature_statistics_windows` ``(corpus, num_frames)`` (same
+    order, (N,), summing to 1): ``window``: all equal; ``clip``: each recording's windows share
+    an equal part; ``subject``: each subject's windows share an equal part."""
+    if balance not in SAMPLE_BALANCES:
+        raise ValueError(f"stage.code_prior_balance={balance!r}: choose one of {list(SAMPLE_BALANCES)}")
+    starts = MotionWindows(corpus, num_frames, stride=num_frames, mirror_prob=0.0).starts
+    clips = np.searchsorted(np.asarray(corpus.clip_starts), np.asarray(starts), side="right") - 1
+    groups = {"window": np.arange(len(clips)), "clip": clips, "subject": np.asarray(corpus.subjects)[clips]}[balance]
+    _, inverse, counts = np.unique(np.repeat(groups, 2), return_inverse=True, return_counts=True)  # with mirrors
+    weights = torch.tensor(1.0 / counts[inverse], dtype=torch.float64)
+    return weights / weights.sum()
+
+
 def motion_vae_losses(
     model: MotionVAE, rotations: torch.Tensor, terms: set[str] | frozenset[str]
 ) -> dict[str, torch.Tensor]:
@@ -351,6 +372,10 @@ def motion_vae_losses(
     return losses
 
 
+# The sampler's buffers (MotionVAEConfig.code_prior_components): filled by the export only.
+_SAMPLER_BUFFERS = ("code_components_mean", "code_components_std", "code_components_weight")
+
+
 @STAGES.register("train_motion_vae")
 class MotionVAEStage(_PriorStage):
     weights_name = "motion_vae"
@@ -366,6 +391,10 @@ class MotionVAEStage(_PriorStage):
             code_prior=sc.code_prior,
             code_prior_components=len(self.statistics_features) if sc.code_prior and sc.code_prior_posteriors else 0,
         ))  # fmt: skip
+        # The sampler's mixture weights of those windows (checked here, before training, not at export).
+        self.sampler_weights = None
+        if self.model.config.code_prior_components:
+            self.sampler_weights = feature_statistics_weights(self.train_corpus, sc.num_frames, sc.code_prior_balance)
         if sc.normalise:
             self.model.set_feature_statistics(self.statistics_features)
         test = HeadingNormalisedWindows(self.test_corpus, sc.num_frames, stride=sc.num_frames, mirror_prob=0.0)
@@ -385,13 +414,13 @@ class MotionVAEStage(_PriorStage):
 
     def export(self) -> dict:
         if self.model.config.code_prior:
-            self.model.fit_code_prior(self.statistics_features)
+            self.model.fit_code_prior(self.statistics_features, self.sampler_weights)
         return super().export()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The posteriors the sampler draws from are filled by the export only: 10 MB of
         # placeholders per training checkpoint otherwise (on_load_checkpoint puts them back).
-        for name in ("code_components_mean", "code_components_std"):
+        for name in _SAMPLER_BUFFERS:
             checkpoint["state_dict"].pop(f"model.{name}", None)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -401,7 +430,7 @@ class MotionVAEStage(_PriorStage):
         state = checkpoint["state_dict"]
         if self.model.config.code_prior:
             names = ["code_mean", "code_scale_tril"]
-            names += ["code_components_mean", "code_components_std"] if self.model.config.code_prior_components else []
+            names += list(_SAMPLER_BUFFERS) if self.model.config.code_prior_components else []
             for name in names:
                 state.setdefault(f"model.{name}", getattr(self.model, name))
 

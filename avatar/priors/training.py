@@ -124,7 +124,7 @@ class MotionVAEStageConfig(PriorDataConfig):
     code_prior_posteriors: bool = True
     # How the sampler weighs those clips (feature_statistics_weights): "clip" gives each recording an
     # equal share (a few long recordings hold most training windows: motion-priors.md 2026-12-06
-    # (fourth)); "subject", each subject; "window", each clip (the windows as training sees them).
+    # (fourth)); "subject", each subject; "window", every window the same (as training sees them).
     code_prior_balance: str = "clip"
 
 
@@ -332,13 +332,15 @@ def feature_statistics_windows(corpus: MotionCorpus, num_frames: int, stride: in
 SAMPLE_BALANCES = ("window", "clip", "subject")
 
 
-def feature_statistics_weights(corpus: MotionCorpus, num_frames: int, balance: str = "clip") -> torch.Tensor:
-    """A weight per window of :func:`feature_statistics_windows` ``(corpus, num_frames)`` (same
-    order, (N,), summing to 1): ``window``: all equal; ``clip``: each recording's windows share
-    an equal part; ``subject``: each subject's windows share an equal part."""
+def feature_statistics_weights(
+    corpus: MotionCorpus, num_frames: int, balance: str = "clip", stride: int | None = None
+) -> torch.Tensor:
+    """A weight per window of :func:`feature_statistics_windows` ``(corpus, num_frames, stride)``
+    (same order, (N,), summing to 1): ``window``: all equal; ``clip``: each recording's windows
+    share an equal part; ``subject``: each subject's windows share an equal part."""
     if balance not in SAMPLE_BALANCES:
         raise ValueError(f"stage.code_prior_balance={balance!r}: choose one of {list(SAMPLE_BALANCES)}")
-    starts = MotionWindows(corpus, num_frames, stride=num_frames, mirror_prob=0.0).starts
+    starts = MotionWindows(corpus, num_frames, stride=stride or num_frames, mirror_prob=0.0).starts
     clips = np.searchsorted(np.asarray(corpus.clip_starts), np.asarray(starts), side="right") - 1
     groups = {"window": np.arange(len(clips)), "clip": clips, "subject": np.asarray(corpus.subjects)[clips]}[balance]
     _, inverse, counts = np.unique(np.repeat(groups, 2), return_inverse=True, return_counts=True)  # with mirrors

@@ -338,14 +338,24 @@ def feature_statistics_weights(
     """A weight per window of :func:`feature_statistics_windows` ``(corpus, num_frames, stride)``
     (same order, (N,), summing to 1): ``window``: all equal; ``clip``: each recording's windows
     share an equal part; ``subject``: each subject's windows share an equal part."""
+    _, inverse, counts = np.unique(feature_statistics_groups(corpus, num_frames, balance, stride),
+                                   return_inverse=True, return_counts=True)  # fmt: skip
+    weights = torch.tensor(1.0 / counts[inverse], dtype=torch.float64)
+    return weights / weights.sum()
+
+
+def feature_statistics_groups(
+    corpus: MotionCorpus, num_frames: int, balance: str = "clip", stride: int | None = None
+) -> np.ndarray:
+    """The group of each window of :func:`feature_statistics_windows` ``(corpus, num_frames,
+    stride)`` (a window and its mirror image share one): its index (``window``), its clip's index
+    (``clip``) or its subject (``subject``)."""
     if balance not in SAMPLE_BALANCES:
         raise ValueError(f"stage.code_prior_balance={balance!r}: choose one of {list(SAMPLE_BALANCES)}")
     starts = MotionWindows(corpus, num_frames, stride=stride or num_frames, mirror_prob=0.0).starts
     clips = np.searchsorted(np.asarray(corpus.clip_starts), np.asarray(starts), side="right") - 1
     groups = {"window": np.arange(len(clips)), "clip": clips, "subject": np.asarray(corpus.subjects)[clips]}[balance]
-    _, inverse, counts = np.unique(np.repeat(groups, 2), return_inverse=True, return_counts=True)  # with mirrors
-    weights = torch.tensor(1.0 / counts[inverse], dtype=torch.float64)
-    return weights / weights.sum()
+    return np.repeat(groups, 2)
 
 
 def motion_vae_losses(

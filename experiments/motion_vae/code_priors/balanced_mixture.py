@@ -22,6 +22,7 @@ from avatar.priors.loading import PriorConfig, load_motion_prior
 from avatar.priors.motion_vae import features_to_canonical
 from avatar.priors.training import (
     SAMPLE_BALANCES,
+    feature_statistics_groups,
     feature_statistics_weights,
     feature_statistics_windows,
     locomotion_share,
@@ -30,6 +31,7 @@ from avatar.priors.training import (
 parser = argparse.ArgumentParser()
 parser.add_argument("file")
 parser.add_argument("--samples", type=int, default=1000)
+parser.add_argument("--per-subject", action="store_true", help="also each subject's windows and travel share")
 args = parser.parse_args()
 torch.set_num_threads(2)
 gen = torch.Generator().manual_seed(0)
@@ -53,6 +55,11 @@ for part, corpus in zip(("training subjects", "held-out subjects"), (train, held
         weight = feature_statistics_weights(corpus, c.num_frames, name, 10)[::2]
         shares.append(f"{float((weight * travels).sum() / weight.sum()):.0%}")
     print(f"| {part} ({len(set(corpus.subjects))}) | {len(every)} | " + " | ".join(shares) + " |")
+    if args.per_subject:
+        subjects = feature_statistics_groups(corpus, c.num_frames, "subject", 10)[::2]
+        for name in sorted(set(subjects), key=lambda n: -(subjects == n).sum()):
+            mine = torch.from_numpy(subjects == name)
+            print(f"| subject {name} | {int(mine.sum())} | {float(travels[mine].mean()):.0%} | | |")
 
 header = "| weighting | training windows travelling (weighted) | their APD | samples travelling | APD | jerk | nearest window |"
 print(header + "\n|---|---|---|---|---|---|---|")

@@ -163,7 +163,10 @@ def run(args: argparse.Namespace) -> None:
     if c.code_prior_components == len(windows):  # the windows' share as the sampler weighs them
         moving = torch.tensor([locomotion_share(w[None]) for w in windows])
         weight = motion.code_components_weight.double().cpu()
-        weighted = f" (weighted as the sampler draws them: {float((weight * moving).sum() / weight.sum()):.0%})"
+        drawn = windows[torch.multinomial(weight, args.samples, replacement=True,
+                                          generator=torch.Generator().manual_seed(args.seed + 1))]  # fmt: skip
+        weighted = (f" (weighted as the sampler draws them: {float((weight * moving).sum() / weight.sum()):.0%}; "
+                    f"APD of {args.samples} drawn so {apd_mm(sequence_joints(drawn)):.0f} mm)")  # fmt: skip
     rows.append(("motion VAE reconstructions of training windows", "-", "-", "-",
                  f"{len(windows)} training windows (every {c.num_frames} frames, with mirror images) travelling >= "
                  f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(windows):.0%}{weighted}, decoded "

@@ -298,9 +298,9 @@ def test_shipped_motion_prior():
     assert (travel >= 0.5).float().mean() >= 0.05, travel
     # Its sampler draws from the training clips' posteriors (code_prior_components), each
     # recording's clips together weighing as much as any other's: those draws walk (issue #26's
-    # target: >= 25 %) about four times as often as the Gaussian's and jerk less (1,000 draws:
-    # 32 vs 8 %, 264 vs 322 m/s^3; the training windows, weighted so, 38 %; every window equal,
-    # 26 % and its draws 22 %).
+    # target: >= 25 %) about three times as often as the Gaussian's and jerk less (avatar-eval
+    # priors, 1,000 draws: 33 vs 10 %, 266 vs 320 m/s^3; the training windows, weighted so, 38 %;
+    # every window equal, 26 %, and its draws 22 %; these 400 with equal weights: 18.5 %).
     assert vae.config.code_prior_components == 2704 and vae.code_components_weight.min() < 0.1
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -190,6 +190,17 @@ def test_search_init_starts_from_the_prior_sample_closest_to_the_candidates(tmp_
     assert info["search_samples"] == 64 and start < min(normal), (start, normal)
 
 
+def test_prior_search_starts_from_the_best_of_the_vae_samplers_draws(tmp_path, standing_file):
+    """latent_init=prior_search searches the motion VAE's own sampler's draws (the shipped
+    file's: its training clips' posteriors), not N(0, I)."""
+    stage = make_stage(tmp_path, standing_file, "stage.latent_init=prior_search", "stage.search_samples=64")
+    info = stage.generator.info()
+    draws = stage.prior.sample_codes(64, torch.Generator().manual_seed(int(stage.cfg.seed)))
+    assert torch.equal(stage.generator.latent.detach(), draws[info["search_best_index"]][None].float())
+    start = stage.reconstruction_errors()["reconstruction_distance"]
+    assert info["search_samples"] == 64 and start == pytest.approx(info["search_best_reconstruction"], rel=1e-4)
+
+
 def write_motion_codebook(path, num_frames: int = 60, descriptions: tuple[str, ...] = ()):
     """Three real-looking clips (named poses swinging at different rates), one motion codebook."""
     import numpy as np
@@ -478,7 +489,9 @@ def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
     # Generators are registered components: an unknown name is the registry's KeyError listing them.
     with pytest.raises(KeyError, match=r"stage\.generator.*interpolation, latent, reconstruction, retrieval, still"):
         make_stage(tmp_path, poses_file, "stage.generator=magic")
-    with pytest.raises(KeyError, match=r"stage\.latent_init.*interpolation, normal, retrieval, search, zeros"):
+    with pytest.raises(
+        KeyError, match=r"stage\.latent_init.*interpolation, normal, prior_search, retrieval, search, zeros"
+    ):
         make_stage(tmp_path, poses_file, "stage.latent_init=magic")
     # stage.root is a closed choice (an enum): anything else fails when the config is composed.
     with pytest.raises(ConfigCompositionException, match=r"stage\.root=sideways") as err:
@@ -488,8 +501,9 @@ def test_empty_prompt_and_bad_options_name_their_keys(tmp_path, poses_file):
                           ("stage.template=no_slot", "stage.template")]:  # fmt: skip
         with pytest.raises(ValueError, match=key.replace(".", r"\.")):
             make_stage(tmp_path, poses_file, override)
-    with pytest.raises(ValueError, match=r"stage\.search_samples"):
-        make_stage(tmp_path, poses_file, "stage.latent_init=search", "stage.search_samples=0")
+    for init in ("search", "prior_search"):
+        with pytest.raises(ValueError, match=rf"stage\.search_samples must be >= 1 with stage\.latent_init={init}"):
+            make_stage(tmp_path, poses_file, f"stage.latent_init={init}", "stage.search_samples=0")
     with pytest.raises(ValueError, match="nothing to optimise"):
         make_stage(
             tmp_path, poses_file, "stage.lambda_reconstruction=0", "stage.lambda_guidance=0", "stage.lambda_delta=0"

@@ -25,7 +25,8 @@ decoded into ``num_frames`` frames; the loss is
 Generators (``stage.generator``, registered components in avatar/generators/motion/, one
 module each): ``latent`` (the above; ``latent_init`` chooses where the code starts:
 ``normal`` as AvatarCLIP, ``zeros``, ``interpolation``, or, not in the paper, ``search``: the best
-of ``search_samples`` prior samples), ``reconstruction`` (the paper's first baseline: the same
+of ``search_samples`` N(0, I) draws, ``prior_search``: the same over the VAE's sampler's draws,
+``retrieval``: the code of a retrieved real clip), ``reconstruction`` (the paper's first baseline: the same
 optimisation with the guidance and delta terms off) and ``interpolation`` (the second: the
 candidates' codes interpolated between evenly spaced key times; no optimisation, the stage runs
 one-shot through the same output path). Not in the paper, one-shot too: ``retrieval``, the same
@@ -119,6 +120,7 @@ class MotionStageConfig:
     # passes near every candidate | search (not in the paper): of ``search_samples`` codes drawn
     # as for normal, the one whose decoded clip best reconstructs the candidates (a motion-prior
     # codebook: a clip that moves through the candidates, e.g. a gait cycle through strides) |
+    # prior_search (not in the paper): the same over draws of the VAE's sampler (sample_codes) |
     # retrieval (not in the paper): the code of the clip the retrieval generator picks (by the
     # paper's terms and lambda_description)
     latent_init: str = "normal"

@@ -10,6 +10,10 @@ Each is a function ``(stage, rng) -> (code (1, D), info)`` registered in :data:`
 * ``search`` (not in the paper): of ``search_samples`` codes drawn as for ``normal``, the one
   whose decoded clip best reconstructs the candidates (a motion-prior codebook: a clip that moves
   through the candidates, e.g. a gait cycle through strides);
+* ``prior_search`` (not in the paper): the same search over ``search_samples`` draws of the
+  motion VAE's own sampler (``MotionVAE.sample_codes``: for the free model, the training clips'
+  posteriors, each recording weighing the same, a third of them walks; N(0, I) for a file
+  without them, as ``search`` at ``latent_init_std=1``);
 * ``retrieval`` (not in the paper): the code of the real clip the ``retrieval`` generator picks
   with the stage's settings, ``lambda_description`` included (encoded by the VAE, as captured:
   heading-normalised root), so the optimisation starts from real motion that already passes
@@ -56,6 +60,16 @@ def search(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict
         raise ValueError(f"stage.search_samples must be >= 1 with stage.latent_init=search, got {sc.search_samples}")
     dim = stage.prior.config.latent_dim
     return search_latent(stage, torch.randn(int(sc.search_samples), dim, generator=rng) * float(sc.latent_init_std))
+
+
+@LATENT_INITS.register("prior_search")
+def prior_search(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    sc = stage.stage_cfg
+    if sc.search_samples < 1:
+        raise ValueError(
+            f"stage.search_samples must be >= 1 with stage.latent_init=prior_search, got {sc.search_samples}"
+        )
+    return search_latent(stage, stage.prior.sample_codes(int(sc.search_samples), rng).float())
 
 
 @torch.no_grad()

@@ -55,21 +55,24 @@ def interpolation(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tenso
 
 @LATENT_INITS.register("search")
 def search(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
-    sc = stage.stage_cfg
-    if sc.search_samples < 1:
-        raise ValueError(f"stage.search_samples must be >= 1 with stage.latent_init=search, got {sc.search_samples}")
     dim = stage.prior.config.latent_dim
-    return search_latent(stage, torch.randn(int(sc.search_samples), dim, generator=rng) * float(sc.latent_init_std))
+    codes = torch.randn(search_samples(stage), dim, generator=rng) * float(stage.stage_cfg.latent_init_std)
+    return search_latent(stage, codes)
 
 
 @LATENT_INITS.register("prior_search")
 def prior_search(stage: MotionStage, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
+    return search_latent(stage, stage.prior.sample_codes(search_samples(stage), rng).float())
+
+
+def search_samples(stage: MotionStage) -> int:
+    """``stage.search_samples``, checked."""
     sc = stage.stage_cfg
     if sc.search_samples < 1:
         raise ValueError(
-            f"stage.search_samples must be >= 1 with stage.latent_init=prior_search, got {sc.search_samples}"
+            f"stage.search_samples must be >= 1 with stage.latent_init={sc.latent_init}, got {sc.search_samples}"
         )
-    return search_latent(stage, stage.prior.sample_codes(int(sc.search_samples), rng).float())
+    return int(sc.search_samples)
 
 
 @torch.no_grad()

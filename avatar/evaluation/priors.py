@@ -25,6 +25,7 @@ import argparse
 import torch
 
 from avatar.metrics.motion import jerk
+from avatar.mocap.contact import contact_travel_distance
 from avatar.priors.codebook import WEIGHTS_DIR
 from avatar.priors.data import body_joints, load_corpus, sequence_joints
 from avatar.priors.loading import PriorConfig, load_codebook, load_motion_prior, load_pose_prior
@@ -159,9 +160,9 @@ def run(args: argparse.Namespace) -> None:
                  f"{locomotion.get('heldout_locomotion_travel_ratio', float('nan')):.2f} "
                  f"({locomotion.get('heldout_locomotion_windows', 0)} windows)"))  # fmt: skip
     windows, decoded_windows = training_windows_and_reconstructions(motion, train)
+    moving = torch.tensor([contact_travel_distance(w) >= LOCOMOTION_MIN_TRAVEL for w in windows], dtype=torch.float64)
     weighted = ""
     if c.code_prior_components == len(windows):  # the windows' share as the sampler weighs them
-        moving = torch.tensor([locomotion_share(w[None]) for w in windows])
         weight = motion.code_components_weight.double().cpu()
         drawn = windows[torch.multinomial(weight, args.samples, replacement=True,
                                           generator=torch.Generator().manual_seed(args.seed + 1))]  # fmt: skip
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> None:
                     f"APD of {args.samples} drawn so {apd_mm(sequence_joints(drawn)):.0f} mm)")  # fmt: skip
     rows.append(("motion VAE reconstructions of training windows", "-", "-", "-",
                  f"{len(windows)} training windows (every {c.num_frames} frames, with mirror images) travelling >= "
-                 f"{LOCOMOTION_MIN_TRAVEL} m: {locomotion_share(windows):.0%}{weighted}, decoded "
+                 f"{LOCOMOTION_MIN_TRAVEL} m: {float(moving.mean()):.0%}{weighted}, decoded "
                  f"{locomotion_share(decoded_windows):.0%}{novelty(decoded_windows[::2][:200])} (200 of them: near-copies)"))  # fmt: skip
     samplers = [("prior", motion.sample_codes(args.samples, gen))]
     if c.code_prior_components:  # the Gaussian the mixture's moments define, for comparison

@@ -65,12 +65,11 @@ header = "| weighting | training windows travelling (weighted) | their APD | sam
 print(header + "\n|---|---|---|---|---|---|---|")
 for name in SAMPLE_BALANCES:
     weight = feature_statistics_weights(train, c.num_frames, name)
-    pick = torch.multinomial(weight, args.samples, replacement=True, generator=gen)
-    mean, std = m.code_components_mean[pick].float(), m.code_components_std[pick].float()
-    raw = mean + std * torch.randn(mean.shape, generator=gen)
+    m.code_components_weight.copy_(weight / weight.max())  # as fit_code_prior stores them
     with torch.no_grad():
-        z = torch.linalg.solve_triangular(m.code_scale_tril.float(), (raw - m.code_mean.float()).T, upper=False).T
-        clips = torch.cat([features_to_canonical(m.decode(part)) for part in z.split(256)])
+        clips = torch.cat(
+            [features_to_canonical(m.decode(part)) for part in m.sample_codes(args.samples, gen).split(256)]
+        )
     s = clip_statistics(clips)
     data = clip_statistics(windows[torch.multinomial(weight, args.samples, replacement=True, generator=gen)])
     print(f"| {name} | {float((weight * moving).sum()):.1%} | {data['apd_mm']:.0f} | {s['travelling']:.1%} | "

@@ -39,8 +39,13 @@ def offline_wandb():
 def wandb_records(run_dir: Path) -> list:
     """The records of the run's offline ``.wandb`` file (W&B's LevelDB-style log of protobuf
     records: a 7-byte header, then 32 KiB blocks of chunks [crc u32, length u16, type u8])."""
+    import wandb
     from wandb.proto import wandb_internal_pb2 as pb
 
+    # The W&B service writes the file in the background: its last records (the exit code) can
+    # still be buffered when the run returns. Tearing the service down waits for them (a later
+    # run starts a new one); without it the exit record was missing once in five CI runs.
+    wandb.teardown()
     (path,) = sorted(Path(run_dir, "wandb").glob("offline-run-*/run-*.wandb"))
     data = path.read_bytes()
     assert data[:4] == b":W&B"
